@@ -1,0 +1,1 @@
+"""One-shot command line verbs (`fleet <verb>`)."""

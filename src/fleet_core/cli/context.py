@@ -1,0 +1,41 @@
+"""What a CLI command acts as and against: settings, identity, an open database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fleet_core.config import Settings
+from fleet_core.db.connect import open_database
+from fleet_core.db.database import Database, Tenant
+from fleet_core.errors import DeniedError
+from fleet_core.models import Tier
+
+ADMIN_TIER = Tier.SOVEREIGN
+
+
+def local_tenant(settings: Settings, *, all_operators: bool = False) -> Tenant:
+    """The CLI acts as the configured local operator; `--all` needs the admin tier."""
+    if all_operators:
+        if not settings.tier.at_least(ADMIN_TIER):
+            raise DeniedError(
+                f"--all shows every operator's tasks and needs tier {ADMIN_TIER.value}; "
+                f"{settings.operator} is {settings.tier.value}"
+            )
+        return Tenant.operator(settings.operator, admin=True)
+    return Tenant.operator(settings.operator)
+
+
+def describe(db: Database) -> str:
+    if db.mode == "embedded":
+        return "embedded"
+    return "FLEET_DATABASE_URL"
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Database]:
+    db = await open_database(settings)
+    try:
+        yield db
+    finally:
+        await db.close()

@@ -1,0 +1,59 @@
+"""Entry point of the `fleet` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fleet_core import __version__
+from fleet_core.cli import db_cmd, task_cmds
+from fleet_core.cli.runner import guarded
+from fleet_core.config import config_path, load_settings
+from fleet_core.logs import setup_file_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleet", description="Operator console for a fleet of AI coding agents."
+    )
+    parser.add_argument("--version", action="version", version=f"fleet {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    task_cmds.add_parsers(sub)
+    db_cmd.add_parser(sub)
+    cfg = sub.add_parser("config", help="show the settings in effect, or the file's path")
+    cfg_verbs = cfg.add_subparsers(dest="config_verb", required=True, metavar="VERB")
+    cfg_verbs.add_parser("show", help="every setting in effect (passwords masked)")
+    cfg_verbs.add_parser("path", help="the path of fleet.toml")
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.verb == "config" and args.config_verb == "path":
+        print(config_path())
+        return 0
+    settings = load_settings()
+    setup_file_logging(settings.log_dir, settings.log_level)
+    if args.verb == "config":
+        print(json.dumps(settings.redacted(), indent=2))
+        return 0
+    if args.verb == "db":
+        return db_cmd.run(args, settings)
+    if args.verb == "show":
+        return task_cmds.show(args, settings)
+    if args.verb is None:
+        print(
+            "fleet: the full-screen console is not built yet; showing `fleet status`.",
+            file=sys.stderr,
+        )
+        args = build_parser().parse_args(["status"])
+    return task_cmds.status(args, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: dispatch(args), as_json=bool(getattr(args, "json", False)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Settings: `fleet.toml` in the platformdirs config dir, overridden by FLEET_* variables."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from fleet_core.errors import ConfigError
+from fleet_core.models import OPERATOR_ID_RE, Tier
+
+APP_NAME = "fleet"
+ENV_PREFIX = "FLEET_"
+SECRET_FIELDS = frozenset({"database_url", "engine_database_url"})
+HIDDEN_FIELDS = frozenset({"secrets"})
+
+
+def config_path() -> Path:
+    """Where `fleet.toml` is read from (FLEET_CONFIG overrides the platform default)."""
+    explicit = os.environ.get("FLEET_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "fleet.toml"
+
+
+def _default_operator() -> str:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = f"uid{os.getuid()}"
+    return name if OPERATOR_ID_RE.match(name) else "operator"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    operator: str = Field(default_factory=_default_operator, pattern=OPERATOR_ID_RE.pattern)
+    tier: Tier = Tier.SOVEREIGN
+    database_url: str | None = None
+    engine_database_url: str | None = None
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
+    pg_bin: Path | None = None
+    pg_dir: Path | None = None
+    pg_user: str = Field(default="fleetpg", pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
+    host_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    worktree_dir: Path | None = None
+    kill_grace_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Per agent type: command = [...] (with {model}, {prompt_file}) and env = [names it may see].
+    agents: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    # Values for the agents' variables; the environment is used for names not set here.
+    secrets: dict[str, str] = Field(default_factory=dict)
+    # Per repository path: setup, setup_timeout_seconds, ci, forge, base (as in .fleet.toml).
+    repos: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("database_url", "engine_database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("data_dir", "pg_bin", "pg_dir", "worktree_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as JSON-able values, with passwords in URLs masked."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if name in SECRET_FIELDS and isinstance(value, str):
+                value = _mask_password(value)
+            if name in HIDDEN_FIELDS:
+                value = {k: "***" for k in value}
+            out[name] = value
+        return out
+
+
+def _mask_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; any bad value raises ConfigError naming the field and where it came from."""
+    path = config_path()
+    try:
+        if path.exists():
+            with path.open("rb") as fh:
+                tomllib.load(fh)
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            env_name = ENV_PREFIX + field.upper()
+            origin = f"from {env_name}" if env_name in os.environ else f"in {path}"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting"
+            lines.append(f"config error: {field} ({origin}): {msg}")
+        raise ConfigError("; ".join(lines)) from None

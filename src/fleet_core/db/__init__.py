@@ -1,0 +1,1 @@
+"""Database layer: embedded cluster, bootstrap, migrations, pool and tenant transactions."""

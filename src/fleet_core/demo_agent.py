@@ -1,0 +1,81 @@
+"""The demo agent: a real program that does what a coding agent does, offline.
+
+    python -m fleet_core.demo_agent      (prompt on stdin, run inside the task's worktree)
+
+It reads the prompt, writes `fleet-demo/<task>.md` (the prompt, byte for byte), commits and
+pushes its branch, printing progress. Markers in the prompt change what it does:
+`[demo:fail]` exits 1, `[demo:hang]` does its work and then never ends, `[demo:stall]` stays
+alive printing but never commits, `[demo:oom]` exits 137, `[demo:ci-fail-once]` also writes
+`fleet-demo/CI_FAIL` on the first attempt (FLEET_ATTEMPT=1) and removes it on later ones, so a
+CI command that checks for that file fails once. FLEET_DEMO_DELAY (seconds, default 0.3) paces
+the steps so the log pane has something to show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GIT_ID = ["-c", "user.name=fleet demo agent", "-c", "user.email=demo-agent@fleet.invalid"]
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def git(*args: str) -> None:
+    subprocess.run(["git", *GIT_ID, *args], check=True, timeout=120)
+
+
+def main() -> int:
+    prompt = sys.stdin.buffer.read()
+    text = prompt.decode("utf-8", errors="replace")
+    delay = float(os.environ.get("FLEET_DEMO_DELAY", "0.3"))
+    task = os.environ.get("FLEET_TASK_ID", "task")
+    attempt = int(os.environ.get("FLEET_ATTEMPT", "1"))
+    say(f"read prompt: {len(prompt)} bytes, sha256 {hashlib.sha256(prompt).hexdigest()}")
+    time.sleep(delay)
+    if "[demo:oom]" in text:
+        say("allocating far too much memory ... killed")
+        return 137
+    if "[demo:fail]" in text:
+        say("giving up: the task is impossible")
+        return 1
+    if "[demo:stall]" in text:
+        while True:  # alive, never commits
+            say("thinking ...")
+            time.sleep(max(delay, 1.0))
+    out = Path("fleet-demo")
+    out.mkdir(exist_ok=True)
+    (out / f"{task}.md").write_bytes(prompt)
+    say(f"wrote {out / (task + '.md')}")
+    marker = out / "CI_FAIL"
+    if "[demo:ci-fail-once]" in text and attempt == 1:
+        marker.write_text("this change breaks the tests until the retry\n")
+        say("wrote a change that breaks the tests")
+    elif marker.exists():
+        marker.unlink()
+        say("fixed the broken tests")
+    time.sleep(delay)
+    git("add", "-A")
+    git(
+        "commit", "-q", "-m", f"demo: {text.strip().splitlines()[0][:60] if text.strip() else task}"
+    )
+    say("committed")
+    time.sleep(delay)
+    git("push", "-q", "-u", "origin", "HEAD")
+    say("pushed")
+    if "[demo:hang]" in text:
+        say("waiting forever")
+        while True:
+            time.sleep(3600)
+    say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""LocalRuntime: an agent per task in its own git worktree, running in tmux under the launcher.
+
+The handle a spawn returns (tmux session, worktree path, host id) is what the caller stores
+on the task; every later operation works from the task id alone, so the runtime finds its
+agents again after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+from fleet_core.config import Settings
+from fleet_core.errors import BadInputError, SpawnError
+from fleet_core.models import AgentType
+from fleet_core.runtime import git as g
+from fleet_core.runtime import launch
+from fleet_core.runtime.adapters import Adapter
+from fleet_core.runtime.cleanup import CleanupResult, remove_worktree
+from fleet_core.runtime.proc import CommandError, run
+from fleet_core.runtime.secrets import SecretProvider
+from fleet_core.runtime.tmux import SESSION_PREFIX, Tmux
+from fleet_core.runtime.validation import path_under, validate_branch
+
+DEFAULT_LOG_LINES = 100
+MAX_LOG_LINES = 1000
+START_TIMEOUT_S = 10.0
+GATE_MARGIN_S = 60.0  # how long a launcher waits for `go` beyond the setup timeout
+OOM_EXIT = 137
+
+
+@dataclass(frozen=True)
+class RuntimePaths:
+    data_dir: Path
+    worktrees: Path
+
+    @classmethod
+    def under(cls, data_dir: Path, worktrees: Path | None = None) -> RuntimePaths:
+        return cls(data_dir, worktrees or data_dir / "worktrees")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuntimePaths:
+        return cls.under(settings.data_dir, settings.worktree_dir)
+
+    @property
+    def runs(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.data_dir / "snapshots"
+
+    @property
+    def locks(self) -> Path:
+        return self.data_dir / "locks"
+
+    @property
+    def tmux_socket(self) -> str:
+        return "fleet-" + hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    task_id: UUID
+    operator_id: str
+    repository: Path
+    branch: str
+    agent_type: AgentType
+    model: str
+    prompt: str
+    base_branch: str | None = None
+    attempt: int = 1
+    setup: list[str] | None = None
+    setup_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class AgentHandle:
+    task_id: UUID
+    session: str
+    worktree_path: Path
+    branch: str
+    host_id: str
+    base_ref: str
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int
+    signal: str | None
+    ended_at: datetime | None
+    error: str | None = None
+    killed_by_fleet: bool = False
+
+    @property
+    def oom(self) -> bool:
+        """137 = SIGKILL; unless fleet itself sent it, that is the OOM killer."""
+        return self.code == OOM_EXIT and not self.killed_by_fleet
+
+
+def session_name(task_id: UUID) -> str:
+    return f"{SESSION_PREFIX}{task_id}"
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        paths: RuntimePaths,
+        adapters: dict[AgentType, Adapter],
+        secrets: SecretProvider,
+        *,
+        host_id: str,
+        kill_grace_s: float = 5.0,
+    ) -> None:
+        self.paths = paths
+        self.adapters = adapters
+        self.secrets = secrets
+        self.host_id = host_id
+        self.kill_grace_s = kill_grace_s
+        self.tmux = Tmux(paths.tmux_socket, paths.data_dir / "tmux.conf")
+        self.locks = g.RepoLocks(paths.locks)
+        self._default_branches: dict[Path, str] = {}
+
+    def run_dir(self, task_id: UUID) -> Path:
+        return path_under(self.paths.runs, str(task_id), field="task_id")
+
+    # -- spawn -------------------------------------------------------------------------------
+
+    async def spawn(self, spec: SpawnSpec) -> AgentHandle:
+        """Worktree on a new branch from the base, optional setup, then the agent in tmux.
+
+        The tmux session and its launcher start while `git worktree add` runs; the launcher
+        waits for the `go` file, written once the worktree (and setup) are ready. Everything
+        created is removed again when a step fails."""
+        validate_branch(spec.branch)
+        adapter = self.adapters.get(spec.agent_type)
+        if adapter is None:
+            raise BadInputError("agent_type", f"no command configured for {spec.agent_type.value}")
+        if spec.base_branch:
+            validate_branch(spec.base_branch, "base_branch")
+        base = spec.base_branch or await self._default_branch(spec.repository)
+        located, resolved = await asyncio.gather(
+            g.repo_paths(spec.repository), g.base_ref(spec.repository, base), return_exceptions=True
+        )
+        if isinstance(located, BaseException):
+            raise located
+        if isinstance(resolved, BaseException):
+            raise resolved
+        repo, common = located
+        base_ref = resolved
+        worktree = path_under(self.paths.worktrees, str(spec.task_id), field="worktree")
+        rd = self.run_dir(spec.task_id)
+        if worktree.exists() or rd.exists():
+            raise BadInputError("task_id", f"{spec.task_id} was already spawned here")
+        handle = AgentHandle(
+            spec.task_id, session_name(spec.task_id), worktree, spec.branch, self.host_id, base_ref
+        )
+        rd.mkdir(parents=True, mode=0o700)
+        results = await asyncio.gather(
+            self._add_worktree(repo, common, spec.branch, worktree, base_ref),
+            self._launch(spec, adapter, handle, rd),
+            return_exceptions=True,
+        )
+        try:
+            for outcome in results:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            if spec.setup:
+                await self._setup(worktree, spec.setup, spec.setup_timeout_s)
+            _release(rd, True)
+            await self._wait_started(spec.task_id, rd)
+        except BaseException:
+            await self._undo(repo, handle, worktree_added=not isinstance(results[0], BaseException))
+            raise
+        return handle
+
+    async def _default_branch(self, path: Path) -> str:
+        """Cached per repository path: it changes rarely, and each probe is a git call."""
+        if path not in self._default_branches:
+            if not path.is_dir():
+                raise BadInputError("repository", f"{path} is not a directory")
+            self._default_branches[path] = await g.default_branch(path)
+        return self._default_branches[path]
+
+    async def _add_worktree(
+        self, repo: Path, common: Path, branch: str, worktree: Path, base_ref: str
+    ) -> None:
+        self.paths.worktrees.mkdir(parents=True, exist_ok=True)
+        async with self.locks.hold(repo, common):
+            try:
+                await g.git(repo, "worktree", "add", "-b", branch, str(worktree), base_ref)
+            except CommandError as exc:
+                if "already exists" in exc.output:
+                    raise BadInputError("branch", f"{branch!r} already exists") from None
+                raise SpawnError("worktree", str(exc), output=exc.output) from None
+
+    async def _setup(self, worktree: Path, argv: list[str], timeout: float) -> None:
+        try:
+            await run(argv, cwd=worktree, timeout=timeout)
+        except CommandError as exc:
+            raise SpawnError("setup", str(exc), output=exc.output) from None
+        except OSError as exc:
+            raise SpawnError("setup", f"cannot run {argv[0]}: {exc}") from None
+
+    async def _launch(
+        self, spec: SpawnSpec, adapter: Adapter, handle: AgentHandle, rd: Path
+    ) -> None:
+        """Secrets, the 0600 files and the tmux session whose launcher waits for `go`."""
+        env = await self.secrets.issue(
+            task_id=spec.task_id, operator_id=spec.operator_id, adapter=adapter,
+            attempt=spec.attempt,
+        )  # fmt: skip
+        _write_fields(rd / "env", [f"{k}={v}" for k, v in env.items()])
+        _write_private(rd / "prompt", spec.prompt.encode())
+        gate_s = spec.setup_timeout_s + GATE_MARGIN_S
+        argv = adapter.argv(spec.model)
+        _write_fields(
+            rd / "spec", [str(gate_s), str(handle.worktree_path), str(spec.task_id), *argv]
+        )
+        # The launcher needs only the standard library: run its file without `site`.
+        launcher = [sys.executable, "-S", launch.__file__, str(rd)]
+        try:
+            await self.tmux.new_session(handle.session, rd, launcher)
+        except Exception as exc:
+            raise SpawnError("process", f"tmux could not start the launcher: {exc}") from None
+
+    async def _wait_started(self, task_id: UUID, rd: Path) -> None:
+        begin = time.monotonic()
+        deadline = begin + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if (rd / "started").exists():
+                return
+            status = self._read_exit(task_id)
+            if status is not None and status.error:
+                raise SpawnError("process", f"the agent could not start: {status.error}")
+            if status is not None:
+                return  # started and already finished
+            slow = time.monotonic() - begin > 0.2
+            pane = await self.tmux.pane(session_name(task_id)) if slow else None
+            if slow and (pane is None or pane.dead):
+                tail = await self.tmux.capture(session_name(task_id), 20) if pane else ""
+                raise SpawnError("process", f"the launcher ended before the agent started: {tail}")
+            await asyncio.sleep(0.002)
+        raise SpawnError("process", f"the agent did not start within {START_TIMEOUT_S:.0f} s")
+
+    async def _undo(self, repo: Path, handle: AgentHandle, *, worktree_added: bool) -> None:
+        rd = self.run_dir(handle.task_id)
+        with contextlib.suppress(OSError):
+            _release(rd, False)  # a waiting launcher exits without starting
+        with contextlib.suppress(Exception):
+            await self.tmux.kill_session(handle.session)
+        if worktree_added:
+            with contextlib.suppress(Exception):
+                async with self.locks.hold(repo):
+                    await g.git(repo, "worktree", "remove", "--force", str(handle.worktree_path))
+                    await g.git(repo, "branch", "-D", handle.branch, check=False)
+        _remove_dir(rd)
+
+    # -- observe -----------------------------------------------------------------------------
+
+    def _read_exit(self, task_id: UUID) -> ExitStatus | None:
+        try:
+            text = (self.run_dir(task_id) / "exit").read_text()
+        except OSError:
+            return None
+        doc = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        ended = doc.get("ended_at")
+        return ExitStatus(
+            code=int(doc["exit_code"]),
+            signal=doc.get("signal") or None,
+            ended_at=datetime.fromisoformat(ended) if ended else None,
+            error=doc.get("error") or None,
+            killed_by_fleet=doc.get("killed_by") == "fleet",
+        )
+
+    async def exit_status(self, task_id: UUID) -> ExitStatus | None:
+        """The agent's exit, once it has ended (from the launcher's record, else tmux's)."""
+        status = self._read_exit(task_id)
+        if status is not None:
+            return status
+        pane = await self.tmux.pane(session_name(task_id))
+        if pane is not None and pane.dead:
+            return ExitStatus(pane.dead_status if pane.dead_status is not None else -1, None, None)
+        return None
+
+    async def is_alive(self, task_id: UUID) -> bool:
+        """The agent process runs: the session exists, its pane is not dead, no exit recorded."""
+        if self._read_exit(task_id) is not None:
+            return False
+        pane = await self.tmux.pane(session_name(task_id))
+        return pane is not None and not pane.dead
+
+    async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
+        if not 1 <= lines <= MAX_LOG_LINES:
+            raise BadInputError("lines", f"must be between 1 and {MAX_LOG_LINES}")
+        return await self.tmux.capture(session_name(task_id), lines)
+
+    async def list_active(self) -> list[UUID]:
+        """Task ids of the sessions on our own socket (never the user's tmux)."""
+        ids = []
+        for name in await self.tmux.list_sessions():
+            if name.startswith(SESSION_PREFIX):
+                with contextlib.suppress(ValueError):
+                    ids.append(UUID(name[len(SESSION_PREFIX) :]))
+        return ids
+
+    def attach_command(self, task_id: UUID) -> list[str]:
+        return self.tmux.attach_command(session_name(task_id))
+
+    # -- stop and clean up -------------------------------------------------------------------
+
+    async def kill(self, task_id: UUID, grace_s: float | None = None) -> bool:
+        """SIGTERM to the agent's process group, SIGKILL after the grace period, then the
+        session is removed. False when there was no session."""
+        name = session_name(task_id)
+        pane = await self.tmux.pane(name)
+        if pane is None:
+            return False
+        if not pane.dead and pane.pid:
+            forced = await _terminate_group(
+                pane.pid, self.kill_grace_s if grace_s is None else grace_s
+            )
+            rd = self.run_dir(task_id)
+            if forced and rd.is_dir() and not (rd / "exit").exists():
+                # SIGKILL took the launcher too: record the exit it could not.
+                stamp = datetime.now(UTC).isoformat()
+                _write_private(rd / "exit", f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\n"
+                               "killed_by=fleet\n".encode())  # fmt: skip
+        await self.tmux.kill_session(name)
+        return True
+
+    async def cleanup(
+        self, task_id: UUID, repository: Path, branch: str, base_branch: str | None = None
+    ) -> CleanupResult:
+        """Kill what still runs, snapshot unpushed or uncommitted work, remove the worktree,
+        delete the branch only if merged into its base, and drop the run directory."""
+        await self.kill(task_id)
+        repo, common = await g.repo_paths(repository)
+        base_ref = await g.base_ref(repo, base_branch or await g.default_branch(repo))
+        worktree = path_under(self.paths.worktrees, str(task_id), field="worktree")
+        async with self.locks.hold(repo, common):
+            result = await remove_worktree(repo, worktree, branch, base_ref, self.paths.snapshots)
+        _remove_dir(self.run_dir(task_id))
+        return result
+
+
+async def _terminate_group(pid: int, grace_s: float) -> bool:
+    """SIGTERM the process group, SIGKILL it after the grace period; True if it had to."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        await asyncio.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    for _ in range(100):  # wait for the group to be gone, so its exit is final
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.01)
+    return True
+
+
+def _release(rd: Path, go: bool) -> None:
+    """Tell the waiting launcher to start (or not); atomic, so it never reads half a file."""
+    tmp = rd / "go.tmp"
+    _write_private(tmp, b"1" if go else b"0")
+    os.replace(tmp, rd / "go")
+
+
+def _remove_dir(directory: Path) -> None:
+    if directory.exists():
+        for leftover in directory.iterdir():
+            leftover.unlink()
+        directory.rmdir()
+
+
+def _write_fields(path: Path, fields: list[str]) -> None:
+    if any("\0" in f for f in fields):
+        raise BadInputError("env", "values must not contain NUL")
+    _write_private(path, "\0".join(fields).encode())
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

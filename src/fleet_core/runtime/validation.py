@@ -1,0 +1,45 @@
+"""Checks on names and paths that reach git, tmux and the file system."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fleet_core.errors import BadInputError
+
+BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
+MAX_BRANCH = 128
+
+
+def validate_branch(name: str, field: str = "branch") -> str:
+    """[A-Za-z0-9._/-]+, at most 128 characters, no '..', no leading '-', plus git's own
+    refname rules that would otherwise fail later (no '//', no trailing '/', '.' or '.lock')."""
+    if not name:
+        raise BadInputError(field, "must not be empty")
+    if "\0" in name:
+        raise BadInputError(field, "must not contain NUL")
+    if len(name) > MAX_BRANCH:
+        raise BadInputError(field, f"is {len(name)} characters; at most {MAX_BRANCH}")
+    if not BRANCH_RE.match(name):
+        raise BadInputError(field, f"{name!r} may only use letters, digits and . _ / -")
+    if name.startswith("-"):
+        raise BadInputError(field, f"{name!r} must not start with '-'")
+    if ".." in name or "//" in name:
+        raise BadInputError(field, f"{name!r} must not contain '..' or '//'")
+    if name.startswith("/") or name.endswith(("/", ".", ".lock")):
+        raise BadInputError(field, f"{name!r} must not start with '/' or end in '/', '.', '.lock'")
+    if any(part.startswith(".") for part in name.split("/")):
+        raise BadInputError(field, f"{name!r}: no path component may start with '.'")
+    return name
+
+
+def path_under(base: Path, *parts: str, field: str = "path") -> Path:
+    """base/parts, resolved, refused unless it stays inside base (no traversal, no links out)."""
+    root = base.resolve()
+    for part in parts:
+        if not part or "\0" in part:
+            raise BadInputError(field, "empty or NUL path component")
+    target = root.joinpath(*parts).resolve()
+    if target == root or root not in target.parents:
+        raise BadInputError(field, f"{'/'.join(parts)!r} resolves outside {root}")
+    return target

@@ -1,0 +1,150 @@
+"""The command line as a user runs it: a subprocess against the session's embedded cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from conftest import new_task
+from fleet_core.db.database import Database, Tenant
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.registry import TaskRegistry
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def fleet(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fleet_core", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FLEET_OPERATOR": "alice", **env},
+    )
+
+
+def test_version() -> None:
+    result = fleet("--version")
+    assert result.returncode == 0 and result.stdout.startswith("fleet 0.")
+
+
+async def test_status_json_empty_then_with_a_task(su: asyncpg.Connection, db: Database) -> None:
+    result = fleet("status", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "active": 0, "completed": 0, "failed": 0, "queued": 0, "tasks": []
+    }  # fmt: skip
+    rec = await TaskRegistry(db, Tenant.operator("alice")).create(new_task())
+    await TaskRegistry(db, Tenant.operator("bob")).create(new_task())
+    doc = json.loads(fleet("status", "--json").stdout)
+    assert doc["active"] == 1 and [t["id"] for t in doc["tasks"]] == [str(rec.id)]
+    for key in ("id", "status", "branch", "agent_type", "model", "task_type", "pr_number",
+                "ci_status", "retry_count"):  # fmt: skip
+        assert key in doc["tasks"][0]
+    assert json.loads(fleet("status", "--json", "--all").stdout)["active"] == 2
+    text = fleet("status").stdout
+    assert rec.short_id in text and "proposed" in text
+    shown = json.loads(fleet("show", rec.short_id, "--json").stdout)
+    assert shown["id"] == str(rec.id) and shown["status"] == "proposed"
+    assert "fix the flaky test" in fleet("show", str(rec.id)[:6]).stdout
+    filtered = json.loads(fleet("status", "--json", "--status", "running,failed").stdout)
+    assert filtered["tasks"] == [] and filtered["active"] == 1
+
+
+async def test_status_of_other_operator_is_empty(su: asyncpg.Connection, db: Database) -> None:
+    rec = await TaskRegistry(db, Tenant.operator("alice")).create(new_task())
+    await TaskRegistry(db, Tenant.operator("alice")).transition(
+        rec.id, TaskStatus.CANCELLED, expected_version=0
+    )
+    assert json.loads(fleet("status", "--json", FLEET_OPERATOR="carol").stdout)["tasks"] == []
+    assert fleet("show", rec.short_id, FLEET_OPERATOR="carol").returncode == 3
+
+
+def test_exit_codes_and_messages(pg) -> None:
+    missing = fleet("show", "deadbeef")
+    assert missing.returncode == 3 and "not found" in missing.stderr
+    bad = fleet("status", "--status", "sleeping")
+    assert bad.returncode == 2 and "--status" in bad.stderr
+    bad_id = fleet("show", "x!")
+    assert bad_id.returncode == 2 and "task_id" in bad_id.stderr
+    denied = fleet("status", "--all", FLEET_TIER="builder")
+    assert denied.returncode == 4 and "sovereign" in denied.stderr
+    as_json = fleet("show", "deadbeef", "--json")
+    assert json.loads(as_json.stderr)["error"] == "not_found" and as_json.stdout == ""
+
+
+def test_bad_config_is_named_in_one_line(tmp_path: Path) -> None:
+    env_bad = fleet("status", FLEET_TIER="king")
+    assert env_bad.returncode == 2
+    assert env_bad.stderr.count("\n") == 1 and "tier (from FLEET_TIER)" in env_bad.stderr
+    cfg = tmp_path / "fleet.toml"
+    cfg.write_text('log_level = "LOUD"\n')
+    file_bad = fleet("status", FLEET_CONFIG=str(cfg))
+    assert file_bad.returncode == 2 and f"log_level (in {cfg})" in file_bad.stderr
+    cfg.write_text("operator = [\n")
+    broken = fleet("status", FLEET_CONFIG=str(cfg))
+    assert broken.returncode == 2 and str(cfg) in broken.stderr
+    cfg.write_text('operator = "dora"\n')
+    shown = json.loads(fleet("config", "show", FLEET_CONFIG=str(cfg)).stdout)
+    assert shown["operator"] == "alice"  # the environment wins over the file
+    assert fleet("config", "path", FLEET_CONFIG=str(cfg)).stdout.strip() == str(cfg)
+
+
+def test_config_show_masks_passwords() -> None:
+    out = fleet("config", "show", FLEET_DATABASE_URL="postgresql://u:hunter2@h/db").stdout
+    assert "hunter2" not in out and "u:***@h/db" in out
+
+
+def test_db_status_and_url(pg) -> None:
+    status = fleet("db", "status")
+    assert status.returncode == 0 and "0001_core  applied" in status.stdout
+    url = fleet("db", "url").stdout.strip()
+    assert url == pg.owner_dsn
+    assert fleet("db", "url", "--engine").stdout.strip() == pg.engine_dsn
+    assert fleet("db", "down", "0").returncode == 2
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    ci = (README.parent / ".ci" / "run").read_text()
+    command = next(line for line in ci.splitlines() if "pytest" in line).strip()
+    assert command in README.read_text()
+
+
+SLEEPER = """
+import asyncio, sys
+from fleet_core.cli.context import opened
+from fleet_core.cli.runner import guarded, run_async
+from fleet_core.config import load_settings
+from fleet_core.logs import setup_file_logging
+
+settings = load_settings()
+setup_file_logging(settings.log_dir)
+
+async def main():
+    async with opened(settings):
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+
+sys.exit(guarded(lambda: run_async(main)))
+"""
+
+
+def test_sigterm_closes_the_pool_cleanly(pg) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    log = pg.settings.log_dir / "fleet.log"
+    closed_before = log.read_text().count("database pool closed")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert log.read_text().count("database pool closed") == closed_before + 1

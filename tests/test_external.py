@@ -1,0 +1,77 @@
+"""FLEET_DATABASE_URL mode against the PostgreSQL server on 127.0.0.1:5432 (when present)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from conftest import new_task
+from fleet_core.config import Settings
+from fleet_core.db.connect import cluster_for, open_database
+from fleet_core.db.database import Tenant
+from fleet_core.registry import TaskRegistry
+
+ADMIN_URL = os.environ.get(
+    "FLEET_TEST_EXTERNAL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+async def external_url() -> AsyncIterator[str]:
+    try:
+        admin = await asyncpg.connect(ADMIN_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        pytest.skip(f"no external PostgreSQL at {ADMIN_URL}: {exc}")
+    name = f"fleet_ext_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def test_external_database_binds_rls(external_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=external_url, data_dir=tmp_path)
+    db = await open_database(settings)
+    try:
+        assert db.mode == "external"
+        async with db.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT current_user") == "fleet_engine"
+        alice = TaskRegistry(db, Tenant.operator("alice"))
+        rec = await alice.create(new_task())
+        assert await TaskRegistry(db, Tenant.operator("bob")).find(rec.id) is None
+        assert (await alice.get(rec.id)).id == rec.id
+    finally:
+        await db.close()
+    assert cluster_for(settings).status() == "absent"  # no embedded cluster was started
+    result = subprocess.run(
+        [sys.executable, "-m", "fleet_core", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FLEET_DATABASE_URL": external_url, "FLEET_OPERATOR": "alice"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"active": 1' in result.stdout
+    stop = subprocess.run(
+        [sys.executable, "-m", "fleet_core", "db", "stop"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "FLEET_DATABASE_URL": external_url},
+    )  # fmt: skip
+    assert stop.returncode == 2 and "FLEET_DATABASE_URL" in stop.stderr
+
+
+async def test_unreachable_external_database_is_one_clear_error(tmp_path: Path) -> None:
+    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/x", data_dir=tmp_path)
+    from fleet_core.errors import DatabaseError
+
+    with pytest.raises(DatabaseError, match="cannot reach FLEET_DATABASE_URL"):
+        await open_database(settings)

@@ -1,0 +1,439 @@
+"""Local runtime against real git (a bare "origin"), real tmux on a private socket, the real
+launcher and the demo agent."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from fleet_core.db.database import Database
+from fleet_core.errors import BadInputError, SpawnError
+from fleet_core.models import AgentType
+from fleet_core.runtime.adapters import build_adapters
+from fleet_core.runtime.local import LocalRuntime, RuntimePaths, SpawnSpec
+from fleet_core.runtime.secrets import SecretProvider
+from fleet_core.runtime.validation import path_under, validate_branch
+
+ID = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *ID, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    origin = tmp_path / "origin.git"
+    work = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "README.md").write_text("sample\n")
+    git(work, "add", "README.md")
+    git(work, "commit", "-q", "-m", "initial")
+    git(work, "remote", "add", "origin", str(origin))
+    git(work, "push", "-q", "-u", "origin", "main")
+    return work
+
+
+def origin_of(repo: Path) -> Path:
+    return repo.parent / "origin.git"
+
+
+def make_runtime(tmp_path: Path, db: Database, **adapter_overrides) -> LocalRuntime:
+    environ = {
+        "FLEET_DEMO_DELAY": "0",
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+        "OPENAI_API_KEY": "sk-oa",
+    }
+    return LocalRuntime(
+        RuntimePaths.under(tmp_path / "data"),
+        build_adapters(adapter_overrides),
+        SecretProvider(db, environ=environ),
+        host_id="test-host",
+        kill_grace_s=1.0,
+    )
+
+
+@pytest.fixture
+async def rt(tmp_path: Path, db: Database) -> AsyncIterator[LocalRuntime]:
+    runtime = make_runtime(tmp_path, db)
+    try:
+        yield runtime
+    finally:
+        await runtime.tmux.kill_server()
+
+
+def spec(repo: Path, prompt: str = "add a file", **kw) -> SpawnSpec:
+    tid = kw.pop("task_id", uuid.uuid4())
+    fields = {
+        "task_id": tid, "operator_id": "alice", "repository": repo,
+        "branch": f"fleet/t-{str(tid)[:8]}", "agent_type": AgentType.DEMO, "model": "demo",
+        "prompt": prompt,
+    }  # fmt: skip
+    fields.update(kw)
+    return SpawnSpec(**fields)
+
+
+async def wait_exit(rt: LocalRuntime, task_id: uuid.UUID, timeout: float = 30.0):
+    for _ in range(int(timeout / 0.05)):
+        status = await rt.exit_status(task_id)
+        if status is not None:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"agent {task_id} did not exit; log:\n{await rt.logs(task_id)}")
+
+
+async def test_demo_agent_runs_commits_pushes_and_hides_its_prompt(
+    tmp_path: Path, db: Database, su: asyncpg.Connection, repo: Path
+) -> None:
+    rt = make_runtime(tmp_path, db)
+    rt.secrets.environ = {"FLEET_DEMO_DELAY": "0.2"}  # slow enough to be seen by ps
+    token = f"SECRET-PROMPT-{uuid.uuid4().hex}"
+    s = spec(repo, f"fix the bug {token}")
+    seen: list[str] = []
+
+    async def watch_ps() -> None:
+        while True:
+            # -ww: never truncate to $COLUMNS (CI sets it; the launcher path is long)
+            ps = ["ps", "-ww", "-eo", "args"]
+            out = await asyncio.to_thread(subprocess.run, ps, capture_output=True, text=True)
+            seen.append(out.stdout)
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(watch_ps())
+    try:
+        handle = await rt.spawn(s)
+        assert await rt.is_alive(s.task_id)
+        status = await wait_exit(rt, s.task_id)
+    finally:
+        watcher.cancel()
+        await rt.tmux.kill_server()
+    assert len(seen) > 10 and not any(token in out for out in seen)
+    assert any("runtime/launch.py" in out for out in seen)  # ps did see the launcher
+    assert status.code == 0 and not status.oom
+    assert not await rt.is_alive(s.task_id)
+    assert handle.worktree_path.is_dir() and handle.host_id == "test-host"
+    assert git(handle.worktree_path, "rev-parse", "--abbrev-ref", "HEAD").strip() == s.branch
+    pushed = git(origin_of(repo), "show", f"{s.branch}:fleet-demo/{s.task_id}.md")
+    assert pushed == s.prompt
+    leftovers = {p.name for p in rt.run_dir(s.task_id).iterdir()}
+    assert "prompt" not in leftovers and "env" not in leftovers
+    audit = await su.fetchrow("SELECT * FROM fleet_audit WHERE task_id = $1", s.task_id)
+    assert audit["event_type"] == "fleet.secrets_issued"
+    assert audit["detail"] == (
+        '{"names": ["FLEET_AGENT_TYPE", "FLEET_ATTEMPT", "FLEET_DEMO_DELAY", "FLEET_TASK_ID"], '
+        '"missing": [], "agent_type": "demo"}'
+    )
+
+
+HOSTILE = {
+    "subst": "$(touch {canary}) and ${{HOME}}",
+    "backticks": "`touch {canary}`",
+    "semicolon": "; touch {canary}; echo done",
+    "newlines": "line one\n\nline three\r\n; touch {canary}\n",
+    "tmux-keys": "C-c\nEnter\nC-d\n\x03\x04 {canary}",
+    "dashes": "-- --help -rf {canary}",
+    "utf8-5000": ("é✓ünïcödé " * 500)[:5000],
+}
+
+
+async def test_hostile_prompts_arrive_byte_exact_and_run_nothing(
+    tmp_path: Path, rt: LocalRuntime, repo: Path
+) -> None:
+    canary = tmp_path / "pwned"
+    specs = [spec(repo, text.format(canary=canary)) for text in HOSTILE.values()]
+    await asyncio.gather(*(rt.spawn(s) for s in specs))
+    for s in specs:
+        status = await wait_exit(rt, s.task_id)
+        assert status.code == 0, await rt.logs(s.task_id)
+        blob = subprocess.run(
+            ["git", "-C", str(origin_of(repo)), "show", f"{s.branch}:fleet-demo/{s.task_id}.md"],
+            check=True, capture_output=True,
+        ).stdout  # fmt: skip
+        assert blob == s.prompt.encode()
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize(
+    "branch",
+    [
+        "",
+        "-rf",
+        "a b",
+        "x;rm",
+        "a..b",
+        "a/../../b",
+        "$(x)",
+        "a\0b",
+        "b" * 129,
+        "a//b",
+        "ok/",
+        ".hidden",
+        "a.lock",
+        "C-c Enter",
+    ],
+)
+def test_bad_branch_names_are_rejected(branch: str) -> None:
+    with pytest.raises(BadInputError) as err:
+        validate_branch(branch)
+    assert err.value.field == "branch"
+
+
+def test_good_branch_names() -> None:
+    for name in ("fleet/alice-1a2b3c4d", "feature/x.y_z-1", "main"):
+        assert validate_branch(name) == name
+
+
+def test_paths_must_stay_under_the_base(tmp_path: Path) -> None:
+    assert path_under(tmp_path, "abc") == (tmp_path / "abc").resolve()
+    for bad in ("../etc", "../../etc/passwd", "/etc", "a/../../x", ".."):
+        with pytest.raises(BadInputError):
+            path_under(tmp_path, bad)
+    (tmp_path / "link").symlink_to("/etc")
+    with pytest.raises(BadInputError):
+        path_under(tmp_path, "link", "passwd")
+
+
+async def test_bad_spawn_input_has_no_side_effect(
+    rt: LocalRuntime, repo: Path, tmp_path: Path
+) -> None:
+    before = git(repo, "worktree", "list")
+    cases = [
+        (spec(repo, branch="bad branch"), "branch"),
+        (spec(repo, base_branch="../main"), "base_branch"),
+        (spec(repo, base_branch="no-such-branch"), "base_branch"),
+        (spec(tmp_path, branch="fleet/x"), "repository"),  # not a git repository
+        (spec(repo, branch="main"), "branch"),  # exists already
+    ]
+    for s, field in cases:
+        with pytest.raises(BadInputError) as err:
+            await rt.spawn(s)
+        assert err.value.field == field
+        assert not rt.run_dir(s.task_id).exists()
+    assert git(repo, "worktree", "list") == before
+    assert await rt.list_active() == []
+    assert not (rt.paths.worktrees).exists() or not any(rt.paths.worktrees.iterdir())
+
+
+async def test_twenty_spawns_at_once_into_one_repository(rt: LocalRuntime, repo: Path) -> None:
+    specs = [spec(repo, f"task {i}") for i in range(20)]
+    handles = await asyncio.gather(*(rt.spawn(s) for s in specs))
+    assert len({h.worktree_path for h in handles}) == 20
+    statuses = [await wait_exit(rt, s.task_id) for s in specs]
+    assert [s.code for s in statuses] == [0] * 20
+    assert len(git(repo, "worktree", "list").splitlines()) == 21
+    branches = git(origin_of(repo), "branch", "--list", "fleet/*").split()
+    assert sorted(branches) == sorted(s.branch for s in specs)
+
+
+@pytest.mark.parametrize(("marker", "code"), [("[demo:fail]", 1), ("[demo:oom]", 137)])
+async def test_exit_markers(rt: LocalRuntime, repo: Path, marker: str, code: int) -> None:
+    s = spec(repo, f"do it {marker}")
+    await rt.spawn(s)
+    status = await wait_exit(rt, s.task_id)
+    assert status.code == code and status.oom == (code == 137)
+    assert not await rt.is_alive(s.task_id)
+    assert await rt.list_active() == [s.task_id]  # the dead pane stays until cleanup
+    assert f"exited with status {code}" in await rt.logs(s.task_id)
+
+
+async def test_hang_and_stall_stay_alive_until_killed(rt: LocalRuntime, repo: Path) -> None:
+    hang, stall = spec(repo, "work [demo:hang]"), spec(repo, "think [demo:stall]")
+    await rt.spawn(hang)
+    await rt.spawn(stall)
+    for _ in range(200):  # the hanging agent pushes, then never ends
+        if hang.branch in git(origin_of(repo), "branch", "--list", hang.branch):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    assert await rt.is_alive(hang.task_id) and await rt.is_alive(stall.task_id)
+    assert git(repo, "rev-list", "--count", f"main..{stall.branch}").strip() == "0"
+    assert await rt.exit_status(stall.task_id) is None
+    assert await rt.kill(hang.task_id) and await rt.kill(stall.task_id)
+    for s in (hang, stall):
+        assert not await rt.is_alive(s.task_id)
+        status = await rt.exit_status(s.task_id)
+        assert status is not None and status.code == 143 and status.signal == "SIGTERM"
+    assert await rt.list_active() == []
+    assert await rt.kill(hang.task_id) is False
+
+
+async def test_kill_targets_exact_session_names(rt: LocalRuntime, tmp_path: Path) -> None:
+    await rt.tmux.new_session("fleet-ab", tmp_path, ["sleep", "60"])
+    await rt.tmux.new_session("fleet-abc", tmp_path, ["sleep", "60"])
+    assert await rt.tmux.kill_session("fleet-a") is False  # no prefix match
+    assert await rt.tmux.kill_session("fleet-abc") is True
+    assert await rt.tmux.has_session("fleet-ab")
+    assert not await rt.tmux.has_session("fleet-abc")
+    assert sorted(await rt.tmux.list_sessions()) == ["fleet-ab"]
+
+
+async def test_list_active_sees_only_our_socket(
+    rt: LocalRuntime, repo: Path, tmp_path: Path, db
+) -> None:
+    other = make_runtime(tmp_path / "other", db)
+    try:
+        await other.tmux.new_session(f"fleet-{uuid.uuid4()}", tmp_path, ["sleep", "60"])
+        s = spec(repo, "x [demo:stall]")
+        await rt.spawn(s)
+        assert await rt.list_active() == [s.task_id]
+    finally:
+        await other.tmux.kill_server()
+
+
+async def test_logs_bounds(rt: LocalRuntime, repo: Path) -> None:
+    s = spec(repo, "x")
+    await rt.spawn(s)
+    await wait_exit(rt, s.task_id)
+    assert (await rt.logs(s.task_id, lines=1)).count("\n") == 0
+    for bad in (0, 1001):
+        with pytest.raises(BadInputError):
+            await rt.logs(s.task_id, lines=bad)
+    assert rt.attach_command(s.task_id)[-2:] == ["-t", f"=fleet-{s.task_id}"]
+
+
+async def test_agent_sees_only_its_allowlisted_variables(
+    tmp_path: Path, db: Database, repo: Path
+) -> None:
+    printer = [sys.executable, "-c", "import os; print(' '.join(sorted(os.environ)))"]
+    rt = make_runtime(tmp_path, db, custom={"command": printer, "env": ["ANTHROPIC_API_KEY"]})
+    try:
+        s = spec(repo, "x", agent_type=AgentType.CUSTOM)
+        await rt.spawn(s)
+        await wait_exit(rt, s.task_id)
+        names = (await rt.logs(s.task_id)).splitlines()[1].split()
+        assert {"ANTHROPIC_API_KEY", "FLEET_TASK_ID", "FLEET_AGENT_TYPE"} <= set(names)
+        assert "OPENAI_API_KEY" not in names and "FLEET_DATA_DIR" not in names
+    finally:
+        await rt.tmux.kill_server()
+
+
+async def test_failed_setup_or_start_undoes_everything(
+    tmp_path: Path, db: Database, repo: Path
+) -> None:
+    rt = make_runtime(tmp_path, db, custom={"command": ["/nonexistent/agent-cli"]})
+    try:
+        bad_setup = spec(repo, "x", setup=[sys.executable, "-c", "import sys; sys.exit(3)"])
+        with pytest.raises(SpawnError) as err:
+            await rt.spawn(bad_setup)
+        assert err.value.step == "setup"
+        missing = spec(repo, "x", agent_type=AgentType.CUSTOM)
+        with pytest.raises(SpawnError) as err:
+            await rt.spawn(missing)
+        assert err.value.step == "process" and "agent-cli" in str(err.value)
+        for s in (bad_setup, missing):
+            assert not (rt.paths.worktrees / str(s.task_id)).exists()
+            assert git(repo, "branch", "--list", s.branch) == ""
+        assert await rt.list_active() == []
+    finally:
+        await rt.tmux.kill_server()
+
+
+async def test_cleanup_snapshots_unpushed_and_dirty_work(
+    rt: LocalRuntime, repo: Path, tmp_path: Path
+) -> None:
+    s = spec(repo, "fail first [demo:fail]")
+    handle = await rt.spawn(s)
+    await wait_exit(rt, s.task_id)
+    wt = handle.worktree_path
+    (wt / "one.txt").write_text("first unpushed commit\n")
+    git(wt, "add", "one.txt")
+    git(wt, "commit", "-q", "-m", "unpushed one")
+    (wt / "two.txt").write_text("second unpushed commit\n")
+    git(wt, "add", "two.txt")
+    git(wt, "commit", "-q", "-m", "unpushed two")
+    (wt / "README.md").write_text("sample\nedited but not committed\n")
+    (wt / "new.bin").write_bytes(bytes(range(256)))
+    commits = git(wt, "rev-list", f"main..{s.branch}").split()
+
+    result = await rt.cleanup(s.task_id, repo, s.branch)
+    assert result.worktree_removed and not wt.exists()
+    assert result.branch_deleted is False  # not merged: kept
+    assert result.unpushed == 2 and result.bundle and result.patch
+    assert result.snapshot_dir and result.snapshot_dir.is_relative_to(rt.paths.snapshots)
+
+    restored = tmp_path / "restored"
+    subprocess.run(["git", "clone", "-q", str(origin_of(repo)), str(restored)], check=True)
+    git(restored, "fetch", "-q", str(result.bundle), f"{s.branch}:{s.branch}")
+    git(restored, "checkout", "-q", s.branch)
+    assert git(restored, "rev-list", f"main..{s.branch}").split() == commits
+    git(restored, "apply", str(result.patch))
+    assert (restored / "README.md").read_text() == "sample\nedited but not committed\n"
+    assert (restored / "new.bin").read_bytes() == bytes(range(256))
+
+
+async def test_cleanup_of_clean_merged_work_deletes_the_branch(
+    rt: LocalRuntime, repo: Path
+) -> None:
+    s = spec(repo, "tiny change")
+    await rt.spawn(s)
+    await wait_exit(rt, s.task_id)
+    git(repo, "merge", "-q", "--ff-only", s.branch)
+    result = await rt.cleanup(s.task_id, repo, s.branch)
+    assert result.snapshot_dir is None and result.branch_deleted and result.worktree_removed
+    assert not rt.run_dir(s.task_id).exists()
+
+
+async def test_logs_of_a_missing_session_is_an_error(rt: LocalRuntime, tmp_path: Path) -> None:
+    from fleet_core.runtime.tmux import TmuxError
+
+    await rt.tmux.new_session("fleet-other", tmp_path, ["sh", "-c", "echo other; sleep 60"])
+    with pytest.raises(TmuxError):
+        await rt.logs(uuid.uuid4())
+    assert await rt.is_alive(uuid.uuid4()) is False
+    assert await rt.exit_status(uuid.uuid4()) is None
+
+
+async def test_kill_escalates_to_sigkill_for_an_agent_ignoring_sigterm(
+    tmp_path: Path, db: Database, repo: Path
+) -> None:
+    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                "signal.SIG_IGN); print('ignoring SIGTERM', flush=True); time.sleep(120)"]  # fmt: skip
+    rt = make_runtime(tmp_path, db, custom={"command": stubborn})
+    try:
+        s = spec(repo, "x", agent_type=AgentType.CUSTOM)
+        await rt.spawn(s)
+        await asyncio.sleep(0.3)
+        assert await rt.is_alive(s.task_id)
+        assert await rt.kill(s.task_id, grace_s=0.5)
+        assert not await rt.is_alive(s.task_id)
+        status = await rt.exit_status(s.task_id)
+        assert status is not None and status.code == 137 and status.signal == "SIGKILL"
+        assert status.killed_by_fleet and not status.oom
+        assert await rt.list_active() == []
+    finally:
+        await rt.tmux.kill_server()
+
+
+def test_repo_config_file_and_user_override(repo: Path) -> None:
+    from fleet_core.errors import ConfigError
+    from fleet_core.runtime.repo_config import load_repo_config
+
+    assert load_repo_config(repo).setup is None
+    (repo / ".fleet.toml").write_text(
+        'setup = "touch .ready"\nci = ["pytest", "-q"]\nbase = "main"\n'
+    )
+    cfg = load_repo_config(repo)
+    assert cfg.setup == ["touch", ".ready"] and cfg.ci == ["pytest", "-q"]
+    user = {str(repo): {"setup": ["make", "deps"], "forge": "local"}}
+    cfg = load_repo_config(repo, user)
+    assert cfg.setup == ["make", "deps"] and cfg.forge == "local" and cfg.base == "main"
+    (repo / ".fleet.toml").write_text('forge = "gitlab"\n')
+    with pytest.raises(ConfigError, match="forge"):
+        load_repo_config(repo)
+
+
+async def test_setup_command_runs_in_the_new_worktree(rt: LocalRuntime, repo: Path) -> None:
+    s = spec(repo, "x", setup=["touch", "setup-ran"])
+    handle = await rt.spawn(s)
+    assert (handle.worktree_path / "setup-ran").exists()
+    await wait_exit(rt, s.task_id)
