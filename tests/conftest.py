@@ -27,7 +27,7 @@ from fleet_core.db.embedded import EmbeddedCluster  # noqa: E402
 from fleet_core.models import AgentType, NewTask, TaskType  # noqa: E402
 from fleet_core.registry import TaskRegistry  # noqa: E402
 
-TABLES = ("fleet_audit", "fleet_outbox", "fleet_notifications", "fleet_config", "fleet_tasks")
+TABLES = ("fleet_spawn_queue", "fleet_audit", "fleet_outbox", "fleet_notifications", "fleet_config", "fleet_tasks")
 
 
 @dataclass(frozen=True)

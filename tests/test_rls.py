@@ -17,6 +17,7 @@ TENANT_TABLES = (
     "fleet_config",
     "fleet_outbox",
     "fleet_audit",
+    "fleet_spawn_queue",
 )
 
 
@@ -28,6 +29,9 @@ async def seed(su: asyncpg.Connection, alice: TaskRegistry):
         rec.id,
     )
     await su.execute("INSERT INTO fleet_config (operator_id) VALUES ('alice')")
+    await su.execute(
+        "INSERT INTO fleet_spawn_queue (operator_id, tier, request) VALUES ('alice', 'builder', '{}')"
+    )
     return done
 
 
@@ -63,6 +67,7 @@ async def test_other_tables_are_isolated(
         assert await conn.execute("UPDATE fleet_config SET preferred_model = 'x'") == "UPDATE 0"
         assert await conn.execute("DELETE FROM fleet_notifications") == "DELETE 0"
         assert await conn.execute("DELETE FROM fleet_config") == "DELETE 0"
+        assert await conn.execute("DELETE FROM fleet_spawn_queue") == "DELETE 0"
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with db.tx(Tenant.operator("bob")) as conn:
             await conn.execute(
@@ -139,3 +144,15 @@ def test_tenant_validation() -> None:
     with pytest.raises(BadInputError):
         Tenant(None, False)
     assert Tenant.admin().is_admin
+
+
+async def test_global_active_count_reveals_only_a_number(
+    su: asyncpg.Connection, db: Database, alice: TaskRegistry
+) -> None:
+    await alice.create(new_task())
+    await alice.create(new_task(branch="fleet/other"))
+    async with db.tx(Tenant.operator("bob")) as conn:
+        assert await conn.fetchval("SELECT fleet_active_total($1)", ["proposed"]) == 2
+        assert await conn.fetchval("SELECT count(*) FROM fleet_tasks") == 0
+        # the admin setting of the function does not leak into the caller's transaction
+        assert await conn.fetchval("SELECT current_setting('app.is_admin', true)") == "false"

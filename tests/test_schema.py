@@ -54,7 +54,7 @@ COLUMNS = {
         ("notify_on_spawn", B, False), ("notify_on_complete", B, False),
         ("notify_on_failure", B, False), ("default_max_retries", I, False),
         ("default_timeout_minutes", I, False), ("preferred_model", T, True),
-        ("created_at", TZ, False), ("updated_at", TZ, False),
+        ("created_at", TZ, False), ("updated_at", TZ, False), ("tier", T, True),
     ],
     "fleet_outbox": [
         ("id", U, False), ("operator_id", T, False), ("event_type", VC, False),
@@ -65,6 +65,10 @@ COLUMNS = {
         ("id", "bigint", False), ("task_id", U, True), ("operator_id", T, False),
         ("resource_type", T, False), ("event_type", T, False), ("from_status", T, True),
         ("to_status", T, True), ("detail", J, False), ("created_at", TZ, False),
+    ],
+    "fleet_spawn_queue": [
+        ("id", "bigint", False), ("operator_id", T, False), ("tier", T, False),
+        ("request", J, False), ("idempotency_key", T, True), ("created_at", TZ, False),
     ],
 }  # fmt: skip
 
@@ -81,10 +85,14 @@ CONSTRAINTS = {
     },
     "fleet_config": {
         "fleet_config_pkey", "valid_config_operator_id", "valid_default_max_retries",
-        "valid_default_timeout_minutes",
+        "valid_default_timeout_minutes", "valid_config_tier",
     },
     "fleet_outbox": {"fleet_outbox_pkey", "fleet_outbox_dedup_key", "valid_outbox_operator_id"},
     "fleet_audit": {"fleet_audit_pkey", "valid_audit_operator_id", "valid_audit_event_type"},
+    "fleet_spawn_queue": {
+        "fleet_spawn_queue_pkey", "valid_queue_operator_id", "valid_queue_tier",
+        "fleet_spawn_queue_idempotency_key",
+    },
 }  # fmt: skip
 
 _SLOT = ", ".join(f"'{s}'::text" for s in [
@@ -110,6 +118,9 @@ INDEXES = {
     "fleet_audit_pkey": "UNIQUE INDEX fleet_audit_pkey ON public.fleet_audit USING btree (id)",
     "fleet_audit_task_idx": "INDEX fleet_audit_task_idx ON public.fleet_audit USING btree (task_id, created_at)",
     "fleet_audit_operator_idx": "INDEX fleet_audit_operator_idx ON public.fleet_audit USING btree (operator_id, created_at DESC)",
+    "fleet_spawn_queue_pkey": "UNIQUE INDEX fleet_spawn_queue_pkey ON public.fleet_spawn_queue USING btree (id)",
+    "fleet_spawn_queue_idempotency_key": "UNIQUE INDEX fleet_spawn_queue_idempotency_key ON public.fleet_spawn_queue USING btree (operator_id, idempotency_key)",
+    "fleet_spawn_queue_order_idx": "INDEX fleet_spawn_queue_order_idx ON public.fleet_spawn_queue USING btree (operator_id, created_at, id)",
 }  # fmt: skip
 TRIGGERS = {("fleet_tasks", "fleet_tasks_updated_at"), ("fleet_config", "fleet_config_updated_at")}
 

@@ -7,7 +7,7 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
@@ -18,8 +18,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from fleet_core.errors import ConfigError
+from fleet_core.errors import BadInputError, ConfigError
 from fleet_core.models import OPERATOR_ID_RE, Tier
+from fleet_core.router import ModelRouter
 
 APP_NAME = "fleet"
 ENV_PREFIX = "FLEET_"
@@ -64,12 +65,29 @@ class Settings(BaseSettings):
     secrets: dict[str, str] = Field(default_factory=dict)
     # Per repository path: setup, setup_timeout_seconds, ci, forge, base (as in .fleet.toml).
     repos: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Concurrent agents per tier (defaults: observer 0, participant 0, builder 1, architect 3,
+    # sovereign 10) and for the whole fleet (unset: no fleet-wide cap).
+    tier_limits: dict[Tier, Annotated[int, Field(ge=0, le=1000)]] = Field(default_factory=dict)
+    global_cap: int | None = Field(default=25, ge=1, le=10_000)
+    # The model router's table and breaker (see fleet_core.router.ModelRouter.from_config).
+    routing: dict[str, Any] = Field(default_factory=dict)
+    # How often a running engine looks for queued spawns it can admit.
+    queue_poll_seconds: float = Field(default=2.0, gt=0, le=300)
 
     @field_validator("database_url", "engine_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("routing")
+    @classmethod
+    def _routing(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            ModelRouter.from_config(value)
+        except BadInputError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("data_dir", "pg_bin", "pg_dir", "worktree_dir")
@@ -128,7 +146,7 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "(settings)"
-            env_name = ENV_PREFIX + field.upper()
+            env_name = ENV_PREFIX + str(err["loc"][0] if err["loc"] else "").upper()
             origin = f"from {env_name}" if env_name in os.environ else f"in {path}"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":

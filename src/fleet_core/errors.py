@@ -143,3 +143,64 @@ class SpawnError(FleetError):
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.code, "step": self.step, "message": str(self)}
+
+
+class SpawnDeniedError(DeniedError):
+    """The governor refused a spawn: who, at which tier, how many run, the limit, and a hint."""
+
+    code = "spawn_denied"
+
+    def __init__(
+        self,
+        *,
+        operator_id: str,
+        tier: str,
+        active: int,
+        limit: int,
+        reason: str,
+        hint: str,
+        queued_ahead: int = 0,
+    ) -> None:
+        super().__init__(
+            f"spawn denied for {operator_id} (tier {tier}): "
+            f"{active} of {limit} slots in use; {hint}"
+        )
+        self.operator_id = operator_id
+        self.tier = tier
+        self.active = active
+        self.limit = limit
+        self.reason = reason
+        self.hint = hint
+        self.queued_ahead = queued_ahead
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.code,
+            "message": str(self),
+            "operator": self.operator_id,
+            "tier": self.tier,
+            "active": self.active,
+            "limit": self.limit,
+            "reason": self.reason,
+            "hint": self.hint,
+            "queued_ahead": self.queued_ahead,
+        }
+
+
+class OtherHostError(FleetError):
+    """The task's agent runs under another engine's runtime (DESIGN §10)."""
+
+    exit_code = EXIT_CONFLICT
+    code = "other_host"
+
+    def __init__(self, task_id: str, host_id: str) -> None:
+        super().__init__(f"task {task_id} runs on host {host_id}; act on it from there")
+        self.task_id = task_id
+        self.host_id = host_id
+
+
+class NoSessionError(FleetError):
+    """The task has no agent session (never started, or cleaned up)."""
+
+    exit_code = EXIT_NOT_FOUND
+    code = "no_session"

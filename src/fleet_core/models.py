@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -104,6 +104,7 @@ class NewTask(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    id: UUID = Field(default_factory=uuid4)
     agent_type: AgentType
     model: str = Field(min_length=1, max_length=100)
     task_type: TaskType

@@ -1,0 +1,486 @@
+"""ConductorEngine: the operator verbs (spawn, stop, delete, logs, attach, status, show) on top
+of the governor, the router, enrichment, the runtime and the registry.
+
+A spawn is a saga (DESIGN §3, INV-015): the task row exists (admitted at `proposed`) before any
+process starts; then the prompt is built, the row moves to `spawning`, the runtime starts the
+agent, and the row moves to `running` with the runtime's handle. When a step fails, the steps
+that completed are undone in reverse (the agent killed and its worktree removed, the row moved
+to `failed` with the failing step recorded, or `cancelled` if it never left `proposed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from fleet_core.config import Settings
+from fleet_core.db.database import Database, Tenant
+from fleet_core.enrichment import EnrichedPrompt, build_prompt, repository_summary, task_sections
+from fleet_core.errors import (
+    ActiveTaskDeletionError,
+    BadInputError,
+    InvalidTransitionError,
+    NoSessionError,
+    OtherHostError,
+    SpawnError,
+    StaleVersionError,
+)
+from fleet_core.events import EventBus, EventType
+from fleet_core.governor import DEFAULT_TIER_LIMITS, Governor, Limits, Queued, QueueEntry
+from fleet_core.lifecycle import LIVE, TERMINAL, TaskStatus
+from fleet_core.models import FleetStatusSummary, NewTask, SpawnRequest, TaskRecord, Tier
+from fleet_core.registry import TaskRegistry
+from fleet_core.router import ModelRouter, Route
+from fleet_core.runtime import git as g
+from fleet_core.runtime.adapters import build_adapters
+from fleet_core.runtime.cleanup import CleanupResult
+from fleet_core.runtime.local import AgentHandle, LocalRuntime, RuntimePaths, SpawnSpec
+from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
+from fleet_core.runtime.secrets import SecretProvider
+from fleet_core.runtime.validation import validate_branch
+from fleet_core.saga import Failure, Saga, SagaError
+
+log = logging.getLogger(__name__)
+
+SUMMARY_TTL_S = 30.0
+STALE_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: the local operator (CLI, console) or a verified token's subject (API)."""
+
+    operator_id: str
+    tier: Tier
+    admin: bool = False
+
+    @property
+    def tenant(self) -> Tenant:
+        return Tenant.operator(self.operator_id, admin=self.admin)
+
+
+@dataclass(frozen=True)
+class SpawnOutcome:
+    task: TaskRecord | None = None  # admitted (and running), or the earlier task of the key
+    queued: Queued | None = None
+    existing: bool = False
+    route: Route | None = None
+
+
+@dataclass(frozen=True)
+class Deleted:
+    task: TaskRecord
+    cleanup: CleanupResult | None
+
+
+def branch_name(description: str, task_id: UUID) -> str:
+    words = re.findall(r"[a-z0-9]+", description.lower())[:6]
+    slug = "-".join(words)[:40].strip("-") or "task"
+    return f"fleet/{slug}-{str(task_id)[:8]}"
+
+
+class Conductor:
+    def __init__(
+        self,
+        db: Database,
+        runtime: LocalRuntime,
+        *,
+        governor: Governor,
+        router: ModelRouter,
+        bus: EventBus,
+        repos: dict[str, dict[str, Any]] | None = None,
+        queue_poll_s: float = 2.0,
+    ) -> None:
+        self.db = db
+        self.runtime = runtime
+        self.governor = governor
+        self.router = router
+        self.bus = bus
+        self.repos = repos or {}
+        self.queue_poll_s = queue_poll_s
+        self._summaries: dict[Path, tuple[str, float]] = {}
+        self._drain_lock = asyncio.Lock()
+        self._loop: asyncio.Task[None] | None = None
+        self.queue_errors = 0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, db: Database, *, bus: EventBus | None = None
+    ) -> Conductor:
+        bus = bus or EventBus()
+        runtime = LocalRuntime(
+            RuntimePaths.from_settings(settings),
+            build_adapters(settings.agents),
+            SecretProvider(db, settings.secrets),
+            host_id=settings.host_id,
+            kill_grace_s=settings.kill_grace_seconds,
+        )
+        limits = Limits({**DEFAULT_TIER_LIMITS, **settings.tier_limits}, settings.global_cap)
+        return cls(
+            db,
+            runtime,
+            governor=Governor(db, limits, bus),
+            router=ModelRouter.from_config(settings.routing),
+            bus=bus,
+            repos=settings.repos,
+            queue_poll_s=settings.queue_poll_seconds,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Admit queued spawns in the background as slots free (every engine does this; the
+        database makes sure each entry is admitted once)."""
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._queue_loop(), name="fleet-queue")
+
+    async def stop_engine(self) -> None:
+        """Stop the background work; agents keep running in tmux."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+
+    async def __aenter__(self) -> Conductor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_engine()
+
+    async def _queue_loop(self) -> None:
+        while True:
+            try:
+                await self.drain_queue()
+            except Exception:
+                self.queue_errors += 1
+                log.exception("queue drain failed")
+            await asyncio.sleep(self.queue_poll_s)
+
+    # -- spawn -----------------------------------------------------------------------------
+
+    async def spawn(
+        self, actor: Actor, request: SpawnRequest, *, queue: bool = False
+    ) -> SpawnOutcome:
+        """Validate, route, admit (or queue), then run the spawn saga."""
+        repo = await self._repository(request.repository)
+        if request.base_branch:
+            validate_branch(request.base_branch, "base_branch")
+        route = self.router.route(
+            request.task_type, model=request.model, agent_type=request.agent_type
+        )
+        if route.agent_type not in self.runtime.adapters:
+            raise BadInputError("agent_type", f"no command configured for {route.agent_type.value}")
+        task = NewTask(
+            agent_type=route.agent_type,
+            model=route.model,
+            task_type=request.task_type,
+            description=request.description,
+            branch="fleet/pending",
+            repository=str(repo),
+            base_branch=request.base_branch,
+            max_retries=request.max_retries,
+            timeout_minutes=request.timeout_minutes,
+            context_overrides=request.context_overrides,
+            idempotency_key=request.idempotency_key,
+            host_id=self.runtime.host_id,
+        )
+        task = task.model_copy(update={"branch": branch_name(request.description, task.id)})
+        if not queue and request.idempotency_key is None:
+            try:
+                self.governor.precheck(actor.operator_id, actor.tier)
+            except Exception as denial:
+                await self.bus.emit(
+                    EventType.SPAWN_DENIED, operator_id=actor.operator_id, reason=str(denial)
+                )
+                raise
+        admission = await self.governor.admit(
+            task,
+            operator_id=actor.operator_id,
+            tier=actor.tier,
+            queue=queue,
+            request={"route": {"reason": route.reason.value, "detail": route.detail}},
+        )
+        if isinstance(admission, Queued):
+            return SpawnOutcome(queued=admission, existing=admission.existing, route=route)
+        if admission.existing:
+            return SpawnOutcome(task=admission.task, existing=True)
+        running = await self._launch(admission.task, route.reason.value)
+        return SpawnOutcome(task=running, route=route)
+
+    async def _launch(self, rec: TaskRecord, route_reason: str) -> TaskRecord:
+        registry = TaskRegistry(self.db, Tenant.operator(rec.operator_id))
+        saga = Saga(f"spawn {rec.id}")
+
+        async def admitted() -> TaskRecord:
+            return rec  # the gate already inserted it
+
+        async def cancel_if_proposed(row: TaskRecord, failure: Failure) -> None:
+            cur = await registry.get(row.id)
+            if cur.status is TaskStatus.PROPOSED:
+                await registry.transition(
+                    row.id,
+                    TaskStatus.CANCELLED,
+                    expected_version=cur.version,
+                    update={"failure_context": _failure_context(failure)},
+                    audit_detail={"reason": "spawn_failed", "step": failure.step},
+                )
+
+        async def mark_spawning() -> TaskRecord:
+            return await registry.transition(
+                rec.id,
+                TaskStatus.SPAWNING,
+                expected_version=rec.version,
+                update={"prompt_hash": prompt.prompt_hash},
+            )
+
+        async def fail_spawning(row: TaskRecord, failure: Failure) -> None:
+            await self._fail(registry, row, _failure_context(failure))
+
+        async def kill_and_clean(handle: AgentHandle, failure: Failure) -> None:
+            await self.runtime.cleanup(rec.id, Path(rec.repository), rec.branch, rec.base_branch)
+
+        async def mark_running() -> TaskRecord:
+            return await registry.transition(
+                rec.id,
+                TaskStatus.RUNNING,
+                expected_version=spawning.version,
+                update={
+                    "tmux_session": handle.session,
+                    "worktree_path": str(handle.worktree_path),
+                    "host_id": handle.host_id,
+                    "spawned_at": datetime.now(UTC),
+                },
+            )
+
+        try:
+            await saga.step("admit", admitted, cancel_if_proposed)
+            prompt = await saga.step("enrich", lambda: self._prompt(rec))
+            spawning = await saga.step("mark_spawning", mark_spawning, fail_spawning)
+            handle = await saga.step(
+                "runtime", lambda: self._start_agent(rec, prompt), kill_and_clean
+            )
+            running = await saga.step("mark_running", mark_running)
+        except SagaError as exc:
+            exc.task_id = str(rec.id)
+            if isinstance(exc.cause, SpawnError) and exc.cause.step == "process":
+                self.router.record_failure(rec.model)
+            await self.bus.emit(
+                EventType.SPAWN_FAILED,
+                operator_id=rec.operator_id,
+                task_id=rec.id,
+                step=exc.step,
+                error=str(exc.cause),
+            )
+            raise
+        self.router.record_success(rec.model)
+        await self.bus.emit(
+            EventType.SPAWNED,
+            operator_id=rec.operator_id,
+            task_id=rec.id,
+            agent_type=rec.agent_type.value,
+            model=rec.model,
+            branch=rec.branch,
+            routing_reason=route_reason,
+        )
+        return running
+
+    async def _fail(self, registry: TaskRegistry, row: TaskRecord, context: dict[str, Any]) -> None:
+        """spawning → failed, re-reading on a version race; a task that meanwhile left
+        `spawning` (cancelled by the operator, say) is left where it is."""
+        for _ in range(STALE_RETRIES):
+            try:
+                await registry.transition(
+                    row.id,
+                    TaskStatus.FAILED,
+                    expected_version=row.version,
+                    update={"failure_context": context},
+                )
+                return
+            except StaleVersionError:
+                row = await registry.get(row.id)
+            except InvalidTransitionError:
+                return
+
+    async def _start_agent(self, rec: TaskRecord, prompt: EnrichedPrompt) -> AgentHandle:
+        config = self._repo_config(Path(rec.repository))
+        spec = SpawnSpec(
+            task_id=rec.id,
+            operator_id=rec.operator_id,
+            repository=Path(rec.repository),
+            branch=rec.branch,
+            agent_type=rec.agent_type,
+            model=rec.model,
+            prompt=prompt.prompt,
+            base_branch=rec.base_branch or config.base,
+            attempt=rec.retry_count + 1,
+            setup=config.setup,
+            setup_timeout_s=config.setup_timeout_seconds,
+        )
+        return await self.runtime.spawn(spec)
+
+    async def _prompt(self, rec: TaskRecord) -> EnrichedPrompt:
+        repo = Path(rec.repository)
+        cached = self._summaries.get(repo)
+        if cached is None or time.monotonic() - cached[1] > SUMMARY_TTL_S:
+            cached = (await repository_summary(repo), time.monotonic())
+            self._summaries[repo] = cached
+        sections = task_sections(
+            description=rec.description,
+            task_type=rec.task_type,
+            repository=rec.repository,
+            base_branch=rec.base_branch,
+            branch=rec.branch,
+            repo_summary=cached[0],
+            context_overrides=rec.context_overrides,
+            failure=rec.failure_context if rec.retry_count else None,
+            worktree=self.runtime.paths.worktrees / str(rec.id),
+        )
+        return build_prompt(sections)
+
+    async def _repository(self, path_text: str) -> Path:
+        path = Path(path_text).expanduser()
+        if not path.is_absolute():
+            raise BadInputError("repository", f"{path_text!r} must be an absolute path")
+        top, _common = await g.repo_paths(path)
+        self._repo_config(top)  # a broken .fleet.toml is reported before anything is written
+        return top
+
+    def _repo_config(self, repo: Path) -> RepoConfig:
+        return load_repo_config(repo, self.repos)
+
+    # -- the queue -------------------------------------------------------------------------
+
+    async def drain_queue(self, operator_id: str | None = None) -> list[TaskRecord]:
+        """Admit queued spawns while their operators have free slots, oldest first, and start
+        them. Returns the tasks started (a task whose start failed is left `failed`)."""
+        started: list[TaskRecord] = []
+        async with self._drain_lock:
+            operators = [operator_id] if operator_id else await self.governor.queued_operators()
+            for op in operators:
+                while (taken := await self.governor.take_queued(op, self._queued_task)) is not None:
+                    entry, rec = taken
+                    reason = str(entry.request.get("route", {}).get("reason", "queued"))
+                    try:
+                        started.append(await self._launch(rec, reason))
+                    except SagaError:
+                        log.warning("queued spawn failed to start", extra={"task": str(rec.id)})
+        return started
+
+    def _queued_task(self, entry: QueueEntry) -> NewTask:
+        task = NewTask.model_validate(entry.request["task"])
+        return task.model_copy(update={"host_id": self.runtime.host_id})
+
+    # -- the other verbs -------------------------------------------------------------------
+
+    def registry(self, actor: Actor) -> TaskRegistry:
+        return TaskRegistry(self.db, actor.tenant)
+
+    async def show(self, actor: Actor, ref: str) -> TaskRecord:
+        return await self.registry(actor).resolve(ref)
+
+    async def status(
+        self, actor: Actor, *, statuses: list[TaskStatus] | None = None, limit: int = 50
+    ) -> FleetStatusSummary:
+        queued = await self.governor.queue(actor.tenant)
+        return await self.registry(actor).summary(status=statuses, limit=limit, queued=len(queued))
+
+    async def stop(self, actor: Actor, ref: str) -> TaskRecord:
+        """Kill the agent (if it runs here) and move the task to cancelled."""
+        registry = self.registry(actor)
+        rec = await registry.resolve(ref)
+        for _ in range(STALE_RETRIES):
+            if rec.status in TERMINAL:
+                raise InvalidTransitionError(str(rec.id), rec.status.value, "cancelled")
+            if rec.tmux_session or rec.status in LIVE:
+                self._require_local(rec)
+                await self.runtime.kill(rec.id)
+            try:
+                done = await registry.transition(
+                    rec.id,
+                    TaskStatus.CANCELLED,
+                    expected_version=rec.version,
+                    audit_detail={"by": actor.operator_id},
+                )
+                break
+            except StaleVersionError:
+                rec = await registry.get(rec.id)
+        else:
+            raise StaleVersionError(str(rec.id), rec.version, None)
+        await self.bus.emit(
+            EventType.CANCELLED, operator_id=done.operator_id, task_id=done.id, by=actor.operator_id
+        )
+        await self._after_slot_freed(done.operator_id)
+        return done
+
+    async def delete(self, actor: Actor, ref: str) -> Deleted:
+        """Remove a terminal task: its worktree (unpushed or uncommitted work snapshotted
+        first), its branch if merged, then its row (the audit trail stays)."""
+        registry = self.registry(actor)
+        rec = await registry.resolve(ref)
+        if rec.status not in TERMINAL:
+            raise ActiveTaskDeletionError(str(rec.id), rec.status.value)
+        cleanup = None
+        if rec.worktree_path:
+            self._require_local(rec)
+            cleanup = await self.runtime.cleanup(
+                rec.id, Path(rec.repository), rec.branch, rec.base_branch
+            )
+        deleted = await registry.delete(rec.id)
+        snapshot = str(cleanup.snapshot_dir) if cleanup and cleanup.snapshot_dir else None
+        await self.bus.emit(
+            EventType.DELETED, operator_id=rec.operator_id, task_id=rec.id, snapshot=snapshot
+        )
+        return Deleted(deleted, cleanup)
+
+    async def logs(self, actor: Actor, ref: str, lines: int = 100) -> str:
+        rec = await self._with_session(actor, ref)
+        if not 1 <= lines <= 1000:
+            raise BadInputError("lines", "must be between 1 and 1000")
+        try:
+            return await self.runtime.logs(rec.id, lines)
+        except Exception as exc:
+            raise NoSessionError(f"task {rec.short_id} has no agent session: {exc}") from None
+
+    async def attach_command(self, actor: Actor, ref: str) -> list[str]:
+        rec = await self._with_session(actor, ref)
+        if await self.runtime.tmux.pane(rec.tmux_session or "") is None:
+            raise NoSessionError(f"task {rec.short_id}: its tmux session is gone")
+        return self.runtime.attach_command(rec.id)
+
+    async def _with_session(self, actor: Actor, ref: str) -> TaskRecord:
+        rec = await self.registry(actor).resolve(ref)
+        if not rec.tmux_session:
+            raise NoSessionError(f"task {rec.short_id} ({rec.status.value}) never started")
+        self._require_local(rec)
+        return rec
+
+    def _require_local(self, rec: TaskRecord) -> None:
+        if rec.host_id not in (None, self.runtime.host_id):
+            raise OtherHostError(str(rec.id), rec.host_id)
+
+    async def _after_slot_freed(self, operator_id: str) -> None:
+        self.governor.invalidate(operator_id)
+        await self.governor.observe_capacity()
+        try:
+            await self.drain_queue(operator_id)
+        except Exception:  # the queue is retried by every running engine; stopping succeeded
+            log.exception("queue drain after a freed slot failed")
+
+
+def _failure_context(failure: Failure) -> dict[str, Any]:
+    doc = {"reason": "spawn_failed", **failure.to_dict()}
+    if isinstance(failure.error, SpawnError):
+        doc["runtime_step"] = failure.error.step
+        if failure.error.output:
+            doc["output"] = failure.error.output[-2000:]
+    return doc
