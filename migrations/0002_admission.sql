@@ -1,6 +1,7 @@
 -- 0002_admission: the spawn queue, an operator's stored tier, and the admission gate's helpers.
 --
--- A queued spawn is a row here, not a task: it holds no slot. Admission takes the oldest entry
+-- A queued spawn is a row here, not a task: it holds no slot. Its order is its id (assigned
+-- under the operator's lock; created_at is the time its transaction began). Admission takes the oldest entry
 -- of an operator under the same advisory lock as a direct spawn, deletes it and inserts the
 -- task in one transaction, so each entry becomes a task exactly once, whichever engine does it.
 
@@ -17,7 +18,7 @@ CREATE TABLE fleet_spawn_queue (
     CONSTRAINT fleet_spawn_queue_idempotency_key UNIQUE (operator_id, idempotency_key)
 );
 
-CREATE INDEX fleet_spawn_queue_order_idx ON fleet_spawn_queue (operator_id, created_at, id);
+CREATE INDEX fleet_spawn_queue_order_idx ON fleet_spawn_queue (operator_id, id);
 
 ALTER TABLE fleet_spawn_queue ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet_spawn_queue FORCE ROW LEVEL SECURITY;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -27,7 +28,14 @@ from fleet_core.db.embedded import EmbeddedCluster  # noqa: E402
 from fleet_core.models import AgentType, NewTask, TaskType  # noqa: E402
 from fleet_core.registry import TaskRegistry  # noqa: E402
 
-TABLES = ("fleet_spawn_queue", "fleet_audit", "fleet_outbox", "fleet_notifications", "fleet_config", "fleet_tasks")
+TABLES = (
+    "fleet_spawn_queue",
+    "fleet_audit",
+    "fleet_outbox",
+    "fleet_notifications",
+    "fleet_config",
+    "fleet_tasks",
+)
 
 
 @dataclass(frozen=True)
@@ -109,3 +117,32 @@ def new_task(**overrides: object) -> NewTask:
     }
     fields.update(overrides)
     return NewTask.model_validate(fields)
+
+
+# -- git repositories -------------------------------------------------------------------------
+
+ID = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *ID, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    origin = tmp_path / "origin.git"
+    work = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "README.md").write_text("sample\n")
+    git(work, "add", "README.md")
+    git(work, "commit", "-q", "-m", "initial")
+    git(work, "remote", "add", "origin", str(origin))
+    git(work, "push", "-q", "-u", "origin", "main")
+    return work
+
+
+def origin_of(repo: Path) -> Path:
+    return repo.parent / "origin.git"

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from conftest import git, origin_of
 from fleet_core.db.database import Database
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
@@ -20,32 +21,6 @@ from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.local import LocalRuntime, RuntimePaths, SpawnSpec
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.validation import path_under, validate_branch
-
-ID = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(cwd), *ID, *args], check=True, capture_output=True, text=True
-    ).stdout
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    origin = tmp_path / "origin.git"
-    work = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    (work / "README.md").write_text("sample\n")
-    git(work, "add", "README.md")
-    git(work, "commit", "-q", "-m", "initial")
-    git(work, "remote", "add", "origin", str(origin))
-    git(work, "push", "-q", "-u", "origin", "main")
-    return work
-
-
-def origin_of(repo: Path) -> Path:
-    return repo.parent / "origin.git"
 
 
 def make_runtime(tmp_path: Path, db: Database, **adapter_overrides) -> LocalRuntime:

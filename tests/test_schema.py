@@ -120,7 +120,7 @@ INDEXES = {
     "fleet_audit_operator_idx": "INDEX fleet_audit_operator_idx ON public.fleet_audit USING btree (operator_id, created_at DESC)",
     "fleet_spawn_queue_pkey": "UNIQUE INDEX fleet_spawn_queue_pkey ON public.fleet_spawn_queue USING btree (id)",
     "fleet_spawn_queue_idempotency_key": "UNIQUE INDEX fleet_spawn_queue_idempotency_key ON public.fleet_spawn_queue USING btree (operator_id, idempotency_key)",
-    "fleet_spawn_queue_order_idx": "INDEX fleet_spawn_queue_order_idx ON public.fleet_spawn_queue USING btree (operator_id, created_at, id)",
+    "fleet_spawn_queue_order_idx": "INDEX fleet_spawn_queue_order_idx ON public.fleet_spawn_queue USING btree (operator_id, id)",
 }  # fmt: skip
 TRIGGERS = {("fleet_tasks", "fleet_tasks_updated_at"), ("fleet_config", "fleet_config_updated_at")}
 

@@ -175,6 +175,7 @@ class Conductor:
         repo = await self._repository(request.repository)
         if request.base_branch:
             validate_branch(request.base_branch, "base_branch")
+            await g.base_ref(repo, request.base_branch)  # an unknown base is bad input
         route = self.router.route(
             request.task_type, model=request.model, agent_type=request.agent_type
         )

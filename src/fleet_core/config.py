@@ -145,7 +145,7 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            field = ".".join(str(p) for p in err["loc"] if p != "[key]") or "(settings)"
             env_name = ENV_PREFIX + str(err["loc"][0] if err["loc"] else "").upper()
             origin = f"from {env_name}" if env_name in os.environ else f"in {path}"
             msg = err["msg"]

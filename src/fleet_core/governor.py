@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fleet_core.db.database import Database, Tenant
-from fleet_core.errors import BadInputError, SpawnDeniedError
+from fleet_core.errors import SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.lifecycle import SLOT_HOLDING
 from fleet_core.models import NewTask, TaskRecord, Tier
@@ -58,21 +58,6 @@ _INVALIDATING = (
 class Limits:
     tiers: Mapping[Tier, int] = field(default_factory=lambda: dict(DEFAULT_TIER_LIMITS))
     global_cap: int | None = DEFAULT_GLOBAL_CAP
-
-    @classmethod
-    def from_config(cls, tier_limits: Mapping[str, int], global_cap: int | None) -> Limits:
-        tiers = dict(DEFAULT_TIER_LIMITS)
-        for name, value in tier_limits.items():
-            try:
-                tier = Tier(name)
-            except ValueError:
-                raise BadInputError(f"tier_limits.{name}", "unknown tier") from None
-            if not 0 <= value <= 1000:
-                raise BadInputError(f"tier_limits.{name}", "must be between 0 and 1000")
-            tiers[tier] = value
-        if global_cap is not None and global_cap < 1:
-            raise BadInputError("global_cap", "must be at least 1 (leave it unset for no cap)")
-        return cls(tiers, global_cap)
 
     def for_tier(self, tier: Tier) -> int:
         return self.tiers[tier]
@@ -207,8 +192,7 @@ class Governor:
         async with self.db.tx(tenant) as conn:
             counts = await self._lock_and_count(conn, operator_id)  # the lock comes first
             row = await conn.fetchrow(
-                "SELECT * FROM fleet_spawn_queue WHERE operator_id = $1 "
-                "ORDER BY created_at, id LIMIT 1",
+                "SELECT * FROM fleet_spawn_queue WHERE operator_id = $1 ORDER BY id LIMIT 1",
                 operator_id,
             )
             if row is None:
@@ -230,7 +214,7 @@ class Governor:
     async def queued_operators(self) -> list[str]:
         async with self.db.tx(Tenant.admin()) as conn:
             rows = await conn.fetch(
-                "SELECT operator_id, min(created_at) AS first FROM fleet_spawn_queue "
+                "SELECT operator_id, min(id) AS first FROM fleet_spawn_queue "
                 "GROUP BY operator_id ORDER BY first"
             )
         return [r["operator_id"] for r in rows]
@@ -238,7 +222,7 @@ class Governor:
     async def queue(self, tenant: Tenant) -> list[QueueEntry]:
         """Queued spawns visible to `tenant`, oldest first."""
         async with self.db.tx(tenant) as conn:
-            rows = await conn.fetch("SELECT * FROM fleet_spawn_queue ORDER BY created_at, id")
+            rows = await conn.fetch("SELECT * FROM fleet_spawn_queue ORDER BY id")
         return [_entry(r) for r in rows]
 
     async def set_tier(self, operator_id: str, tier: Tier | None) -> None:
@@ -391,8 +375,7 @@ class Governor:
 async def _position(conn: Conn, entry_id: int) -> int:
     n = await conn.fetchval(
         """SELECT count(*) FROM fleet_spawn_queue q, fleet_spawn_queue me
-            WHERE me.id = $1 AND q.operator_id = me.operator_id
-              AND (q.created_at, q.id) <= (me.created_at, me.id)""",
+            WHERE me.id = $1 AND q.operator_id = me.operator_id AND q.id <= me.id""",
         entry_id,
     )
     return int(n)
