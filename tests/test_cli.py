@@ -14,6 +14,7 @@ from conftest import new_task
 from fleet_core.db.database import Database, Tenant
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.registry import TaskRegistry
+from fleet_core.runtime.local import RuntimePaths
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -148,3 +149,91 @@ def test_sigterm_closes_the_pool_cleanly(pg) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in err
     assert log.read_text().count("database pool closed") == closed_before + 1
+
+
+def tmux_socket() -> str:
+    return RuntimePaths.under(Path(os.environ["FLEET_DATA_DIR"])).tmux_socket
+
+
+async def test_spawn_status_stop_end_to_end(su: asyncpg.Connection, repo: Path) -> None:
+    env = {"FLEET_SECRETS": '{"FLEET_DEMO_DELAY": "0"}'}
+    try:
+        out = fleet("spawn", "--repo", str(repo), "--type", "docs", "--agent", "demo",
+                    "--json", "wait for me [demo:hang]", **env)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        task = json.loads(out.stdout)
+        assert task["status"] == "running" and task["branch"].startswith("fleet/wait-for-me-")
+        doc = json.loads(fleet("status", "--json").stdout)
+        assert [(t["id"], t["status"], t["branch"]) for t in doc["tasks"]] == [
+            (task["id"], "running", task["branch"])
+        ]
+        session = f"={task['tmux_session']}"
+        has = ["tmux", "-L", tmux_socket(), "has-session", "-t", session]
+        assert subprocess.run(has, capture_output=True).returncode == 0
+        logs = fleet("logs", task["id"][:8], "-n", "5", "--json")
+        assert logs.returncode == 0 and isinstance(json.loads(logs.stdout)["lines"], list)
+        stopped = fleet("stop", task["id"][:8], "--json")
+        assert stopped.returncode == 0, stopped.stderr
+        assert json.loads(stopped.stdout)["status"] == "cancelled"
+        assert subprocess.run(has, capture_output=True).returncode == 1
+        assert fleet("stop", task["id"][:8]).returncode == 5  # not stoppable any more
+        deleted = fleet("delete", task["id"][:8], "--json")
+        assert deleted.returncode == 0 and json.loads(deleted.stdout)["id"] == task["id"]
+        assert fleet("show", task["id"][:8]).returncode == 3
+    finally:
+        subprocess.run(["tmux", "-L", tmux_socket(), "kill-server"], capture_output=True)
+
+
+async def test_spawn_denied_and_queued(su: asyncpg.Connection, repo: Path) -> None:
+    env = {"FLEET_SECRETS": '{"FLEET_DEMO_DELAY": "0"}', "FLEET_TIER": "builder"}
+    args = ["spawn", "--repo", str(repo), "--type", "docs", "--agent", "demo", "--json"]
+    try:
+        assert fleet(*args, "first [demo:hang]", **env).returncode == 0
+        denied = fleet(*args, "second", **env)
+        assert denied.returncode == 4 and denied.stdout == ""
+        err = json.loads(denied.stderr)
+        assert (err["error"], err["active"], err["limit"], err["tier"]) == (
+            "spawn_denied", 1, 1, "builder"
+        )  # fmt: skip
+        queued = fleet(*args, "--queue", "second", **env)
+        assert queued.returncode == 0 and json.loads(queued.stdout)["position"] == 1
+        assert json.loads(fleet("status", "--json").stdout)["queued"] == 1
+        observer = fleet(*args, "third", FLEET_TIER="observer")
+        assert observer.returncode == 4 and "no fleet access" in observer.stderr
+    finally:
+        subprocess.run(["tmux", "-L", tmux_socket(), "kill-server"], capture_output=True)
+
+
+async def test_bad_input_to_each_verb_exits_2_and_writes_nothing(
+    su: asyncpg.Connection, repo: Path, tmp_path: Path
+) -> None:
+    spawn = ["spawn", "--agent", "demo", "--type", "docs"]
+    cases = [
+        ([*spawn, "--repo", str(tmp_path / "missing"), "x"], "--repo"),
+        ([*spawn, "--repo", str(tmp_path), "x"], "--repo"),
+        ([*spawn, "--repo", str(repo), "--base", "nope", "x"], "--base"),
+        ([*spawn, "--repo", str(repo), "--base", "-x", "x"], "--base"),
+        ([*spawn, "--repo", str(repo), "--max-retries", "11", "x"], "--max-retries"),
+        ([*spawn, "--repo", str(repo), "--timeout-min", "1", "x"], "--timeout-min"),
+        ([*spawn, "--repo", str(repo), "--context", "novalue", "x"], "--context"),
+        ([*spawn, "--repo", str(repo), "   "], "DESCRIPTION"),
+        (["spawn", "--repo", str(repo), "--type", "chores", "x"], "--type"),
+        (["spawn", "--repo", str(repo), "--type", "docs", "--agent", "custom", "x"], "--agent"),
+        (["stop", "x!"], "task_id"),
+        (["delete", "zz"], "task_id"),
+        (["logs", "abcd1234", "-n", "0"], "lines"),
+        (["attach", "../etc"], "task_id"),
+    ]
+    worktrees = Path(os.environ["FLEET_DATA_DIR"]) / "worktrees"
+
+    def listing() -> list[Path]:
+        return sorted(worktrees.iterdir()) if worktrees.exists() else []
+
+    before = listing()
+    for argv, field in cases:
+        result = fleet(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert field in result.stderr, (argv, result.stderr)
+    doc = json.loads(fleet("status", "--json").stdout)
+    assert (doc["active"], doc["queued"], doc["tasks"]) == (0, 0, [])
+    assert listing() == before

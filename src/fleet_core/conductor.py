@@ -444,9 +444,9 @@ class Conductor:
         return Deleted(deleted, cleanup)
 
     async def logs(self, actor: Actor, ref: str, lines: int = 100) -> str:
-        rec = await self._with_session(actor, ref)
         if not 1 <= lines <= 1000:
             raise BadInputError("lines", "must be between 1 and 1000")
+        rec = await self._with_session(actor, ref)
         try:
             return await self.runtime.logs(rec.id, lines)
         except Exception as exc:

@@ -7,7 +7,7 @@ import json
 import sys
 
 from fleet_core import __version__
-from fleet_core.cli import db_cmd, task_cmds
+from fleet_core.cli import agent_cmds, db_cmd, task_cmds
 from fleet_core.cli.runner import guarded
 from fleet_core.config import config_path, load_settings
 from fleet_core.logs import setup_file_logging
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    agent_cmds.add_parsers(sub)
     task_cmds.add_parsers(sub)
     db_cmd.add_parser(sub)
     cfg = sub.add_parser("config", help="show the settings in effect, or the file's path")
@@ -41,6 +42,15 @@ def dispatch(args: argparse.Namespace) -> int:
         return db_cmd.run(args, settings)
     if args.verb == "show":
         return task_cmds.show(args, settings)
+    verbs = {
+        "spawn": agent_cmds.spawn,
+        "stop": agent_cmds.stop,
+        "delete": agent_cmds.delete,
+        "logs": agent_cmds.logs,
+        "attach": agent_cmds.attach,
+    }
+    if args.verb in verbs:
+        return verbs[args.verb](args, settings)
     if args.verb is None:
         print(
             "fleet: the full-screen console is not built yet; showing `fleet status`.",

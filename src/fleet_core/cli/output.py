@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from fleet_core.governor import QueueEntry
 from fleet_core.models import FleetStatusSummary, TaskRecord
 
 COLUMNS = ("ID", "STATUS", "AGENT", "MODEL", "TYPE", "BRANCH", "PR", "CI", "RETRIES", "AGE")
@@ -43,7 +45,7 @@ def task_row(rec: TaskRecord, now: datetime | None = None) -> tuple[str, ...]:
     )
 
 
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
+def table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
@@ -52,14 +54,25 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str
     return "\n".join(lines)
 
 
-def status_text(summary: FleetStatusSummary, *, who: str, where: str) -> str:
+def status_text(
+    summary: FleetStatusSummary, *, who: str, where: str, queue: Sequence[QueueEntry] = ()
+) -> str:
     head = (
         f"{summary.active} active, {summary.completed} completed, {summary.failed} failed, "
         f"{summary.queued} queued  ({who}; database: {where})"
     )
-    if not summary.tasks:
-        return head + "\nNo tasks yet."
-    return head + "\n\n" + table([task_row(t) for t in summary.tasks])
+    text = head + ("\n\n" + table([task_row(t) for t in summary.tasks]) if summary.tasks else "")
+    if queue:
+        rows = [
+            (str(e.id), e.operator_id, e.tier.value, str(e.request.get("task", {}).get(
+                "description", ""))[:60], age(e.created_at))
+            for e in queue
+        ]  # fmt: skip
+        text += "\n\nQueued (admitted in this order as slots free):\n"
+        text += table(rows, ("ENTRY", "OPERATOR", "TIER", "DESCRIPTION", "WAITING"))
+    if not summary.tasks and not queue:
+        text += "\nNo tasks yet."
+    return text
 
 
 def details_text(rec: TaskRecord) -> str:

@@ -9,6 +9,7 @@ from fleet_core.cli.output import details_text, dumps, status_text, task_json
 from fleet_core.cli.runner import run_async
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError
+from fleet_core.governor import Governor
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.registry import TaskRegistry
 
@@ -45,13 +46,16 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> str:
         async with opened(settings) as db:
-            summary = await TaskRegistry(db, tenant).summary(status=statuses, limit=args.limit)
+            queue = await Governor(db).queue(tenant)
+            summary = await TaskRegistry(db, tenant).summary(
+                status=statuses, limit=args.limit, queued=len(queue)
+            )
             if args.json:
                 doc = summary.model_dump(mode="json", exclude={"tasks"})
                 doc["tasks"] = [task_json(t) for t in summary.tasks]
                 return dumps(doc)
             who = "all operators" if args.all else f"operator {settings.operator}"
-            return status_text(summary, who=who, where=describe(db))
+            return status_text(summary, who=who, where=describe(db), queue=queue)
 
     print(run_async(go))
     return 0
