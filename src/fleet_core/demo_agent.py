@@ -62,11 +62,15 @@ def main() -> int:
         say("fixed the broken tests")
     time.sleep(delay)
     git("add", "-A")
-    git(
-        "commit", "-q", "-m", f"demo: {text.strip().splitlines()[0][:60] if text.strip() else task}"
-    )
+    lines = [line.strip() for line in text.splitlines()]
+    title = next((line for line in lines if line and not line.startswith("#")), task)
+    git("commit", "-q", "-m", f"demo: {title[:60]}")
     say("committed")
     time.sleep(delay)
+    has_origin = subprocess.run(["git", "remote", "get-url", "origin"], capture_output=True)
+    if has_origin.returncode != 0:
+        say("cannot push: this repository has no `origin` remote")
+        return 1
     git("push", "-q", "-u", "origin", "HEAD")
     say("pushed")
     if "[demo:hang]" in text:
