@@ -242,6 +242,8 @@ async def test_queued_spawn_whose_repository_vanished_fails_cleanly(
     running = (await c.spawn(bob, request(repo, "wait [demo:hang]"))).task
     queued = (await c.spawn(bob, request(repo, "later"), queue=True)).queued
     assert running is not None and queued is not None and queued.position == 1
+    summary = await c.status(bob)
+    assert (summary.active, summary.queued, [t.id for t in summary.tasks]) == (1, 1, [running.id])
     shutil.rmtree(repo)
     await c.stop(bob, str(running.id))  # frees the slot: the queued spawn is admitted and fails
     rows = await su.fetch(

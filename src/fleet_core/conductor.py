@@ -30,6 +30,7 @@ from fleet_core.errors import (
     InvalidTransitionError,
     NoSessionError,
     OtherHostError,
+    SpawnDeniedError,
     SpawnError,
     StaleVersionError,
 )
@@ -199,9 +200,9 @@ class Conductor:
         if not queue and request.idempotency_key is None:
             try:
                 self.governor.precheck(actor.operator_id, actor.tier)
-            except Exception as denial:
+            except SpawnDeniedError as denial:
                 await self.bus.emit(
-                    EventType.SPAWN_DENIED, operator_id=actor.operator_id, reason=str(denial)
+                    EventType.SPAWN_DENIED, operator_id=actor.operator_id, **denial.to_dict()
                 )
                 raise
         admission = await self.governor.admit(
