@@ -98,8 +98,12 @@ async def test_spawn_runs_the_agent_with_the_hashed_prompt(make, repo: Path, db:
     assert rec.tmux_session == f"fleet-{rec.id}" and rec.worktree_path and rec.spawned_at
     assert (rec.agent_type.value, rec.model) == ("demo", "demo")
     assert out.route is not None and out.route.reason.value == "agent_type_default"
-    assert [e.type for e in seen] == [EventType.SPAWNED]
-    assert seen[0].data["routing_reason"] == "agent_type_default"
+    assert [(e.type, e.data.get("to")) for e in seen] == [
+        (EventType.STATUS_CHANGED, "spawning"),
+        (EventType.STATUS_CHANGED, "running"),
+        (EventType.SPAWNED, None),
+    ]
+    assert seen[-1].data["routing_reason"] == "agent_type_default"
     # The demo agent pushed the prompt it was given: its hash is the one stored on the task.
     await wait_for(lambda: c.runtime.exit_status(rec.id))
     pushed = git(origin_of(repo), "show", f"{rec.branch}:fleet-demo/{rec.id}.md")
@@ -117,7 +121,7 @@ async def test_stop_cancels_kills_and_frees_the_slot(make, repo: Path, db: Datab
     assert done.status is TaskStatus.CANCELLED and done.completed_at is not None
     assert await c.runtime.tmux.pane(rec.tmux_session or "") is None
     trail = await audit_trail(db, Tenant.operator("alice"), rec.id)
-    assert trail[-1]["event_type"] == "fleet.cancelled" and trail[-1]["detail"] == {"by": "alice"}
+    assert trail[-1]["event_type"] == "fleet.cancelled" and trail[-1]["detail"] == {"by": "alice", "reason": "stopped"}
     with pytest.raises(InvalidTransitionError):
         await c.stop(ALICE, str(rec.id))
     # Another operator cannot see it at all.

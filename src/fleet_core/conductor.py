@@ -23,7 +23,13 @@ from uuid import UUID
 
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
-from fleet_core.enrichment import EnrichedPrompt, build_prompt, repository_summary, task_sections
+from fleet_core.enrichment import (
+    DEFAULT_BUDGET,
+    EnrichedPrompt,
+    build_prompt,
+    repository_summary,
+    task_sections,
+)
 from fleet_core.errors import (
     ActiveTaskDeletionError,
     BadInputError,
@@ -48,6 +54,7 @@ from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.validation import validate_branch
 from fleet_core.saga import Failure, Saga, SagaError
+from fleet_core.transitions import Transitions
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,7 @@ class Conductor:
         self.bus = bus
         self.repos = repos or {}
         self.queue_poll_s = queue_poll_s
+        self.moves = Transitions(db, bus)
         self._summaries: dict[Path, tuple[str, float]] = {}
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
@@ -219,43 +227,47 @@ class Conductor:
         running = await self._launch(admission.task, route.reason.value)
         return SpawnOutcome(task=running, route=route)
 
-    async def _launch(self, rec: TaskRecord, route_reason: str) -> TaskRecord:
+    async def _launch(
+        self, rec: TaskRecord, route_reason: str, *, budget: int = DEFAULT_BUDGET
+    ) -> TaskRecord:
+        """The saga from an admitted (`proposed`) or `retrying` task to `running`. A retry
+        reuses the task's worktree and branch and compensates without removing them."""
         registry = TaskRegistry(self.db, Tenant.operator(rec.operator_id))
+        retry = rec.status is TaskStatus.RETRYING
         saga = Saga(f"spawn {rec.id}")
 
         async def admitted() -> TaskRecord:
-            return rec  # the gate already inserted it
+            return rec  # the gate (or the retry engine) already put it there
 
         async def cancel_if_proposed(row: TaskRecord, failure: Failure) -> None:
             cur = await registry.get(row.id)
             if cur.status is TaskStatus.PROPOSED:
-                await registry.transition(
-                    row.id,
+                await self.moves.move(
+                    cur,
                     TaskStatus.CANCELLED,
-                    expected_version=cur.version,
+                    reason="spawn_failed",
                     update={"failure_context": _failure_context(failure)},
-                    audit_detail={"reason": "spawn_failed", "step": failure.step},
+                    audit_detail={"step": failure.step},
                 )
 
         async def mark_spawning() -> TaskRecord:
-            return await registry.transition(
-                rec.id,
-                TaskStatus.SPAWNING,
-                expected_version=rec.version,
-                update={"prompt_hash": prompt.prompt_hash},
+            return await self.moves.move(
+                rec, TaskStatus.SPAWNING, update={"prompt_hash": prompt.prompt_hash}
             )
 
         async def fail_spawning(row: TaskRecord, failure: Failure) -> None:
             await self._fail(registry, row, _failure_context(failure))
 
         async def kill_and_clean(handle: AgentHandle, failure: Failure) -> None:
+            if retry:  # keep the worktree and the previous attempts' work
+                await self.runtime.kill(rec.id)
+                return
             await self.runtime.cleanup(rec.id, Path(rec.repository), rec.branch, rec.base_branch)
 
         async def mark_running() -> TaskRecord:
-            return await registry.transition(
-                rec.id,
+            return await self.moves.move(
+                spawning,
                 TaskStatus.RUNNING,
-                expected_version=spawning.version,
                 update={
                     "tmux_session": handle.session,
                     "worktree_path": str(handle.worktree_path),
@@ -266,10 +278,10 @@ class Conductor:
 
         try:
             await saga.step("admit", admitted, cancel_if_proposed)
-            prompt = await saga.step("enrich", lambda: self._prompt(rec))
+            prompt = await saga.step("enrich", lambda: self._prompt(rec, budget))
             spawning = await saga.step("mark_spawning", mark_spawning, fail_spawning)
             handle = await saga.step(
-                "runtime", lambda: self._start_agent(rec, prompt), kill_and_clean
+                "runtime", lambda: self._start_agent(rec, prompt, retry), kill_and_clean
             )
             running = await saga.step("mark_running", mark_running)
         except SagaError as exc:
@@ -301,10 +313,10 @@ class Conductor:
         `spawning` (cancelled by the operator, say) is left where it is."""
         for _ in range(STALE_RETRIES):
             try:
-                await registry.transition(
-                    row.id,
+                await self.moves.move(
+                    row,
                     TaskStatus.FAILED,
-                    expected_version=row.version,
+                    reason="spawn_failed",
                     update={"failure_context": context},
                 )
                 return
@@ -313,7 +325,9 @@ class Conductor:
             except InvalidTransitionError:
                 return
 
-    async def _start_agent(self, rec: TaskRecord, prompt: EnrichedPrompt) -> AgentHandle:
+    async def _start_agent(
+        self, rec: TaskRecord, prompt: EnrichedPrompt, retry: bool
+    ) -> AgentHandle:
         config = self._repo_config(Path(rec.repository))
         spec = SpawnSpec(
             task_id=rec.id,
@@ -328,9 +342,11 @@ class Conductor:
             setup=config.setup,
             setup_timeout_s=config.setup_timeout_seconds,
         )
+        if retry:
+            return await self.runtime.respawn(spec)
         return await self.runtime.spawn(spec)
 
-    async def _prompt(self, rec: TaskRecord) -> EnrichedPrompt:
+    async def _prompt(self, rec: TaskRecord, budget: int = DEFAULT_BUDGET) -> EnrichedPrompt:
         repo = Path(rec.repository)
         cached = self._summaries.get(repo)
         if cached is None or time.monotonic() - cached[1] > SUMMARY_TTL_S:
@@ -347,7 +363,7 @@ class Conductor:
             failure=rec.failure_context if rec.retry_count else None,
             worktree=self.runtime.paths.worktrees / str(rec.id),
         )
-        return build_prompt(sections)
+        return build_prompt(sections, budget)
 
     async def _repository(self, path_text: str) -> Path:
         path = Path(path_text).expanduser()
@@ -407,10 +423,10 @@ class Conductor:
                 self._require_local(rec)
                 await self.runtime.kill(rec.id)
             try:
-                done = await registry.transition(
-                    rec.id,
+                done = await self.moves.move(
+                    rec,
                     TaskStatus.CANCELLED,
-                    expected_version=rec.version,
+                    reason="stopped",
                     audit_detail={"by": actor.operator_id},
                 )
                 break
@@ -418,9 +434,6 @@ class Conductor:
                 rec = await registry.get(rec.id)
         else:
             raise StaleVersionError(str(rec.id), rec.version, None)
-        await self.bus.emit(
-            EventType.CANCELLED, operator_id=done.operator_id, task_id=done.id, by=actor.operator_id
-        )
         await self._after_slot_freed(done.operator_id)
         return done
 

@@ -135,12 +135,20 @@ class LocalRuntime:
 
     # -- spawn -------------------------------------------------------------------------------
 
-    async def spawn(self, spec: SpawnSpec) -> AgentHandle:
+    async def respawn(self, spec: SpawnSpec) -> AgentHandle:
+        """Another attempt at the same task: the old session and run files go; the worktree
+        and branch, with the previous attempt's work, stay and are reused."""
+        await self.kill(spec.task_id)
+        _remove_dir(self.run_dir(spec.task_id))
+        return await self.spawn(spec, resume=True)
+
+    async def spawn(self, spec: SpawnSpec, *, resume: bool = False) -> AgentHandle:
         """Worktree on a new branch from the base, optional setup, then the agent in tmux.
 
         The tmux session and its launcher start while `git worktree add` runs; the launcher
         waits for the `go` file, written once the worktree (and setup) are ready. Everything
-        created is removed again when a step fails."""
+        created is removed again when a step fails. With `resume`, the task's existing
+        worktree (or its existing branch) is used, and never removed on failure."""
         validate_branch(spec.branch)
         adapter = self.adapters.get(spec.agent_type)
         if adapter is None:
@@ -159,16 +167,19 @@ class LocalRuntime:
         base_ref = resolved
         worktree = path_under(self.paths.worktrees, str(spec.task_id), field="worktree")
         rd = self.run_dir(spec.task_id)
-        if worktree.exists() or rd.exists():
+        if rd.exists() or (worktree.exists() and not resume):
             raise BadInputError("task_id", f"{spec.task_id} was already spawned here")
         handle = AgentHandle(
             spec.task_id, session_name(spec.task_id), worktree, spec.branch, self.host_id, base_ref
         )
         rd.mkdir(parents=True, mode=0o700)
+        if resume and worktree.is_dir():
+            prepare = _nothing()
+        else:
+            start = None if resume else base_ref  # resume: check out the existing branch
+            prepare = self._add_worktree(repo, common, spec.branch, worktree, start)
         results = await asyncio.gather(
-            self._add_worktree(repo, common, spec.branch, worktree, base_ref),
-            self._launch(spec, adapter, handle, rd),
-            return_exceptions=True,
+            prepare, self._launch(spec, adapter, handle, rd), return_exceptions=True
         )
         try:
             for outcome in results:
@@ -179,7 +190,8 @@ class LocalRuntime:
             _release(rd, True)
             await self._wait_started(spec.task_id, rd)
         except BaseException:
-            await self._undo(repo, handle, worktree_added=not isinstance(results[0], BaseException))
+            added = not resume and not isinstance(results[0], BaseException)
+            await self._undo(repo, handle, worktree_added=added)
             raise
         return handle
 
@@ -192,12 +204,14 @@ class LocalRuntime:
         return self._default_branches[path]
 
     async def _add_worktree(
-        self, repo: Path, common: Path, branch: str, worktree: Path, base_ref: str
+        self, repo: Path, common: Path, branch: str, worktree: Path, base_ref: str | None
     ) -> None:
+        """A new branch from `base_ref`, or (None) a worktree for the existing `branch`."""
         self.paths.worktrees.mkdir(parents=True, exist_ok=True)
+        args = ["-b", branch, str(worktree), base_ref] if base_ref else [str(worktree), branch]
         async with self.locks.hold(repo, common):
             try:
-                await g.git(repo, "worktree", "add", "-b", branch, str(worktree), base_ref)
+                await g.git(repo, "worktree", "add", *args)
             except CommandError as exc:
                 if "already exists" in exc.output:
                     raise BadInputError("branch", f"{branch!r} already exists") from None
@@ -379,6 +393,10 @@ async def _terminate_group(pid: int, grace_s: float) -> bool:
             break
         await asyncio.sleep(0.01)
     return True
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _release(rd: Path, go: bool) -> None:

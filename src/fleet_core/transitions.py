@@ -1,0 +1,59 @@
+"""Status changes with their events. The engine moves tasks only through `Transitions.move`, so
+every change reaches the bus (the console, the API's event stream, the demo's log): a
+`status_changed` event for each, plus `failed`, `retrying`, `cancelled`, `completed` where
+one applies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fleet_core.db.database import Database, Tenant
+from fleet_core.events import EventBus, EventType
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.models import TaskRecord, TaskUpdate
+from fleet_core.registry import TaskRegistry
+
+_SPECIFIC = {
+    TaskStatus.FAILED: EventType.FAILED,
+    TaskStatus.ABANDONED: EventType.FAILED,  # failed for good
+    TaskStatus.RETRYING: EventType.RETRYING,
+    TaskStatus.CANCELLED: EventType.CANCELLED,
+    TaskStatus.MERGED: EventType.COMPLETED,
+}
+
+
+class Transitions:
+    def __init__(self, db: Database, bus: EventBus) -> None:
+        self.db = db
+        self.bus = bus
+
+    def registry(self, operator_id: str) -> TaskRegistry:
+        return TaskRegistry(self.db, Tenant.operator(operator_id))
+
+    async def move(
+        self,
+        rec: TaskRecord,
+        to: TaskStatus,
+        *,
+        reason: str | None = None,
+        update: TaskUpdate | Mapping[str, Any] | None = None,
+        audit_detail: Mapping[str, Any] | None = None,
+    ) -> TaskRecord:
+        """`rec` → `to` if it is still at `rec.version` (else StaleVersionError)."""
+        detail = dict(audit_detail or {})
+        if reason and "reason" not in detail:
+            detail["reason"] = reason
+        new = await self.registry(rec.operator_id).transition(
+            rec.id, to, expected_version=rec.version, update=update, audit_detail=detail
+        )
+        data: dict[str, Any] = {"from": rec.status.value, "to": to.value, "reason": reason}
+        if to is TaskStatus.ABANDONED:
+            data["final"] = True
+        await self.bus.emit(
+            EventType.STATUS_CHANGED, operator_id=rec.operator_id, task_id=rec.id, **data
+        )
+        specific = _SPECIFIC.get(to)
+        if specific is not None:
+            await self.bus.emit(specific, operator_id=rec.operator_id, task_id=rec.id, **data)
+        return new
