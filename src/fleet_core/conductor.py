@@ -34,6 +34,7 @@ from fleet_core.errors import (
     ActiveTaskDeletionError,
     BadInputError,
     InvalidTransitionError,
+    MergeRefusedError,
     NoSessionError,
     OtherHostError,
     SpawnDeniedError,
@@ -41,10 +42,19 @@ from fleet_core.errors import (
     StaleVersionError,
 )
 from fleet_core.events import EventBus, EventType
+from fleet_core.forge.select import ForgeSet
 from fleet_core.governor import DEFAULT_TIER_LIMITS, Governor, Limits, Queued, QueueEntry
 from fleet_core.lifecycle import LIVE, TERMINAL, TaskStatus
-from fleet_core.models import FleetStatusSummary, NewTask, SpawnRequest, TaskRecord, Tier
+from fleet_core.models import (
+    CiStatus,
+    FleetStatusSummary,
+    NewTask,
+    SpawnRequest,
+    TaskRecord,
+    Tier,
+)
 from fleet_core.registry import TaskRegistry
+from fleet_core.retry import RetryEngine, RetryPolicy
 from fleet_core.router import ModelRouter, Route
 from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
@@ -104,8 +114,11 @@ class Conductor:
         governor: Governor,
         router: ModelRouter,
         bus: EventBus,
+        forges: ForgeSet,
         repos: dict[str, dict[str, Any]] | None = None,
         queue_poll_s: float = 2.0,
+        retry_policy: RetryPolicy | None = None,
+        default_tier: Tier = Tier.SOVEREIGN,
     ) -> None:
         self.db = db
         self.runtime = runtime
@@ -115,6 +128,9 @@ class Conductor:
         self.repos = repos or {}
         self.queue_poll_s = queue_poll_s
         self.moves = Transitions(db, bus)
+        self.forges = forges
+        self.retries = RetryEngine(self, retry_policy)
+        self.default_tier = default_tier
         self._summaries: dict[Path, tuple[str, float]] = {}
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
@@ -133,14 +149,23 @@ class Conductor:
             kill_grace_s=settings.kill_grace_seconds,
         )
         limits = Limits({**DEFAULT_TIER_LIMITS, **settings.tier_limits}, settings.global_cap)
+        forges = ForgeSet(
+            settings.data_dir / "forge",
+            repos=settings.repos,
+            merge_method=settings.merge_method,
+            ci_timeout_s=settings.ci_timeout_seconds,
+        )
         return cls(
             db,
             runtime,
             governor=Governor(db, limits, bus),
             router=ModelRouter.from_config(settings.routing),
             bus=bus,
+            forges=forges,
             repos=settings.repos,
             queue_poll_s=settings.queue_poll_seconds,
+            retry_policy=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
+            default_tier=settings.tier,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -158,6 +183,7 @@ class Conductor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
             self._loop = None
+        await self.forges.close()
 
     async def __aenter__(self) -> Conductor:
         await self.start()
@@ -375,6 +401,56 @@ class Conductor:
 
     def _repo_config(self, repo: Path) -> RepoConfig:
         return load_repo_config(repo, self.repos)
+
+    async def relaunch(self, rec: TaskRecord, budget: int) -> TaskRecord:
+        """The saga again for a task the retry engine moved to `retrying`."""
+        return await self._launch(rec, "retry", budget=budget)
+
+    async def tier_of(self, operator_id: str) -> Tier:
+        """The tier the engine acts with for an operator when no caller is present (retries):
+        the tier an admin stored for them, else the configured default."""
+        return await self.governor.stored_tier(operator_id) or self.default_tier
+
+    # -- retry and merge -------------------------------------------------------------------
+
+    async def retry(self, actor: Actor, ref: str) -> TaskRecord:
+        """Retry a failed or rejected task now (same rules as the automatic retries)."""
+        rec = await self.registry(actor).resolve(ref)
+        self._require_local(rec)
+        return await self.retries.retry(rec, tier=actor.tier)
+
+    async def merge(self, actor: Actor, ref: str) -> TaskRecord:
+        """Merge a ready task's PR through its forge, then clean its worktree up (work that only
+        the worktree holds is snapshotted first)."""
+        rec = await self.registry(actor).resolve(ref)
+        if rec.status is not TaskStatus.READY:
+            raise MergeRefusedError(
+                f"task {rec.short_id} is {rec.status.value}; only a ready task can be merged"
+            )
+        if rec.pr_number is None:
+            raise MergeRefusedError(f"task {rec.short_id} has no pull request")
+        if rec.ci_status is not CiStatus.PASSING:
+            state = rec.ci_status.value if rec.ci_status else "unknown"
+            raise MergeRefusedError(f"CI of PR #{rec.pr_number} is not passing ({state})")
+        repo = Path(rec.repository)
+        forge = await self.forges.for_repo(repo)
+        result = await forge.merge(repo, rec.pr_number, method=self.forges.merge_method)
+        if not result.merged:
+            raise MergeRefusedError(f"{forge.name} refused to merge PR #{rec.pr_number}: "
+                                    f"{result.reason or 'no reason given'}")  # fmt: skip
+        done = await self.moves.move(
+            rec,
+            TaskStatus.MERGED,
+            reason="merged",
+            audit_detail={"by": actor.operator_id, "sha": result.sha, "pr": rec.pr_number},
+        )
+        if rec.worktree_path and rec.host_id in (None, self.runtime.host_id):
+            try:
+                await g.git(repo, "fetch", "-q", "origin", check=False)
+                await self.runtime.cleanup(rec.id, repo, rec.branch, rec.base_branch)
+            except Exception:  # merged is merged; `fleet delete` cleans up later
+                log.exception("cleanup after merge failed", extra={"task": str(rec.id)})
+        return done
 
     # -- the queue -------------------------------------------------------------------------
 

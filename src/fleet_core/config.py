@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     routing: dict[str, Any] = Field(default_factory=dict)
     # How often a running engine looks for queued spawns it can admit.
     queue_poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    # The monitor: cycle interval, stall warning, retry backoff (min(base·2^n + jitter, max)).
+    monitor_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    stall_minutes: float = Field(default=30.0, gt=0, le=1440)
+    retry_base_seconds: float = Field(default=30.0, ge=0, le=3600)
+    retry_max_seconds: float = Field(default=120.0, ge=0, le=86400)
+    # Forges: how a PR is merged, and how long the local forge's CI command may run.
+    merge_method: Literal["merge", "squash", "rebase"] = "merge"
+    ci_timeout_seconds: float = Field(default=600.0, gt=0, le=7200)
 
     @field_validator("database_url", "engine_database_url")
     @classmethod

@@ -204,3 +204,17 @@ class NoSessionError(FleetError):
 
     exit_code = EXIT_NOT_FOUND
     code = "no_session"
+
+
+class RetryBudgetSpentError(FleetError):
+    """No retries left: the task was abandoned instead."""
+
+    exit_code = EXIT_CONFLICT
+    code = "retry_budget_spent"
+
+
+class MergeRefusedError(FleetError):
+    """The forge or the task's state does not allow a merge; says why."""
+
+    exit_code = EXIT_CONFLICT
+    code = "merge_refused"

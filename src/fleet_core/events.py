@@ -32,6 +32,8 @@ class EventType(StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"
     CANCELLED = "cancelled"
+    STALLED = "stalled"
+    PAUSED = "paused"
     DELETED = "deleted"
     CAPACITY_WARNING = "capacity_warning"
     CAPACITY_RESTORED = "capacity_restored"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
-from fleet_core.lifecycle import SLOT_HOLDING
+from fleet_core.lifecycle import SLOT_HOLDING, TaskStatus
 from fleet_core.models import NewTask, TaskRecord, Tier
 from fleet_core.registry import TaskRegistry
 
@@ -211,6 +211,45 @@ class Governor:
         await self._capacity(None if state.total is None else state.total + 1)
         return entry, rec
 
+    async def readmit(
+        self,
+        rec: TaskRecord,
+        *,
+        tier: Tier,
+        count_failure: bool,
+        update: Mapping[str, Any],
+    ) -> TaskRecord | None:
+        """A failed task takes a slot again for a retry, through the gate: under the operator's
+        lock, if a slot is free, count the failure against the retry budget (INV-017's guard)
+        and move failed/rejected → retrying, in one transaction. Returns the retrying task;
+        None when the budget is spent (nothing changed). Raises SpawnDeniedError when no slot
+        is free (a retry goes before queued spawns: it continues work already admitted)."""
+        tenant = Tenant.operator(rec.operator_id)
+        registry = TaskRegistry(self.db, tenant)
+        async with self.db.tx(tenant) as conn:
+            state = await self._state(conn, rec.operator_id, tier)
+            reason = self._refusal(state, queued_turn=True)
+            if reason is not None:
+                raise self._denial(
+                    rec.operator_id, state.tier, state.active, state.limit, 0, reason
+                )
+            if count_failure:
+                counted = await registry.record_failure(
+                    rec.id, rec.failure_context or {}, conn=conn
+                )
+                if counted is None:
+                    return None
+                rec = counted
+            new = await registry.transition(
+                rec.id,
+                TaskStatus.RETRYING,
+                expected_version=rec.version,
+                update=dict(update),
+                conn=conn,
+            )
+        self._cache[rec.operator_id] = (state.active + 1, self.clock())
+        return new
+
     async def queued_operators(self) -> list[str]:
         async with self.db.tx(Tenant.admin()) as conn:
             rows = await conn.fetch(
@@ -224,6 +263,13 @@ class Governor:
         async with self.db.tx(tenant) as conn:
             rows = await conn.fetch("SELECT * FROM fleet_spawn_queue ORDER BY id")
         return [_entry(r) for r in rows]
+
+    async def stored_tier(self, operator_id: str) -> Tier | None:
+        async with self.db.tx(Tenant.operator(operator_id)) as conn:
+            value = await conn.fetchval(
+                "SELECT tier FROM fleet_config WHERE operator_id = $1", operator_id
+            )
+        return Tier(value) if value else None
 
     async def set_tier(self, operator_id: str, tier: Tier | None) -> None:
         """Store the highest tier the operator may act with (None: whatever they claim)."""

@@ -47,13 +47,23 @@ class Transitions:
         new = await self.registry(rec.operator_id).transition(
             rec.id, to, expected_version=rec.version, update=update, audit_detail=detail
         )
-        data: dict[str, Any] = {"from": rec.status.value, "to": to.value, "reason": reason}
-        if to is TaskStatus.ABANDONED:
-            data["final"] = True
-        await self.bus.emit(
-            EventType.STATUS_CHANGED, operator_id=rec.operator_id, task_id=rec.id, **data
-        )
-        specific = _SPECIFIC.get(to)
-        if specific is not None:
-            await self.bus.emit(specific, operator_id=rec.operator_id, task_id=rec.id, **data)
+        await self.announce(rec, new, reason=reason)
         return new
+
+    async def announce(
+        self, before: TaskRecord, after: TaskRecord, *, reason: str | None, **extra: Any
+    ) -> None:
+        """The events of a change made elsewhere (in a transaction of the caller's)."""
+        data: dict[str, Any] = {
+            "from": before.status.value,
+            "to": after.status.value,
+            "reason": reason,
+            **extra,
+        }
+        if after.status is TaskStatus.ABANDONED:
+            data["final"] = True
+        op, tid = after.operator_id, after.id
+        await self.bus.emit(EventType.STATUS_CHANGED, operator_id=op, task_id=tid, **data)
+        specific = _SPECIFIC.get(after.status)
+        if specific is not None:
+            await self.bus.emit(specific, operator_id=op, task_id=tid, **data)

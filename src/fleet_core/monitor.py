@@ -1,0 +1,392 @@
+"""The monitor: moves live tasks on by themselves, every `interval_s`.
+
+`reconcile()` runs once at start: spawning/running rows of this host whose agent session is
+gone become failed (`conductor_restart`, with the previous status); agent sessions with no row
+are reported, never killed. Each cycle then, in this order:
+
+1. liveness of this host's running agents (read first, so an agent that pushes and exits is
+   judged with the forge's answer taken after its push);
+2. the forges, in batches per repository (one engine at a time, by an advisory lock):
+   PRs for running tasks → pr_created; CI of PRs → stored with a versioned metadata update,
+   failing → failed with the checks and log excerpt, passing → reviewing → ready (review
+   recorded as skipped until the review pipeline exists);
+3. agents that ended: exit 0 with a PR is fine; otherwise failed with exit status and log
+   tail (137 → OOM; a usage-limit message → paused until its reset);
+4. timeouts (the task's own timeout_minutes) → killed and failed; stalls (no new commit for
+   `stall_s`) → a warning event; interrupted spawns → failed or cancelled;
+5. retries that are due (RetryEngine), then queued spawns.
+
+Overlapping cycles are skipped, a cycle has a deadline, and every exception is caught and
+counted: one bad task never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from fleet_core.db.database import Tenant
+from fleet_core.errors import InvalidTransitionError, StaleVersionError
+from fleet_core.events import EventType
+from fleet_core.forge.base import CiReport, ForgeError, PullRequest
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.models import CiStatus, TaskRecord
+from fleet_core.registry import TaskRegistry
+from fleet_core.retry import failure_context, usage_limit_resume
+from fleet_core.runtime import git as g
+from fleet_core.runtime.local import session_name
+
+if TYPE_CHECKING:
+    from fleet_core.conductor import Conductor
+
+log = logging.getLogger(__name__)
+
+S = TaskStatus
+FORGE_LOCK = (17998, 1)  # pg advisory lock: one engine polls the forges per cycle
+LOG_TAIL_LINES = 60
+WITH_PR = (S.PR_CREATED, S.REVIEWING, S.READY)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    interval_s: float = 30.0
+    deadline_s: float = 25.0
+    stall_s: float = 1800.0
+    stuck_spawning_s: float = 120.0
+    stuck_proposed_s: float = 300.0
+    minute_s: float = 60.0  # a task's timeout_minutes are counted in these (the demo shortens it)
+
+
+@dataclass
+class CycleReport:
+    checked: int = 0
+    ended: int = 0
+    prs: int = 0
+    ci_updates: int = 0
+    ready: int = 0
+    failed: int = 0
+    timeouts: int = 0
+    stalls: int = 0
+    retries: int = 0
+    errors: list[str] = field(default_factory=list)
+    ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    orphaned: list[UUID]  # rows whose agent was gone: now failed
+    untracked: list[UUID]  # agent sessions with no row: reported, left running
+
+
+class Monitor:
+    def __init__(self, conductor: Conductor, config: MonitorConfig | None = None) -> None:
+        self.c = conductor
+        self.config = config or MonitorConfig()
+        self.admin = TaskRegistry(conductor.db, Tenant.admin())
+        self.cycles = 0
+        self.errors = 0
+        self.skipped = 0
+        self.last_cycle_ms: float | None = None
+        self.last_error: str | None = None
+        self._busy = asyncio.Lock()
+        self._loop: asyncio.Task[None] | None = None
+        self._stalled: dict[UUID, str] = {}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "running": self._loop is not None and not self._loop.done(),
+            "cycles": self.cycles,
+            "last_cycle_ms": self.last_cycle_ms,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "last_error": self.last_error,
+            "forges": self.c.forges.health(),
+        }
+
+    # -- start, stop ---------------------------------------------------------------------------
+
+    async def start(self) -> ReconcileReport:
+        report = await self.reconcile()
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._run(), name="fleet-monitor")
+        return report
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+
+    async def _run(self) -> None:
+        while True:
+            await self.cycle()
+            await asyncio.sleep(self.config.interval_s)
+
+    # -- reconcile -----------------------------------------------------------------------------
+
+    async def reconcile(self) -> ReconcileReport:
+        host = self.c.runtime.host_id
+        sessions = set(await self.c.runtime.list_active())
+        rows = await self.admin.list_live(host_id=host)
+        orphaned = []
+        for rec in rows:
+            if rec.status in (S.SPAWNING, S.RUNNING) and rec.id not in sessions:
+                ctx = failure_context("conductor_restart", previous=rec)
+                if await self._move(rec, S.FAILED, "conductor_restart", failure_context=ctx):
+                    orphaned.append(rec.id)
+        known = {r.id for r in rows}
+        untracked = sorted([t for t in sessions - known if await self.admin.find(t) is None])
+        for tid in untracked:
+            log.warning("agent session with no task row", extra={"task": str(tid)})
+        return ReconcileReport(orphaned, untracked)
+
+    # -- the cycle -----------------------------------------------------------------------------
+
+    async def cycle(self) -> CycleReport | None:
+        """One pass over the live tasks; None when the previous cycle is still running."""
+        if self._busy.locked():
+            self.skipped += 1
+            return None
+        async with self._busy:
+            report = CycleReport()
+            begin = time.perf_counter()
+            try:
+                await asyncio.wait_for(self._cycle(report), self.config.deadline_s)
+            except TimeoutError:
+                self._error(report, f"cycle exceeded its {self.config.deadline_s:.0f} s deadline")
+            except Exception as exc:
+                self._error(report, f"cycle failed: {type(exc).__name__}: {exc}")
+                log.exception("monitor cycle failed")
+            report.ms = (time.perf_counter() - begin) * 1000
+            self.cycles += 1
+            self.last_cycle_ms = report.ms
+            return report
+
+    def _error(self, report: CycleReport, message: str) -> None:
+        self.errors += 1
+        self.last_error = message
+        report.errors.append(message)
+
+    async def _cycle(self, report: CycleReport) -> None:
+        host = self.c.runtime.host_id
+        tasks = await self.admin.list_live()
+        report.checked = len(tasks)
+        mine = [t for t in tasks if t.host_id == host]
+        ended = {t.id for t in mine if t.status is S.RUNNING and not await self._alive(t)}
+        prs, ci = await self._poll_forges(tasks, report)
+        now = datetime.now(UTC)
+        for rec in tasks:
+            try:
+                await self._check(rec, rec.id in ended, prs, ci, now, report)
+            except (StaleVersionError, InvalidTransitionError):
+                continue  # someone else moved it meanwhile: theirs stands
+            except Exception as exc:
+                self._error(report, f"task {rec.short_id}: {type(exc).__name__}: {exc}")
+                log.exception("monitor failed on a task", extra={"task": str(rec.id)})
+        failed = await self.admin.query(status=[S.FAILED, S.REJECTED], limit=1000)
+        report.retries = await self.c.retries.run_due(failed, now)
+        await self.c.drain_queue()
+
+    async def _alive(self, rec: TaskRecord) -> bool:
+        return await self.c.runtime.is_alive(rec.id)
+
+    async def _poll_forges(
+        self, tasks: list[TaskRecord], report: CycleReport
+    ) -> tuple[dict[UUID, PullRequest], dict[UUID, CiReport]]:
+        """PRs of running tasks and CI of tasks with PRs, one batch call each per repository;
+        skipped (empty) while another engine holds the forge lock."""
+        prs: dict[UUID, PullRequest] = {}
+        ci: dict[UUID, CiReport] = {}
+        by_repo: dict[str, list[TaskRecord]] = defaultdict(list)
+        for rec in tasks:
+            if rec.status is S.RUNNING or (rec.status in WITH_PR and rec.pr_number):
+                by_repo[rec.repository].append(rec)
+        if not by_repo:
+            return prs, ci
+        async with self.c.db.pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *FORGE_LOCK):
+                return prs, ci
+            try:
+                for repo_text, recs in by_repo.items():
+                    try:
+                        await self._poll_repo(Path(repo_text), recs, prs, ci)
+                    except (ForgeError, OSError) as exc:
+                        self._error(report, f"forge for {repo_text}: {exc}")
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1, $2)", *FORGE_LOCK)
+        return prs, ci
+
+    async def _poll_repo(
+        self,
+        repo: Path,
+        recs: list[TaskRecord],
+        prs: dict[UUID, PullRequest],
+        ci: dict[UUID, CiReport],
+    ) -> None:
+        forge = await self.c.forges.for_repo(repo)
+        running = [r for r in recs if r.status is S.RUNNING]
+        if running:
+            found = await forge.find_prs(repo, [r.branch for r in running])
+            prs.update({r.id: found[r.branch] for r in running if r.branch in found})
+        reviewed = [r for r in recs if r.status in WITH_PR and r.pr_number]
+        if reviewed:
+            reports = await forge.ci_status(repo, [r.pr_number for r in reviewed if r.pr_number])
+            ci.update({r.id: reports[r.pr_number] for r in reviewed if r.pr_number in reports})
+
+    async def _check(
+        self,
+        rec: TaskRecord,
+        ended: bool,
+        prs: dict[UUID, PullRequest],
+        ci: dict[UUID, CiReport],
+        now: datetime,
+        report: CycleReport,
+    ) -> None:
+        pr = prs.get(rec.id)
+        if rec.status is S.RUNNING and pr is not None:
+            rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
+            report.prs += 1
+        elif rec.status is S.RUNNING and ended:
+            report.ended += 1
+            await self._agent_ended(rec, report)
+            return
+        if rec.status in WITH_PR and rec.id in ci:
+            await self._ci(rec, ci[rec.id], report)
+            return
+        mine = rec.host_id == self.c.runtime.host_id
+        if mine and rec.status is S.RUNNING:
+            await self._timeout_or_stall(rec, now, report)
+        elif mine and rec.status is S.SPAWNING:
+            if _age(rec.updated_at, now) > self.config.stuck_spawning_s:
+                await self._stuck_spawning(rec)
+        elif rec.status is S.PROPOSED and _age(rec.updated_at, now) > self.config.stuck_proposed_s:
+            await self._move(rec, S.CANCELLED, "spawn_interrupted")
+
+    async def _stuck_spawning(self, rec: TaskRecord) -> None:
+        """A spawn whose saga was interrupted (its engine died): adopt the agent if it runs,
+        else fail the task."""
+        if await self._alive(rec):
+            handle = {
+                "tmux_session": session_name(rec.id),
+                "worktree_path": str(self.c.runtime.paths.worktrees / str(rec.id)),
+                "host_id": self.c.runtime.host_id,
+                "spawned_at": datetime.now(UTC),
+            }
+            await self._move(rec, S.RUNNING, "adopted", **handle)
+            return
+        ctx = failure_context("spawn_interrupted", previous=rec)
+        await self._move(rec, S.FAILED, "spawn_interrupted", failure_context=ctx)
+
+    async def _agent_ended(self, rec: TaskRecord, report: CycleReport) -> None:
+        status = await self.c.runtime.exit_status(rec.id)
+        tail = ""
+        with contextlib.suppress(Exception):
+            tail = await self.c.runtime.logs(rec.id, LOG_TAIL_LINES)
+        code = status.code if status else None
+        oom = bool(status and status.oom) or "out of memory" in tail.lower()
+        resume = usage_limit_resume(tail, datetime.now(UTC)) if code != 0 else None
+        if resume is not None:
+            reason = "usage_limit"
+        elif oom:
+            reason = "oom"
+        elif code == 0:
+            reason = "exited_without_pull_request"
+        else:
+            reason = "agent_exited"
+        ctx = failure_context(
+            reason,
+            previous=rec,
+            exit_code=code,
+            signal=status.signal if status else None,
+            oom=oom or None,
+            log_tail=tail or None,
+            resume_at=resume.isoformat() if resume else None,
+        )
+        if await self._move(rec, S.FAILED, reason, failure_context=ctx):
+            report.failed += 1
+            if resume is not None:
+                await self.c.bus.emit(
+                    EventType.PAUSED,
+                    operator_id=rec.operator_id,
+                    task_id=rec.id,
+                    until=resume.isoformat(),
+                )
+
+    async def _ci(self, rec: TaskRecord, ci: CiReport, report: CycleReport) -> None:
+        if ci.state is not rec.ci_status:
+            rec = await self.admin.update_metadata(
+                rec.id, {"ci_status": ci.state}, expected_version=rec.version
+            )
+            report.ci_updates += 1
+        if ci.state is CiStatus.FAILING and rec.status in (S.PR_CREATED, S.READY):
+            ctx = failure_context(
+                "ci_failed",
+                previous=rec,
+                failing_checks=list(ci.failing),
+                ci_log=ci.log_excerpt,
+                ci_url=ci.url,
+            )
+            await self._move(rec, S.FAILED, "ci_failed", failure_context=ctx)
+            report.failed += 1
+        elif ci.state is CiStatus.PASSING and rec.status is S.PR_CREATED:
+            reviewing = await self._move(rec, S.REVIEWING, "ci_passed")
+            if reviewing is not None:
+                skipped = {"verdict": "skipped", "reason": "the review pipeline is not built yet"}
+                await self._move(reviewing, S.READY, "review_skipped", review_status=skipped)
+                report.ready += 1
+
+    async def _timeout_or_stall(self, rec: TaskRecord, now: datetime, report: CycleReport) -> None:
+        started = rec.spawned_at or rec.created_at
+        limit = rec.timeout_minutes * self.config.minute_s
+        if _age(started, now) > limit:
+            await self.c.runtime.kill(rec.id)
+            ctx = failure_context(
+                "timeout", previous=rec, timeout_minutes=rec.timeout_minutes,
+                log_tail=await self._tail(rec),
+            )  # fmt: skip
+            if await self._move(rec, S.FAILED, "timeout", failure_context=ctx):
+                report.timeouts += 1
+            return
+        if _age(started, now) < self.config.stall_s or not rec.worktree_path:
+            return
+        last = await g.git(Path(rec.worktree_path), "log", "-1", "--format=%H %ct", check=False)
+        sha, _, stamp = last.stdout.strip().partition(" ")
+        if not stamp.isdigit() or time.time() - int(stamp) < self.config.stall_s:
+            return
+        if self._stalled.get(rec.id) != sha:
+            self._stalled[rec.id] = sha
+            report.stalls += 1
+            await self.c.bus.emit(
+                EventType.STALLED,
+                operator_id=rec.operator_id,
+                task_id=rec.id,
+                minutes=round((time.time() - int(stamp)) / 60),
+            )
+
+    async def _tail(self, rec: TaskRecord) -> str | None:
+        try:
+            return await self.c.runtime.logs(rec.id, LOG_TAIL_LINES)
+        except Exception:
+            return None
+
+    async def _move(
+        self, rec: TaskRecord, to: TaskStatus, reason: str, **update: Any
+    ) -> TaskRecord | None:
+        """The transition, or None when another engine or the operator moved it first."""
+        try:
+            return await self.c.moves.move(rec, to, reason=reason, update=update or None)
+        except (StaleVersionError, InvalidTransitionError):
+            return None
+
+
+def _age(since: datetime, now: datetime) -> float:
+    return (now - since).total_seconds()

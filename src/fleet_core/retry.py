@@ -1,0 +1,146 @@
+"""The retry engine: a failed (or rejected) task is tried again while its budget lasts.
+
+Automatic retries wait min(base·2^n + jitter, cap) after the failure (n = retries so far);
+`fleet retry` goes at once. Each retry takes a slot through the governor (it may wait for
+one), counts against the budget with INV-017's guard and moves to `retrying` in one
+transaction, then relaunches the agent in the task's own worktree with a prompt that carries
+the previous failure (sanitized). An agent killed by the OOM killer (137, "out of memory")
+gets 0.75 of the last prompt budget. A usage-limit or quota message in the agent's output
+pauses the task until the stated reset without spending a retry. A spent budget abandons
+the task.
+Cancelled tasks are never retried (they have no way out of `cancelled`).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from fleet_core.enrichment import DEFAULT_BUDGET
+from fleet_core.errors import InvalidTransitionError, RetryBudgetSpentError, SpawnDeniedError
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.models import TaskRecord, Tier
+
+if TYPE_CHECKING:
+    from fleet_core.conductor import Conductor
+
+RETRYABLE = (TaskStatus.FAILED, TaskStatus.REJECTED)
+OOM_FACTOR = 0.75
+MIN_BUDGET = 1000
+USAGE_LIMIT = re.compile(r"usage limit|rate limit|quota exceeded|\b429\b", re.IGNORECASE)
+_IN = re.compile(r"(?:try again|retry|resets?)\s+in\s+(\d+)\s*(s|sec|second|m|min|minute|h|hour)",
+                 re.IGNORECASE)  # fmt: skip
+_AT = re.compile(r"resets?\s+(?:at\s+)?(\d{1,2}):(\d{2})", re.IGNORECASE)
+DEFAULT_PAUSE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_s: float = 30.0
+    max_s: float = 120.0
+    jitter_s: float = 1.0
+
+    def delay(self, retries_so_far: int) -> float:
+        jitter = random.uniform(0, self.jitter_s)  # noqa: S311 (spreading retries, not crypto)
+        return min(self.base_s * float(2**retries_so_far) + jitter, self.max_s)
+
+
+def usage_limit_resume(text: str, now: datetime) -> datetime | None:
+    """When the agent's output says it hit a usage limit: the reset it names, else 15 min."""
+    if not USAGE_LIMIT.search(text):
+        return None
+    if m := _IN.search(text):
+        unit = m[2][0].lower()
+        seconds = int(m[1]) * {"s": 1, "m": 60, "h": 3600}[unit]
+        return now + timedelta(seconds=seconds)
+    if m := _AT.search(text):
+        at = now.replace(hour=int(m[1]) % 24, minute=int(m[2]), second=0, microsecond=0)
+        return at if at > now else at + timedelta(days=1)
+    return now + DEFAULT_PAUSE
+
+
+def failure_context(reason: str, *, previous: TaskRecord, **fields: Any) -> dict[str, Any]:
+    """The failure context the monitor stores; keeps the prompt budget of the attempt."""
+    budget = (previous.failure_context or {}).get("prompt_budget", DEFAULT_BUDGET)
+    doc: dict[str, Any] = {
+        "reason": reason,
+        "previous_status": previous.status.value,
+        "attempt": previous.retry_count + 1,
+        "prompt_budget": budget,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    doc.update({k: v for k, v in fields.items() if v is not None})
+    return doc
+
+
+class RetryEngine:
+    def __init__(self, conductor: Conductor, policy: RetryPolicy | None = None) -> None:
+        self.conductor = conductor
+        self.policy = policy or RetryPolicy()
+
+    def due_at(self, rec: TaskRecord) -> datetime:
+        ctx = rec.failure_context or {}
+        if ctx.get("reason") == "usage_limit" and ctx.get("resume_at"):
+            return datetime.fromisoformat(str(ctx["resume_at"]))
+        return rec.updated_at + timedelta(seconds=self.policy.delay(rec.retry_count))
+
+    async def run_due(self, tasks: list[TaskRecord], now: datetime | None = None) -> int:
+        """Retry the failed tasks of this host whose wait is over; returns how many started."""
+        now = now or datetime.now(UTC)
+        started = 0
+        for rec in tasks:
+            if rec.status not in RETRYABLE or rec.host_id != self.conductor.runtime.host_id:
+                continue
+            spent = rec.retry_count >= rec.max_retries and not _paused(rec)
+            if not spent and self.due_at(rec) > now:
+                continue
+            try:
+                await self.retry(rec)
+                started += 1
+            except (SpawnDeniedError, RetryBudgetSpentError):
+                continue  # no slot yet: next cycle; or abandoned just now
+        return started
+
+    async def retry(self, rec: TaskRecord, tier: Tier | None = None) -> TaskRecord:
+        """One more attempt now (the caller decided the wait is over)."""
+        if rec.status not in RETRYABLE:
+            raise InvalidTransitionError(str(rec.id), rec.status.value, "retrying")
+        c = self.conductor
+        ctx = dict(rec.failure_context or {})
+        paused = _paused(rec)
+        budget = int(ctx.get("prompt_budget", DEFAULT_BUDGET))
+        if ctx.get("oom"):
+            budget = max(MIN_BUDGET, int(budget * OOM_FACTOR))
+        ctx["prompt_budget"] = budget
+        new = await c.governor.readmit(
+            rec,
+            tier=tier or await c.tier_of(rec.operator_id),
+            count_failure=not paused,
+            update={"failure_context": ctx},
+        )
+        if new is None:
+            await c.moves.move(
+                rec,
+                TaskStatus.ABANDONED,
+                reason="retry_budget_exhausted",
+                audit_detail={"retries": rec.retry_count, "max_retries": rec.max_retries},
+            )
+            raise RetryBudgetSpentError(
+                f"task {rec.short_id} used its {rec.max_retries} retries: abandoned"
+            )
+        await c.moves.announce(
+            rec,
+            new,
+            reason="usage_limit_over" if paused else "retry",
+            retry_count=new.retry_count,
+            prompt_budget=budget,
+            oom=bool(ctx.get("oom")),
+        )
+        return await c.relaunch(new, budget)
+
+
+def _paused(rec: TaskRecord) -> bool:
+    return (rec.failure_context or {}).get("reason") == "usage_limit"
