@@ -4,11 +4,11 @@
 
 It reads the prompt, writes `fleet-demo/<task>.md` (the prompt, byte for byte), commits and
 pushes its branch, printing progress. Markers in the prompt change what it does:
-`[demo:fail]` exits 1, `[demo:hang]` does its work and then never ends, `[demo:stall]` stays
-alive printing but never commits, `[demo:oom]` exits 137, `[demo:ci-fail-once]` also writes
-`fleet-demo/CI_FAIL` on the first attempt (FLEET_ATTEMPT=1) and removes it on later ones, so a
-CI command that checks for that file fails once. FLEET_DEMO_DELAY (seconds, default 0.3) paces
-the steps so the log pane has something to show.
+`[demo:fail]` exits 1, `[demo:hang]` commits without pushing and then never ends,
+`[demo:stall]` stays alive printing but never commits, `[demo:oom]` exits 137,
+`[demo:ci-fail-once]` also writes `fleet-demo/CI_FAIL` on the first attempt (FLEET_ATTEMPT=1)
+and removes it on later ones, so a CI command that checks for that file fails once.
+FLEET_DEMO_DELAY (seconds, default 0.3) paces the steps so the log pane has something to show.
 """
 
 from __future__ import annotations
@@ -67,16 +67,16 @@ def main() -> int:
     git("commit", "-q", "-m", f"demo: {title[:60]}")
     say("committed")
     time.sleep(delay)
+    if "[demo:hang]" in text:
+        say("waiting forever (committed, not pushed)")
+        while True:
+            time.sleep(3600)
     has_origin = subprocess.run(["git", "remote", "get-url", "origin"], capture_output=True)
     if has_origin.returncode != 0:
         say("cannot push: this repository has no `origin` remote")
         return 1
     git("push", "-q", "-u", "origin", "HEAD")
     say("pushed")
-    if "[demo:hang]" in text:
-        say("waiting forever")
-        while True:
-            time.sleep(3600)
     say("done")
     return 0
 

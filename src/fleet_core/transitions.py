@@ -58,6 +58,8 @@ class Transitions:
             "from": before.status.value,
             "to": after.status.value,
             "reason": reason,
+            "description": after.description[:100],
+            "branch": after.branch,
             **extra,
         }
         if after.status is TaskStatus.ABANDONED:

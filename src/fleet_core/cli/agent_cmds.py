@@ -55,11 +55,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sp.add_argument("--queue", action="store_true", help="over the limit, wait for a slot")
     sp.add_argument("--json", action="store_true")
     for verb, text in (("stop", "kill the agent and cancel the task"),
+                       ("retry", "try a failed or rejected task again now"),
+                       ("merge", "merge a ready task's pull request through its forge"),
                        ("delete", "remove a finished task (its work is snapshotted first)"),
                        ("attach", "attach to the agent's tmux session")):  # fmt: skip
         p = sub.add_parser(verb, help=text)
         p.add_argument("id", help="task id or unique prefix")
         p.add_argument("--json", action="store_true")
+    dm = sub.add_parser("demo", help="the whole lifecycle offline, with demo agents")
+    dm.add_argument("--headless", action="store_true", help="print transitions, no console")
     lg = sub.add_parser("logs", help="the agent's terminal output")
     lg.add_argument("id", help="task id or unique prefix")
     lg.add_argument("-n", "--lines", type=int, default=100, help="last N lines (1-1000)")
@@ -158,6 +162,30 @@ def stop(args: argparse.Namespace, settings: Settings) -> int:
     rec = with_conductor(settings, lambda c: c.stop(local_actor(settings), args.id))
     print(dumps(task_json(rec)) if args.json else f"stopped {rec.short_id}: {rec.status.value}")
     return 0
+
+
+def retry(args: argparse.Namespace, settings: Settings) -> int:
+    rec = with_conductor(settings, lambda c: c.retry(local_actor(settings), args.id))
+    text = f"retrying {rec.short_id}: attempt {rec.retry_count + 1}, {rec.status.value}"
+    print(dumps(task_json(rec)) if args.json else text)
+    return 0
+
+
+def merge(args: argparse.Namespace, settings: Settings) -> int:
+    rec = with_conductor(settings, lambda c: c.merge(local_actor(settings), args.id))
+    text = f"merged {rec.short_id}: PR #{rec.pr_number} is in {rec.base_branch or 'its base'}"
+    print(dumps(task_json(rec)) if args.json else text)
+    return 0
+
+
+def demo(args: argparse.Namespace, settings: Settings) -> int:
+    from fleet_core.demo import run_demo
+
+    if not args.headless:
+        print("fleet demo: the console is not built yet; running the demo headless.",
+              file=sys.stderr)  # fmt: skip
+    final = run_async(lambda: run_demo(settings))
+    return 0 if final else 1
 
 
 def delete(args: argparse.Namespace, settings: Settings) -> int:

@@ -48,6 +48,9 @@ def dispatch(args: argparse.Namespace) -> int:
         "delete": agent_cmds.delete,
         "logs": agent_cmds.logs,
         "attach": agent_cmds.attach,
+        "retry": agent_cmds.retry,
+        "merge": agent_cmds.merge,
+        "demo": agent_cmds.demo,
     }
     if args.verb in verbs:
         return verbs[args.verb](args, settings)

@@ -25,9 +25,7 @@ class ForgeSet:
     ) -> None:
         self.repos = repos or {}
         self.merge_method = merge_method
-        self.local = LocalForge(
-            state_dir, ci_command=self._ci_command, ci_timeout_s=ci_timeout_s
-        )
+        self.local = LocalForge(state_dir, ci_command=self._ci_command, ci_timeout_s=ci_timeout_s)
         self.github = github or GitHubForge(merge_method=merge_method)
         self._chosen: dict[Path, Forge] = {}
 
@@ -64,4 +62,3 @@ class ForgeSet:
 
     async def close(self) -> None:
         await self.local.close()
-

@@ -1,0 +1,58 @@
+"""The engine as the console, the headless server and the demo run it: the database, the
+conductor (with its queue loop) and the monitor (reconcile, then its cycle), started and
+stopped together. Stopping leaves every agent running in tmux."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fleet_core.conductor import Conductor
+from fleet_core.config import Settings
+from fleet_core.db.connect import open_database
+from fleet_core.db.database import Database
+from fleet_core.events import EventBus
+from fleet_core.monitor import Monitor, MonitorConfig, ReconcileReport
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    db: Database
+    conductor: Conductor
+    monitor: Monitor
+    reconciled: ReconcileReport
+
+    @property
+    def bus(self) -> EventBus:
+        return self.conductor.bus
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    interval = settings.monitor_interval_seconds
+    return MonitorConfig(
+        interval_s=interval,
+        deadline_s=max(5.0, interval * 0.9),
+        stall_s=settings.stall_minutes * 60,
+    )
+
+
+@asynccontextmanager
+async def running_engine(
+    settings: Settings,
+    *,
+    bus: EventBus | None = None,
+    config: MonitorConfig | None = None,
+) -> AsyncIterator[Engine]:
+    db = await open_database(settings)
+    conductor = Conductor.from_settings(settings, db, bus=bus)
+    monitor = Monitor(conductor, config or monitor_config(settings))
+    try:
+        reconciled = await monitor.start()
+        await conductor.start()
+        yield Engine(settings, db, conductor, monitor, reconciled)
+    finally:
+        await monitor.stop()
+        await conductor.stop_engine()
+        await db.close()

@@ -1,0 +1,387 @@
+"""GitHub through the `gh` CLI, batched so the calls per monitor cycle stay flat.
+
+`find_prs` asks for up to 50 branches in one GraphQL query, and fetches each PR's checks and
+review in the same query; `ci_status` serves those (once, while fresh) and queries only the
+PRs it has not seen, 50 per query. So a cycle of find_prs + ci_status over N branches costs
+⌈N/50⌉ gh calls, plus one `gh auth status` every few minutes. Values travel as GraphQL
+variables (`-f`/`-F`), never inside the query text. A rate-limit answer pauses every call
+until GitHub's reset time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fleet_core.errors import BadInputError
+from fleet_core.forge.base import (
+    BATCH,
+    CiReport,
+    ForgeBudget,
+    ForgeError,
+    ForgePausedError,
+    ForgeUnavailableError,
+    MergeResult,
+    PrState,
+    PullRequest,
+    ReviewState,
+)
+from fleet_core.models import CiStatus
+from fleet_core.runtime.proc import CommandError, Result, run
+
+MISSING = "gh is not installed: PR and CI checks are off (liveness checks go on)"
+NOT_LOGGED_IN = (
+    "gh is not logged in (run `gh auth login`): PR and CI checks are off (liveness checks go on)"
+)
+AUTH_TTL = timedelta(minutes=5)
+PREFETCH_TTL = timedelta(seconds=20)  # ci_status reuses find_prs' answer only this long
+DEFAULT_PAUSE = timedelta(seconds=60)
+MERGE_METHODS = ("merge", "squash", "rebase")
+
+_REMOTE = re.compile(
+    r"^(?:https?://(?:[^@/]+@)?github\.com/|git@github\.com:|ssh://git@github\.com(?::\d+)?/)"
+    r"([\w.-]+)/([\w.-]+?)(?:\.git)?/?$"
+)
+_RATE_LIMITED = re.compile(
+    r"rate limit|RATE_LIMITED|HTTP 429|^HTTP/\S+ 429|^x-ratelimit-remaining: *0\r?$", re.I | re.M
+)
+_NOT_MERGEABLE = re.compile(r"not mergeable|conflict", re.I)
+_CHECK_FAILED = {"FAILURE", "TIMED_OUT", "CANCELLED", "ACTION_REQUIRED", "STARTUP_FAILURE"}
+_CONTEXT_FAILED = {"FAILURE", "ERROR"}
+_CONTEXT_WAITING = {"PENDING", "EXPECTED"}
+_PR_STATE = {s.name: s for s in PrState}  # GitHub's OPEN, MERGED, CLOSED
+_REVIEW = {s.name: s for s in ReviewState}  # APPROVED, CHANGES_REQUESTED, REVIEW_REQUIRED
+_MERGEABLE = {"MERGEABLE": True, "CONFLICTING": False}  # UNKNOWN: None
+_CI_FIELDS = (
+    "headRefOid reviewDecision commits(last: 1) { nodes { commit { statusCheckRollup { state "
+    "contexts(first: 100) { nodes { __typename "
+    "... on CheckRun { name status conclusion detailsUrl } "
+    "... on StatusContext { context state targetUrl } } } } } } }"
+)
+_PR_FIELDS = f"number url state baseRefName headRefName mergeable {_CI_FIELDS}"
+
+
+def parse_remote(url: str) -> tuple[str, str] | None:
+    """(owner, name) of a github.com remote URL (https, scp-like or ssh), else None."""
+    m = _REMOTE.match(url.strip())
+    return (m[1], m[2]) if m else None
+
+
+class GitHubForge:
+    name = "github"
+
+    def __init__(
+        self,
+        *,
+        gh: str = "gh",
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = 30.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        merge_method: str = "merge",
+    ) -> None:
+        self.calls = 0
+        self._gh_name = gh
+        self._env = dict(os.environ if env is None else env)
+        self._gh_env = {**self._env, "GH_PROMPT_DISABLED": "1", "NO_COLOR": "1"}
+        self._timeout = timeout_s
+        self._clock = clock
+        self._merge_method = _check_method(merge_method)
+        self._gh_path: str | None = None
+        self._auth: tuple[datetime, bool] | None = None  # when checked, logged in
+        self._auth_lock = asyncio.Lock()
+        self._slugs: dict[Path, tuple[str, str]] = {}
+        self._prefetched: dict[tuple[str, str, int], tuple[datetime, CiReport]] = {}
+        self._budget = ForgeBudget()
+        self._paused_until: datetime | None = None
+
+    async def find_prs(self, repo: Path, branches: Sequence[str]) -> dict[str, PullRequest]:
+        await self._ready()
+        owner, name = await self._slug(repo)
+        found: dict[str, PullRequest] = {}
+        for chunk in _chunks(list(dict.fromkeys(branches))):
+            fields = " ".join(
+                f"b{i}: pullRequests(headRefName: $h{i}, first: 1, states: [OPEN, MERGED], "
+                f"orderBy: {{field: CREATED_AT, direction: DESC}}) {{ nodes {{ {_PR_FIELDS} }} }}"
+                for i in range(len(chunk))
+            )
+            data = await self._graphql(owner, name, ("h", "String!", "-f"), chunk, fields)
+            now = self._clock()
+            for i, branch in enumerate(chunk):
+                nodes = _list(_obj(data.get(f"b{i}")).get("nodes"))
+                if not nodes:
+                    continue
+                node = _obj(nodes[0])
+                pr = PullRequest(
+                    number=int(node["number"]),
+                    branch=branch,
+                    base=str(node.get("baseRefName") or ""),
+                    state=_PR_STATE.get(str(node.get("state")), PrState.OPEN),
+                    url=node.get("url"),
+                    head_sha=node.get("headRefOid"),
+                    mergeable=_MERGEABLE.get(str(node.get("mergeable"))),
+                )
+                found[branch] = pr
+                self._prefetched[(owner, name, pr.number)] = (now, _report(node))
+        return found
+
+    async def ci_status(self, repo: Path, prs: Sequence[int]) -> dict[int, CiReport]:
+        await self._ready()
+        owner, name = await self._slug(repo)
+        now = self._clock()
+        reports: dict[int, CiReport] = {}
+        missing: list[int] = []
+        for number in dict.fromkeys(prs):
+            hit = self._prefetched.pop((owner, name, number), None)
+            if hit is not None and now - hit[0] <= PREFETCH_TTL:
+                reports[number] = hit[1]
+            else:
+                missing.append(number)
+        for chunk in _chunks(missing):
+            fields = " ".join(
+                f"p{i}: pullRequest(number: $n{i}) {{ number url {_CI_FIELDS} }}"
+                for i in range(len(chunk))
+            )
+            values = [str(int(n)) for n in chunk]
+            data = await self._graphql(owner, name, ("n", "Int!", "-F"), values, fields)
+            for i, number in enumerate(chunk):
+                node = data.get(f"p{i}")
+                if isinstance(node, dict):
+                    reports[number] = _report(node)
+        return reports
+
+    async def diff(self, repo: Path, pr: int) -> str:
+        return (await self._pr(repo, "diff", pr)).stdout
+
+    async def comment(self, repo: Path, pr: int, body: str) -> None:
+        await self._pr(repo, "comment", pr, "--body-file", "-", stdin=body.encode())
+
+    async def merge(self, repo: Path, pr: int, *, method: str | None = None) -> MergeResult:
+        flag = f"--{_check_method(method or self._merge_method)}"
+        result = await self._pr(repo, "merge", pr, flag)
+        if result.returncode != 0:
+            output = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            refusal = [line for line in output if _NOT_MERGEABLE.search(line)]
+            if refusal:
+                return MergeResult(False, reason=refusal[0].lstrip("X! ").strip())
+            raise ForgeError(f"gh pr merge {pr}: {_tail(result)}")
+        owner, name = await self._slug(repo)
+        self._prefetched.pop((owner, name, pr), None)
+        try:  # one more call for the merge commit; a merge stays a merge if it fails
+            view = await self._pr(repo, "view", pr, "--json", "state,mergeCommit")
+            info = _obj(json.loads(view.stdout))
+        except (ForgeError, ValueError):
+            return MergeResult(True)
+        if info.get("state") != "MERGED":
+            return MergeResult(False, reason="added to the merge queue; not merged yet")
+        return MergeResult(True, sha=_obj(info.get("mergeCommit")).get("oid"))
+
+    def budget(self) -> ForgeBudget:
+        return replace(self._budget, paused_until=self._paused())
+
+    def health(self) -> str | None:
+        if self._which() is None:
+            return MISSING
+        if (until := self._paused()) is not None:
+            return _pause_message(until)
+        return NOT_LOGGED_IN if self._auth is not None and not self._auth[1] else None
+
+    async def _ready(self) -> str:
+        """The gh path, once paused, missing and logged-out have been ruled out."""
+        if (until := self._paused()) is not None:
+            raise ForgePausedError(_pause_message(until), until)
+        gh = self._which()
+        if gh is None:
+            raise ForgeUnavailableError(MISSING)
+        async with self._auth_lock:
+            if self._auth is None or self._clock() - self._auth[0] > AUTH_TTL:
+                result = await self._exec(gh, ["auth", "status"])
+                self._auth = (self._clock(), result.returncode == 0)
+        if not self._auth[1]:
+            raise ForgeUnavailableError(NOT_LOGGED_IN)
+        return gh
+
+    def _which(self) -> str | None:
+        if self._gh_path is None:
+            self._gh_path = shutil.which(self._gh_name, path=self._env.get("PATH", os.defpath))
+        return self._gh_path
+
+    async def _exec(self, gh: str, args: Sequence[str], stdin: bytes | None = None) -> Result:
+        self.calls += 1
+        try:
+            result = await run(
+                [gh, *args], env=self._gh_env, timeout=self._timeout, check=False, stdin=stdin
+            )
+        except CommandError as e:  # timed out
+            raise ForgeError(f"gh {' '.join(args[:2])}: {e}") from e
+        except OSError as e:
+            self._gh_path = None
+            raise ForgeUnavailableError(f"{MISSING} ({e})") from e
+        headers = _split(result.stdout)[0]  # not the body: a check may be named "rate limit"
+        if result.returncode != 0 and _RATE_LIMITED.search(headers + result.stderr):
+            self._paused_until = self._reset_time(result.stdout + result.stderr)
+            raise ForgePausedError(_pause_message(self._paused_until), self._paused_until)
+        return result
+
+    async def _pr(
+        self, repo: Path, verb: str, pr: int, *extra: str, stdin: bytes | None = None
+    ) -> Result:
+        """`gh pr VERB N -R owner/name ...`; a failure raises, except merge's (a refusal)."""
+        gh = await self._ready()
+        owner, name = await self._slug(repo)
+        args = ["pr", verb, str(int(pr)), "-R", f"{owner}/{name}", *extra]
+        result = await self._exec(gh, args, stdin)
+        if verb != "merge" and result.returncode != 0:
+            raise ForgeError(f"gh pr {verb} {pr}: {_tail(result)}")
+        return result
+
+    async def _graphql(
+        self, owner: str, name: str, var: tuple[str, str, str], values: Sequence[str], fields: str
+    ) -> dict[str, Any]:
+        """Run one query over `values` (variables ${prefix}0.. of `type`, passed with `flag`);
+        return its `repository` object."""
+        prefix, type_, flag = var
+        decl = "".join(f", ${prefix}{i}: {type_}" for i in range(len(values)))
+        query = (
+            f"query($owner: String!, $name: String!{decl}) {{ "
+            f"repository(owner: $owner, name: $name) {{ {fields} }} "
+            "rateLimit { remaining limit resetAt } }"
+        )
+        args = ["api", "graphql", "--include", "-f", f"query={query}"]
+        args += ["-f", f"owner={owner}", "-f", f"name={name}"]
+        for i, value in enumerate(values):
+            args += [flag, f"{prefix}{i}={value}"]
+        result = await self._exec(await self._ready(), args)
+        data = _obj(_obj(_json_body(result.stdout)).get("data"))
+        self._note_budget(_obj(data.get("rateLimit")))
+        repository = data.get("repository")
+        if not isinstance(repository, dict):  # partial answers (a PR not found) still count
+            raise ForgeError(f"GitHub query for {owner}/{name} failed: {_tail(result)}")
+        return repository
+
+    async def _slug(self, repo: Path) -> tuple[str, str]:
+        if repo not in self._slugs:
+            argv = ["git", "-C", str(repo), "remote", "get-url", "origin"]
+            try:
+                result = await run(argv, env=self._env, timeout=self._timeout)
+            except (CommandError, OSError) as e:
+                raise ForgeUnavailableError(f"{repo}: no origin remote ({e})") from e
+            slug = parse_remote(result.stdout)
+            if slug is None:
+                raise ForgeUnavailableError(f"{repo}: origin is not on github.com")
+            self._slugs[repo] = slug
+        return self._slugs[repo]
+
+    def _paused(self) -> datetime | None:
+        if self._paused_until is not None and self._clock() >= self._paused_until:
+            self._paused_until = None
+        return self._paused_until
+
+    def _note_budget(self, rate: dict[str, Any]) -> None:
+        if not rate:
+            return
+        reset = _parse_time(rate.get("resetAt"))
+        self._budget = ForgeBudget(rate.get("remaining"), rate.get("limit"), reset)
+        if rate.get("remaining") == 0 and reset is not None:
+            self._paused_until = reset
+
+    def _reset_time(self, text: str) -> datetime:
+        now = self._clock()
+        until: datetime | None = None
+        if m := re.search(r"^retry-after: *(\d+)", text, re.I | re.M):
+            until = now + timedelta(seconds=int(m[1]))
+        elif m := re.search(r"^x-ratelimit-reset: *(\d+)", text, re.I | re.M):
+            until = datetime.fromtimestamp(int(m[1]), UTC)
+        elif m := re.search(r'"resetAt" *: *"([^"]+)"', text):
+            until = _parse_time(m[1])
+        return until if until is not None and until > now else now + DEFAULT_PAUSE
+
+
+def _report(node: dict[str, Any]) -> CiReport:
+    commits = _list(_obj(node.get("commits")).get("nodes"))
+    rollup = _obj(_obj(_obj(commits[0]).get("commit")).get("statusCheckRollup")) if commits else {}
+    checks = [_obj(c) for c in _list(_obj(rollup.get("contexts")).get("nodes"))]
+    failing: list[tuple[str, str | None]] = []
+    waiting = not checks
+    for check in checks:
+        if check.get("__typename") == "StatusContext":
+            label, url, state = check.get("context"), check.get("targetUrl"), check.get("state")
+            bad, done = state in _CONTEXT_FAILED, state not in _CONTEXT_WAITING
+        else:
+            label, url = check.get("name"), check.get("detailsUrl")
+            bad, done = check.get("conclusion") in _CHECK_FAILED, check.get("status") == "COMPLETED"
+        if bad:
+            failing.append((str(label), url))
+        waiting = waiting or not done
+    overall = rollup.get("state")
+    if failing or overall in _CONTEXT_FAILED:
+        state = CiStatus.FAILING
+    elif waiting or overall in _CONTEXT_WAITING:
+        state = CiStatus.PENDING
+    else:
+        state = CiStatus.PASSING
+    return CiReport(
+        pr_number=int(node["number"]),
+        state=state,
+        failing=tuple(label for label, _ in failing),
+        url=next((u for _, u in failing if u), None) or node.get("url"),
+        review=_REVIEW.get(str(node.get("reviewDecision")), ReviewState.NONE),
+        head_sha=node.get("headRefOid"),
+    )
+
+
+def _chunks(items: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(items), BATCH):
+        yield items[start : start + BATCH]
+
+
+def _split(stdout: str) -> tuple[str, str]:
+    """(status line and headers, body) of what `gh api --include` prints."""
+    if not stdout.startswith("HTTP/"):
+        return "", stdout
+    head, sep, body = stdout.partition("\n\r\n")  # headers end with an empty CRLF line
+    return (head, body) if sep else (stdout, "")
+
+
+def _json_body(stdout: str) -> Any:
+    try:
+        return json.loads(_split(stdout)[1])
+    except ValueError:
+        return None
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)).astimezone(UTC) if value else None
+    except ValueError:
+        return None
+
+
+def _pause_message(until: datetime) -> str:
+    return f"GitHub rate limit reached: paused until {until.astimezone(UTC):%H:%M:%S} UTC"
+
+
+def _tail(result: Result) -> str:
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return " | ".join(lines[-3:]) or f"exit {result.returncode}"
+
+
+def _check_method(method: str) -> str:
+    if method not in MERGE_METHODS:
+        raise BadInputError("method", f"merge method must be one of {', '.join(MERGE_METHODS)}")
+    return method
