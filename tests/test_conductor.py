@@ -121,7 +121,10 @@ async def test_stop_cancels_kills_and_frees_the_slot(make, repo: Path, db: Datab
     assert done.status is TaskStatus.CANCELLED and done.completed_at is not None
     assert await c.runtime.tmux.pane(rec.tmux_session or "") is None
     trail = await audit_trail(db, Tenant.operator("alice"), rec.id)
-    assert trail[-1]["event_type"] == "fleet.cancelled" and trail[-1]["detail"] == {"by": "alice", "reason": "stopped"}
+    assert trail[-1]["event_type"] == "fleet.cancelled" and trail[-1]["detail"] == {
+        "by": "alice",
+        "reason": "stopped",
+    }
     with pytest.raises(InvalidTransitionError):
         await c.stop(ALICE, str(rec.id))
     # Another operator cannot see it at all.
