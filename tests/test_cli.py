@@ -237,3 +237,12 @@ async def test_bad_input_to_each_verb_exits_2_and_writes_nothing(
     doc = json.loads(fleet("status", "--json").stdout)
     assert (doc["active"], doc["queued"], doc["tasks"]) == (0, 0, [])
     assert listing() == before
+
+
+async def test_retry_and_merge_refusals(su: asyncpg.Connection, db: Database) -> None:
+    rec = await TaskRegistry(db, Tenant.operator("alice")).create(new_task())
+    merge = fleet("merge", rec.short_id, "--json")
+    assert merge.returncode == 5 and json.loads(merge.stderr)["error"] == "merge_refused"
+    assert "only a ready task" in json.loads(merge.stderr)["message"]
+    retry = fleet("retry", rec.short_id)
+    assert retry.returncode == 5 and "cannot move from proposed to retrying" in retry.stderr

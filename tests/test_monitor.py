@@ -1,0 +1,318 @@
+"""The lifecycle running by itself: the monitor, the local forge, retries, merge, reconcile.
+Real PostgreSQL, git, tmux, the demo agent and the demo's sample repository (unittest CI)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from conftest import Pg, git
+from fleet_core.audit import audit_trail
+from fleet_core.conductor import Actor, Conductor
+from fleet_core.config import Settings
+from fleet_core.db.database import Database, Tenant
+from fleet_core.demo import make_sample
+from fleet_core.errors import InvalidTransitionError, MergeRefusedError
+from fleet_core.events import EventType, FleetEvent
+from fleet_core.forge.github import GitHubForge
+from fleet_core.forge.select import ForgeSet
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.models import SpawnRequest, TaskRecord, Tier
+from fleet_core.monitor import Monitor, MonitorConfig
+
+ACTOR = Actor("alice", Tier.SOVEREIGN)
+HERE = Path(__file__).parent
+FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)  # timeout 5 min → 1.5 s
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    return make_sample(tmp_path / "demo")
+
+
+def settings_for(tmp_path: Path, **kw: Any) -> Settings:
+    fields: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "host_id": "test-host",
+        "secrets": {"FLEET_DEMO_DELAY": "0"},
+        "kill_grace_seconds": 0.5,
+        "retry_base_seconds": 0.05,
+        "retry_max_seconds": 0.2,
+    }
+    fields.update(kw)
+    return Settings(**fields)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, db: Database) -> AsyncIterator[Callable[..., Any]]:
+    made: list[Conductor] = []
+
+    def build(**kw: Any) -> tuple[Conductor, Monitor]:
+        config = kw.pop("config", FAST)
+        c = Conductor.from_settings(settings_for(tmp_path, **kw), db)
+        made.append(c)
+        return c, Monitor(c, config)
+
+    try:
+        yield build
+    finally:
+        for c in made:
+            await c.stop_engine()
+        if made:
+            await made[0].runtime.tmux.kill_server()
+
+
+async def spawn(c: Conductor, repo: Path, description: str, **kw: Any) -> TaskRecord:
+    request = SpawnRequest.model_validate({
+        "description": description, "repository": str(repo), "task_type": "feature",
+        "agent_type": "demo", "timeout_minutes": 5, **kw,
+    })  # fmt: skip
+    out = await c.spawn(ACTOR, request)
+    assert out.task is not None
+    return out.task
+
+
+async def until(
+    c: Conductor, m: Monitor, tid: Any, done: Callable[[TaskRecord], bool], limit: float = 60
+) -> TaskRecord:
+    """Run monitor cycles until the task satisfies `done`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while loop.time() < end:
+        report = await m.cycle()
+        assert report is not None and report.errors == [], report
+        rec = await c.registry(ACTOR).get(tid)
+        if done(rec):
+            return rec
+        await c.forges.local.wait_idle()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"task stayed {rec.status.value}: {rec.failure_context}")
+
+
+def status_is(*statuses: TaskStatus) -> Callable[[TaskRecord], bool]:
+    return lambda rec: rec.status in statuses
+
+
+async def test_local_forge_end_to_end(engine, sample: Path, db: Database) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a multiply function")
+    pr = await until(c, m, rec.id, status_is(TaskStatus.PR_CREATED, TaskStatus.READY))
+    assert pr.pr_number == 1
+    ready = await until(c, m, rec.id, status_is(TaskStatus.READY))
+    assert ready.ci_status.value == "passing"
+    assert ready.review_status == {
+        "verdict": "skipped",
+        "reason": "the review pipeline is not built yet",
+    }
+    merged = await c.merge(ACTOR, str(rec.id))
+    assert merged.status is TaskStatus.MERGED
+    remote = sample.parent / "sample.git"
+    assert f"fleet-demo/{rec.id}.md" in git(remote, "ls-tree", "-r", "--name-only", "main")
+    trail = [a["event_type"] for a in await audit_trail(db, Tenant.operator("alice"), rec.id)]
+    assert trail[-1] == "fleet.completed"
+    assert not Path(rec.worktree_path or "/nonexistent").exists()
+
+
+async def test_ci_failure_is_retried_with_the_failing_test_in_the_prompt(
+    engine, sample: Path
+) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Fix divide [demo:ci-fail-once]", max_retries=2)
+    failed = await until(c, m, rec.id, status_is(TaskStatus.FAILED))
+    ctx = failed.failure_context or {}
+    assert ctx["reason"] == "ci_failed" and ctx["failing_checks"] == ["ci"]
+    assert "test_no_broken_change" in ctx["ci_log"]
+    ready = await until(c, m, rec.id, status_is(TaskStatus.READY))
+    assert ready.retry_count == 1 and ready.pr_number == failed.pr_number
+    # The second attempt's prompt (the demo agent pushes what it received) carried the failure.
+    prompt = git(sample.parent / "sample.git", "show", f"{rec.branch}:fleet-demo/{rec.id}.md")
+    assert "Previous attempt failed" in prompt and "test_no_broken_change" in prompt
+    assert ready.prompt_hash != rec.prompt_hash
+
+
+async def test_hang_times_out_is_retried_then_abandoned(engine, sample: Path) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Refactor [demo:hang]", max_retries=1)
+    failed = await until(c, m, rec.id, status_is(TaskStatus.FAILED))
+    assert (failed.failure_context or {})["reason"] == "timeout"
+    assert not await c.runtime.is_alive(rec.id)  # killed
+    gone = await until(c, m, rec.id, status_is(TaskStatus.ABANDONED))
+    assert gone.retry_count == 1 and gone.completed_at is not None
+    assert await c.runtime.tmux.pane(gone.tmux_session or "") is None
+
+
+async def test_oom_is_retried_with_a_smaller_prompt_budget(engine, sample: Path) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Big numbers [demo:oom]", max_retries=1)
+    failed = await until(c, m, rec.id, status_is(TaskStatus.FAILED))
+    ctx = failed.failure_context or {}
+    assert (ctx["reason"], ctx["exit_code"], ctx["oom"], ctx["prompt_budget"]) == (
+        "oom",
+        137,
+        True,
+        8000,
+    )
+    again = await until(c, m, rec.id, lambda r: r.retry_count == 1)
+    assert (again.failure_context or {})["prompt_budget"] == 6000
+    gone = await until(c, m, rec.id, status_is(TaskStatus.ABANDONED))
+    assert gone.retry_count == 1
+
+
+async def test_usage_limit_pauses_without_spending_a_retry(engine, sample: Path) -> None:
+    said = "Error: You have hit your usage limit. Try again in 1 seconds."
+    command = [sys.executable, "-c", f"print({said!r}); raise SystemExit(1)"]
+    c, m = engine(agents={"custom": {"command": command}})
+    rec = await spawn(c, sample, "anything", agent_type="custom", model="m", max_retries=1)
+    paused = await until(c, m, rec.id, status_is(TaskStatus.FAILED))
+    ctx = paused.failure_context or {}
+    assert ctx["reason"] == "usage_limit" and "resume_at" in ctx
+    assert c.retries.due_at(paused) > paused.updated_at  # waits for the stated reset
+    again = await until(
+        c, m, rec.id, lambda r: r.status is TaskStatus.FAILED and r.version > paused.version + 2
+    )
+    assert again.retry_count == 0  # the pause spent no retry
+
+
+async def test_verbs_refuse_what_the_rules_forbid(engine, sample: Path) -> None:
+    c, _m = engine()
+    rec = await spawn(c, sample, "wait [demo:hang]")
+    with pytest.raises(MergeRefusedError, match="only a ready task"):
+        await c.merge(ACTOR, str(rec.id))
+    with pytest.raises(InvalidTransitionError):
+        await c.retry(ACTOR, str(rec.id))
+    done = await c.stop(ACTOR, str(rec.id))
+    with pytest.raises(InvalidTransitionError):  # cancelled is never retried
+        await c.retry(ACTOR, str(rec.id))
+    assert await c.retries.run_due([done]) == 0
+
+
+async def test_manual_retry_goes_at_once(engine, sample: Path) -> None:
+    c, m = engine(retry_base_seconds=3600, retry_max_seconds=3600)
+    rec = await spawn(c, sample, "give up [demo:fail]", max_retries=1)
+    failed = await until(c, m, rec.id, status_is(TaskStatus.FAILED))
+    assert (failed.failure_context or {})["exit_code"] == 1
+    assert await c.retries.run_due([failed]) == 0  # an hour to wait
+    running = await c.retry(ACTOR, str(rec.id)[:8])
+    assert running.status is TaskStatus.RUNNING and running.retry_count == 1
+
+
+async def test_liveness_goes_on_without_gh(engine, tmp_path: Path, sample: Path) -> None:
+    """A repository on GitHub while `gh` is missing: PR checks are off, liveness is not."""
+    git(sample, "remote", "set-url", "origin", "https://github.com/acme/widgets.git")
+    c, m = engine(repos={str(sample): {"forge": "github"}})
+    no_gh = {**os.environ, "PATH": "/nonexistent"}
+    c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=no_gh))
+    rec = await spawn(c, sample, "push to nowhere")  # the agent's push fails: exit 1
+    for _ in range(200):
+        report = await m.cycle()
+        assert report is not None
+        now = await c.registry(ACTOR).get(rec.id)
+        if now.status is TaskStatus.FAILED:
+            break
+        await asyncio.sleep(0.05)
+    assert now.status is TaskStatus.FAILED and (now.failure_context or {})["exit_code"] == 1
+    assert "gh is not installed" in m.health()["forges"]["github"]["health"]
+
+
+@pytest.mark.parametrize("n", [10, 100, 500])
+async def test_github_calls_per_cycle_stay_flat(
+    engine, tmp_path: Path, su: asyncpg.Connection, n: int
+) -> None:
+    repo = tmp_path / "gh-repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git(repo, "remote", "add", "origin", "https://github.com/acme/widgets.git")
+    world, log = tmp_path / "world.json", tmp_path / "gh.log"
+    prs = [{"number": i + 1, "branch": f"fleet/t-{i}", "base": "main", "state": "OPEN",
+            "checks": [{"name": "test", "status": "IN_PROGRESS", "conclusion": None}]}
+           for i in range(0, n, 2)]  # fmt: skip
+    world.write_text(json.dumps({
+        "repo": "acme/widgets", "logged_in": True, "prs": prs, "comments": [],
+        "rate_limit": {"remaining": 5000, "limit": 5000, "reset_at": "2030-01-01T00:00:00Z"},
+    }))  # fmt: skip
+    env = {**os.environ, "PATH": f"{HERE / 'fake_gh'}:{os.environ['PATH']}",
+           "FAKE_GH_STATE": str(world), "FAKE_GH_LOG": str(log)}  # fmt: skip
+    c, m = engine(repos={str(repo): {"forge": "github"}})
+    c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=env))
+    # n live tasks on another host (no tmux here): half running without a PR, half with one.
+    for i in range(n):
+        with_pr = i % 2 == 1
+        await su.execute(
+            "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
+            " branch, repository, status, pr_number, host_id, spawned_at)"
+            " VALUES ('alice','demo','demo','docs','d',$1,$2,$3,$4,'other-host', now())",
+            f"fleet/t-{i}", str(repo), "pr_created" if with_pr else "running",
+            i if with_pr else None,
+        )  # fmt: skip
+    for _ in range(3):
+        before = len(log.read_text().splitlines()) if log.exists() else 0
+        report = await m.cycle()
+        assert report is not None and report.errors == []
+        calls = len(log.read_text().splitlines()) - before
+        assert calls <= math.ceil(n / 50) + 1, calls
+    assert report.checked == n
+
+
+async def test_reconcile_after_the_engine_is_killed(
+    engine, sample: Path, pg: Pg, tmp_path: Path, su: asyncpg.Connection
+) -> None:
+    """An engine process spawns two agents and is SIGKILLed; one agent dies too. The next
+    engine fails only that task, and keeps monitoring the live one."""
+    doc = {"data_dir": str(tmp_path / "data"), "dsn": pg.engine_dsn, "repo": str(sample)}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "engine_worker.py"), json.dumps(doc)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    ids = json.loads(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    c, m = engine()
+    dead, alive = ids
+    await c.runtime.tmux.kill_session(f"fleet-{dead}")
+    untracked = "00000000-0000-4000-8000-000000000000"
+    subprocess.run(["tmux", "-L", c.runtime.paths.tmux_socket, "new-session", "-d", "-s",
+                    f"fleet-{untracked}", "sleep", "30"], check=True)  # fmt: skip
+    report = await m.reconcile()
+    assert [str(t) for t in report.orphaned] == [dead]
+    assert [str(t) for t in report.untracked] == [untracked]
+    failed = await c.registry(ACTOR).get(dead)
+    assert failed.status is TaskStatus.FAILED
+    assert (failed.failure_context or {})["reason"] == "conductor_restart"
+    assert (failed.failure_context or {})["previous_status"] == "running"
+    cycle = await m.cycle()
+    assert cycle is not None and cycle.errors == []
+    live = await c.registry(ACTOR).get(alive)
+    assert live.status is TaskStatus.RUNNING and await c.runtime.is_alive(live.id)
+    assert await c.runtime.tmux.pane(f"fleet-{untracked}") is not None  # never killed
+
+
+async def test_overlapping_cycles_are_skipped(engine) -> None:
+    _c, m = engine()
+    first = asyncio.create_task(m.cycle())
+    await asyncio.sleep(0)
+    assert await m.cycle() is None and m.skipped == 1
+    assert (await first) is not None and m.health()["cycles"] == 1
+
+
+async def test_a_stalled_agent_is_reported_once(engine, sample: Path) -> None:
+    c, m = engine(config=MonitorConfig(interval_s=0.1, stall_s=0.5))
+    seen: list[FleetEvent] = []
+    c.bus.subscribe(EventType.STALLED, seen.append)
+    rec = await spawn(c, sample, "think forever [demo:stall]")
+    await asyncio.sleep(0.7)  # no commit since the base commit, older than stall_s
+    for _ in range(3):
+        report = await m.cycle()
+        assert report is not None and report.errors == []
+    assert [e.task_id for e in seen] == [rec.id]
+    assert (await c.registry(ACTOR).get(rec.id)).status is TaskStatus.RUNNING  # a warning only
