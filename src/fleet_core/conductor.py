@@ -1,11 +1,9 @@
-"""ConductorEngine: the operator verbs (spawn, stop, delete, logs, attach, status, show) on top
-of the governor, the router, enrichment, the runtime and the registry.
+"""ConductorEngine: the operator verbs (spawn, stop, delete, retry, merge, logs, attach,
+status, show) on top of the governor, the router, the spawn saga, the runtime, the forges and
+the registry, plus the loop that admits queued spawns.
 
-A spawn is a saga (DESIGN §3, INV-015): the task row exists (admitted at `proposed`) before any
-process starts; then the prompt is built, the row moves to `spawning`, the runtime starts the
-agent, and the row moves to `running` with the runtime's handle. When a step fails, the steps
-that completed are undone in reverse (the agent killed and its worktree removed, the row moved
-to `failed` with the failing step recorded, or `cancelled` if it never left `proposed`).
+A spawn is validated, routed and admitted (or queued) here, then started by the spawn saga
+(spawn_saga.py): the task row always exists before any process starts (INV-015).
 """
 
 from __future__ import annotations
@@ -14,22 +12,13 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
-from fleet_core.enrichment import (
-    DEFAULT_BUDGET,
-    EnrichedPrompt,
-    build_prompt,
-    repository_summary,
-    task_sections,
-)
 from fleet_core.errors import (
     ActiveTaskDeletionError,
     BadInputError,
@@ -38,7 +27,6 @@ from fleet_core.errors import (
     NoSessionError,
     OtherHostError,
     SpawnDeniedError,
-    SpawnError,
     StaleVersionError,
 )
 from fleet_core.events import EventBus, EventType
@@ -59,17 +47,15 @@ from fleet_core.router import ModelRouter, Route
 from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.cleanup import CleanupResult
-from fleet_core.runtime.local import AgentHandle, LocalRuntime, RuntimePaths, SpawnSpec
+from fleet_core.runtime.local import LocalRuntime, RuntimePaths
 from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.validation import validate_branch
-from fleet_core.saga import Failure, Saga, SagaError
+from fleet_core.saga import SagaError
+from fleet_core.spawn_saga import STALE_RETRIES, SpawnSaga
 from fleet_core.transitions import Transitions
 
 log = logging.getLogger(__name__)
-
-SUMMARY_TTL_S = 30.0
-STALE_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -128,10 +114,10 @@ class Conductor:
         self.repos = repos or {}
         self.queue_poll_s = queue_poll_s
         self.moves = Transitions(db, bus)
+        self.launcher = SpawnSaga(db, runtime, router, self.moves, repos=self.repos)
         self.forges = forges
         self.retries = RetryEngine(self, retry_policy)
         self.default_tier = default_tier
-        self._summaries: dict[Path, tuple[str, float]] = {}
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self.queue_errors = 0
@@ -250,146 +236,8 @@ class Conductor:
             return SpawnOutcome(queued=admission, existing=admission.existing, route=route)
         if admission.existing:
             return SpawnOutcome(task=admission.task, existing=True)
-        running = await self._launch(admission.task, route.reason.value)
+        running = await self.launcher.launch(admission.task, route.reason.value)
         return SpawnOutcome(task=running, route=route)
-
-    async def _launch(
-        self, rec: TaskRecord, route_reason: str, *, budget: int = DEFAULT_BUDGET
-    ) -> TaskRecord:
-        """The saga from an admitted (`proposed`) or `retrying` task to `running`. A retry
-        reuses the task's worktree and branch and compensates without removing them."""
-        registry = TaskRegistry(self.db, Tenant.operator(rec.operator_id))
-        retry = rec.status is TaskStatus.RETRYING
-        saga = Saga(f"spawn {rec.id}")
-
-        async def admitted() -> TaskRecord:
-            return rec  # the gate (or the retry engine) already put it there
-
-        async def cancel_if_proposed(row: TaskRecord, failure: Failure) -> None:
-            cur = await registry.get(row.id)
-            if cur.status is TaskStatus.PROPOSED:
-                await self.moves.move(
-                    cur,
-                    TaskStatus.CANCELLED,
-                    reason="spawn_failed",
-                    update={"failure_context": _failure_context(failure)},
-                    audit_detail={"step": failure.step},
-                )
-
-        async def mark_spawning() -> TaskRecord:
-            return await self.moves.move(
-                rec, TaskStatus.SPAWNING, update={"prompt_hash": prompt.prompt_hash}
-            )
-
-        async def fail_spawning(row: TaskRecord, failure: Failure) -> None:
-            await self._fail(registry, row, _failure_context(failure))
-
-        async def kill_and_clean(handle: AgentHandle, failure: Failure) -> None:
-            if retry:  # keep the worktree and the previous attempts' work
-                await self.runtime.kill(rec.id)
-                return
-            await self.runtime.cleanup(rec.id, Path(rec.repository), rec.branch, rec.base_branch)
-
-        async def mark_running() -> TaskRecord:
-            return await self.moves.move(
-                spawning,
-                TaskStatus.RUNNING,
-                update={
-                    "tmux_session": handle.session,
-                    "worktree_path": str(handle.worktree_path),
-                    "host_id": handle.host_id,
-                    "spawned_at": datetime.now(UTC),
-                },
-            )
-
-        try:
-            await saga.step("admit", admitted, cancel_if_proposed)
-            prompt = await saga.step("enrich", lambda: self._prompt(rec, budget))
-            spawning = await saga.step("mark_spawning", mark_spawning, fail_spawning)
-            handle = await saga.step(
-                "runtime", lambda: self._start_agent(rec, prompt, retry), kill_and_clean
-            )
-            running = await saga.step("mark_running", mark_running)
-        except SagaError as exc:
-            exc.task_id = str(rec.id)
-            if isinstance(exc.cause, SpawnError) and exc.cause.step == "process":
-                self.router.record_failure(rec.model)
-            await self.bus.emit(
-                EventType.SPAWN_FAILED,
-                operator_id=rec.operator_id,
-                task_id=rec.id,
-                step=exc.step,
-                error=str(exc.cause),
-            )
-            raise
-        self.router.record_success(rec.model)
-        await self.bus.emit(
-            EventType.SPAWNED,
-            operator_id=rec.operator_id,
-            task_id=rec.id,
-            agent_type=rec.agent_type.value,
-            model=rec.model,
-            branch=rec.branch,
-            routing_reason=route_reason,
-        )
-        return running
-
-    async def _fail(self, registry: TaskRegistry, row: TaskRecord, context: dict[str, Any]) -> None:
-        """spawning → failed, re-reading on a version race; a task that meanwhile left
-        `spawning` (cancelled by the operator, say) is left where it is."""
-        for _ in range(STALE_RETRIES):
-            try:
-                await self.moves.move(
-                    row,
-                    TaskStatus.FAILED,
-                    reason="spawn_failed",
-                    update={"failure_context": context},
-                )
-                return
-            except StaleVersionError:
-                row = await registry.get(row.id)
-            except InvalidTransitionError:
-                return
-
-    async def _start_agent(
-        self, rec: TaskRecord, prompt: EnrichedPrompt, retry: bool
-    ) -> AgentHandle:
-        config = self._repo_config(Path(rec.repository))
-        spec = SpawnSpec(
-            task_id=rec.id,
-            operator_id=rec.operator_id,
-            repository=Path(rec.repository),
-            branch=rec.branch,
-            agent_type=rec.agent_type,
-            model=rec.model,
-            prompt=prompt.prompt,
-            base_branch=rec.base_branch or config.base,
-            attempt=rec.retry_count + 1,
-            setup=config.setup,
-            setup_timeout_s=config.setup_timeout_seconds,
-        )
-        if retry:
-            return await self.runtime.respawn(spec)
-        return await self.runtime.spawn(spec)
-
-    async def _prompt(self, rec: TaskRecord, budget: int = DEFAULT_BUDGET) -> EnrichedPrompt:
-        repo = Path(rec.repository)
-        cached = self._summaries.get(repo)
-        if cached is None or time.monotonic() - cached[1] > SUMMARY_TTL_S:
-            cached = (await repository_summary(repo), time.monotonic())
-            self._summaries[repo] = cached
-        sections = task_sections(
-            description=rec.description,
-            task_type=rec.task_type,
-            repository=rec.repository,
-            base_branch=rec.base_branch,
-            branch=rec.branch,
-            repo_summary=cached[0],
-            context_overrides=rec.context_overrides,
-            failure=rec.failure_context if rec.retry_count else None,
-            worktree=self.runtime.paths.worktrees / str(rec.id),
-        )
-        return build_prompt(sections, budget)
 
     async def _repository(self, path_text: str) -> Path:
         path = Path(path_text).expanduser()
@@ -404,7 +252,7 @@ class Conductor:
 
     async def relaunch(self, rec: TaskRecord, budget: int) -> TaskRecord:
         """The saga again for a task the retry engine moved to `retrying`."""
-        return await self._launch(rec, "retry", budget=budget)
+        return await self.launcher.launch(rec, "retry", budget=budget)
 
     async def tier_of(self, operator_id: str) -> Tier:
         """The tier the engine acts with for an operator when no caller is present (retries):
@@ -465,7 +313,7 @@ class Conductor:
                     entry, rec = taken
                     reason = str(entry.request.get("route", {}).get("reason", "queued"))
                     try:
-                        started.append(await self._launch(rec, reason))
+                        started.append(await self.launcher.launch(rec, reason))
                     except SagaError:
                         log.warning("queued spawn failed to start", extra={"task": str(rec.id)})
         return started
@@ -566,12 +414,3 @@ class Conductor:
             await self.drain_queue(operator_id)
         except Exception:  # the queue is retried by every running engine; stopping succeeded
             log.exception("queue drain after a freed slot failed")
-
-
-def _failure_context(failure: Failure) -> dict[str, Any]:
-    doc = {"reason": "spawn_failed", **failure.to_dict()}
-    if isinstance(failure.error, SpawnError):
-        doc["runtime_step"] = failure.error.step
-        if failure.error.output:
-            doc["output"] = failure.error.output[-2000:]
-    return doc
