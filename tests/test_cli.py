@@ -246,3 +246,27 @@ async def test_retry_and_merge_refusals(su: asyncpg.Connection, db: Database) ->
     assert "only a ready task" in json.loads(merge.stderr)["message"]
     retry = fleet("retry", rec.short_id)
     assert retry.returncode == 5 and "cannot move from proposed to retrying" in retry.stderr
+
+
+async def test_demo_shows_every_path(su: asyncpg.Connection) -> None:
+    """The README's run command: `fleet demo` (headless until the console exists)."""
+    try:
+        result = fleet("demo", "--headless")
+    finally:
+        subprocess.run(["tmux", "-L", tmux_socket(), "kill-server"], capture_output=True)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for step in ("queued", "pr_found", "ci_failed", "oom", "timeout", "retry (attempt 2",
+                 "review_skipped", "retry_budget_exhausted", "fleet demo: done"):  # fmt: skip
+        assert step in out, step
+    final = dict(
+        reversed(line.split(maxsplit=1)) for line in out.split("fleet demo: done\n")[1].splitlines()
+    )
+    assert final == {
+        "Add a multiply function to calc.py, with a test": "merged",
+        "Fix the rounding in divide() [demo:ci-fail-once]": "merged",
+        "Split calc.py into a package [demo:hang]": "abandoned",
+        "Add a big-number mode [demo:oom]": "abandoned",
+        "Document calc.py in the README": "merged",
+        "Write a CHANGELOG entry": "merged",
+    }

@@ -155,8 +155,9 @@ def task_sections(
         Section(
             "Workflow",
             f"You are on branch `{branch}`, created from {base}. Commit your work with clear "
-            f"messages and push the branch `{branch}`. Open nothing else: no pull requests, "
-            "issues or other branches.",
+            f"messages and push the branch `{branch}` when it is done. If the repository is on "
+            "GitHub, open one pull request from this branch against its base "
+            "(`gh pr create --fill`). Push to no other branch and open no issues.",
             critical,
         ),
     ]
