@@ -87,8 +87,9 @@ async def test_demo_agent_runs_commits_pushes_and_hides_its_prompt(
     watcher = asyncio.create_task(watch_ps())
     try:
         handle = await rt.spawn(s)
-        assert await rt.is_alive(s.task_id)
+        assert await rt.is_alive(s.task_id) and await rt.alive_tasks() == {s.task_id}
         status = await wait_exit(rt, s.task_id)
+        assert await rt.alive_tasks() == set()  # the pane stays (remain-on-exit), dead
     finally:
         watcher.cancel()
         await rt.tmux.kill_server()

@@ -180,8 +180,8 @@ class Monitor:
         host = self.c.runtime.host_id
         tasks = await self.admin.list_live()
         report.checked = len(tasks)
-        mine = [t for t in tasks if t.host_id == host]
-        ended = {t.id for t in mine if t.status is S.RUNNING and not await self._alive(t)}
+        alive = await self.c.runtime.alive_tasks()
+        ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
         prs, ci = await self._poll_forges(tasks, report)
         now = datetime.now(UTC)
         for rec in tasks:

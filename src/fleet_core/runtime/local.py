@@ -313,6 +313,17 @@ class LocalRuntime:
         pane = await self.tmux.pane(session_name(task_id))
         return pane is not None and not pane.dead
 
+    async def alive_tasks(self) -> set[UUID]:
+        """The tasks whose agent runs, in one tmux call (for the monitor's cycle)."""
+        alive = set()
+        for name, pane in (await self.tmux.panes()).items():
+            if name.startswith(SESSION_PREFIX) and not pane.dead:
+                with contextlib.suppress(ValueError):
+                    task_id = UUID(name[len(SESSION_PREFIX) :])
+                    if not (self.run_dir(task_id) / "exit").exists():
+                        alive.add(task_id)
+        return alive
+
     async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
         if not 1 <= lines <= MAX_LOG_LINES:
             raise BadInputError("lines", f"must be between 1 and {MAX_LOG_LINES}")

@@ -107,6 +107,32 @@ class Tmux:
     async def pane(self, name: str) -> PaneState | None:
         return await asyncio.to_thread(self._pane, name)
 
+    def _panes(self) -> dict[str, PaneState]:
+        try:
+            result = self._server.cmd(
+                "list-panes",
+                "-a",
+                "-F",
+                "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}",
+            )
+        except LibTmuxException:
+            return {}
+        if result.returncode != 0:
+            return {}  # no server: no sessions
+        out: dict[str, PaneState] = {}
+        for line in result.stdout:
+            session, dead, status, pid = [*line.split("|"), "", "", ""][:4]
+            out.setdefault(session, PaneState(
+                dead=dead == "1",
+                dead_status=int(status) if status.lstrip("-").isdigit() else None,
+                pid=int(pid) if pid.isdigit() else None,
+            ))  # fmt: skip
+        return out
+
+    async def panes(self) -> dict[str, PaneState]:
+        """Every session's (first) pane on our socket, in one tmux call."""
+        return await asyncio.to_thread(self._panes)
+
     def _capture(self, name: str, lines: int) -> str:
         if not self._has(name):  # capture-pane falls back to another pane on a bad target
             raise TmuxError(f"no tmux session {name}")
