@@ -316,3 +316,24 @@ async def test_a_stalled_agent_is_reported_once(engine, sample: Path) -> None:
         assert report is not None and report.errors == []
     assert [e.task_id for e in seen] == [rec.id]
     assert (await c.registry(ACTOR).get(rec.id)).status is TaskStatus.RUNNING  # a warning only
+
+
+async def test_two_engines_never_act_twice(engine, sample: Path) -> None:
+    (c1, m1), (c2, m2) = engine(), engine()
+    moves: list[tuple[str, str]] = []
+    for c in (c1, c2):
+        c.bus.subscribe(
+            EventType.STATUS_CHANGED, lambda e: moves.append((e.data["from"], e.data["to"]))
+        )
+    rec = await spawn(c1, sample, "Add a multiply function")
+    for _ in range(100):
+        await asyncio.gather(m1.cycle(), m2.cycle())
+        await c1.forges.local.wait_idle()
+        await c2.forges.local.wait_idle()
+        if (await c1.registry(ACTOR).get(rec.id)).status is TaskStatus.READY:
+            break
+        await asyncio.sleep(0.05)
+    assert moves == [
+        ("proposed", "spawning"), ("spawning", "running"), ("running", "pr_created"),
+        ("pr_created", "reviewing"), ("reviewing", "ready"),
+    ]  # fmt: skip
