@@ -182,11 +182,13 @@ class Monitor:
         report.checked = len(tasks)
         alive = await self.c.runtime.alive_tasks()
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
-        prs, ci = await self._poll_forges(tasks, report)
+        prs, ci, polled = await self._poll_forges(tasks, report)
         now = datetime.now(UTC)
         for rec in tasks:
             try:
-                await self._check(rec, rec.id in ended, prs, ci, now, report)
+                # Whether a task's agent ended without a PR is known only if its forge answered.
+                judge = rec.repository in polled
+                await self._check(rec, rec.id in ended, judge, prs, ci, now, report)
             except (StaleVersionError, InvalidTransitionError):
                 continue  # someone else moved it meanwhile: theirs stands
             except Exception as exc:
@@ -201,29 +203,31 @@ class Monitor:
 
     async def _poll_forges(
         self, tasks: list[TaskRecord], report: CycleReport
-    ) -> tuple[dict[UUID, PullRequest], dict[UUID, CiReport]]:
-        """PRs of running tasks and CI of tasks with PRs, one batch call each per repository;
-        skipped (empty) while another engine holds the forge lock."""
+    ) -> tuple[dict[UUID, PullRequest], dict[UUID, CiReport], set[str]]:
+        """PRs of running tasks and CI of tasks with PRs, in batches per repository, and the
+        repositories whose forge answered; nothing while another engine holds the forge lock."""
         prs: dict[UUID, PullRequest] = {}
         ci: dict[UUID, CiReport] = {}
+        polled: set[str] = set()
         by_repo: dict[str, list[TaskRecord]] = defaultdict(list)
         for rec in tasks:
             if rec.status is S.RUNNING or (rec.status in WITH_PR and rec.pr_number):
                 by_repo[rec.repository].append(rec)
         if not by_repo:
-            return prs, ci
+            return prs, ci, polled
         async with self.c.db.pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *FORGE_LOCK):
-                return prs, ci
+                return prs, ci, polled
             try:
                 for repo_text, recs in by_repo.items():
                     try:
                         await self._poll_repo(Path(repo_text), recs, prs, ci)
+                        polled.add(repo_text)
                     except (ForgeError, OSError) as exc:
                         self._error(report, f"forge for {repo_text}: {exc}")
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1, $2)", *FORGE_LOCK)
-        return prs, ci
+        return prs, ci, polled
 
     async def _poll_repo(
         self,
@@ -234,18 +238,18 @@ class Monitor:
     ) -> None:
         forge = await self.c.forges.for_repo(repo)
         running = [r for r in recs if r.status is S.RUNNING]
-        if running:
-            found = await forge.find_prs(repo, [r.branch for r in running])
-            prs.update({r.id: found[r.branch] for r in running if r.branch in found})
         reviewed = [r for r in recs if r.status in WITH_PR and r.pr_number]
-        if reviewed:
-            reports = await forge.ci_status(repo, [r.pr_number for r in reviewed if r.pr_number])
-            ci.update({r.id: reports[r.pr_number] for r in reviewed if r.pr_number in reports})
+        found, reports = await forge.poll(
+            repo, [r.branch for r in running], [r.pr_number for r in reviewed if r.pr_number]
+        )
+        prs.update({r.id: found[r.branch] for r in running if r.branch in found})
+        ci.update({r.id: reports[r.pr_number] for r in reviewed if r.pr_number in reports})
 
     async def _check(
         self,
         rec: TaskRecord,
         ended: bool,
+        judge: bool,
         prs: dict[UUID, PullRequest],
         ci: dict[UUID, CiReport],
         now: datetime,
@@ -256,6 +260,9 @@ class Monitor:
             rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
             report.prs += 1
         elif rec.status is S.RUNNING and ended:
+            status = await self.c.runtime.exit_status(rec.id)
+            if status is not None and status.code == 0 and not judge:
+                return  # finished well; whether it made a PR, the forge says next cycle
             report.ended += 1
             await self._agent_ended(rec, report)
             return

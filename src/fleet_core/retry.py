@@ -20,7 +20,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fleet_core.enrichment import DEFAULT_BUDGET
-from fleet_core.errors import InvalidTransitionError, RetryBudgetSpentError, SpawnDeniedError
+from fleet_core.errors import (
+    InvalidTransitionError,
+    RetryBudgetSpentError,
+    SpawnDeniedError,
+    StaleVersionError,
+)
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord, Tier
 
@@ -102,6 +107,8 @@ class RetryEngine:
                 started += 1
             except (SpawnDeniedError, RetryBudgetSpentError):
                 continue  # no slot yet: next cycle; or abandoned just now
+            except (StaleVersionError, InvalidTransitionError):
+                continue  # another engine (or the operator) acted on it first
         return started
 
     async def retry(self, rec: TaskRecord, tier: Tier | None = None) -> TaskRecord:

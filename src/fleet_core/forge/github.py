@@ -15,7 +15,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +45,7 @@ AUTH_TTL = timedelta(minutes=5)
 PREFETCH_TTL = timedelta(seconds=20)  # ci_status reuses find_prs' answer only this long
 DEFAULT_PAUSE = timedelta(seconds=60)
 MERGE_METHODS = ("merge", "squash", "rebase")
+CONCURRENT_CALLS = 4  # batch queries in flight at once
 
 _REMOTE = re.compile(
     r"^(?:https?://(?:[^@/]+@)?github\.com/|git@github\.com:|ssh://git@github\.com(?::\d+)?/)"
@@ -103,36 +104,10 @@ class GitHubForge:
         self._paused_until: datetime | None = None
 
     async def find_prs(self, repo: Path, branches: Sequence[str]) -> dict[str, PullRequest]:
-        await self._ready()
-        owner, name = await self._slug(repo)
-        found: dict[str, PullRequest] = {}
-        for chunk in _chunks(list(dict.fromkeys(branches))):
-            fields = " ".join(
-                f"b{i}: pullRequests(headRefName: $h{i}, first: 1, states: [OPEN, MERGED], "
-                f"orderBy: {{field: CREATED_AT, direction: DESC}}) {{ nodes {{ {_PR_FIELDS} }} }}"
-                for i in range(len(chunk))
-            )
-            data = await self._graphql(owner, name, ("h", "String!", "-f"), chunk, fields)
-            now = self._clock()
-            for i, branch in enumerate(chunk):
-                nodes = _list(_obj(data.get(f"b{i}")).get("nodes"))
-                if not nodes:
-                    continue
-                node = _obj(nodes[0])
-                pr = PullRequest(
-                    number=int(node["number"]),
-                    branch=branch,
-                    base=str(node.get("baseRefName") or ""),
-                    state=_PR_STATE.get(str(node.get("state")), PrState.OPEN),
-                    url=node.get("url"),
-                    head_sha=node.get("headRefOid"),
-                    mergeable=_MERGEABLE.get(str(node.get("mergeable"))),
-                )
-                found[branch] = pr
-                self._prefetched[(owner, name, pr.number)] = (now, _report(node))
-        return found
+        return (await self.poll(repo, branches, []))[0]
 
     async def ci_status(self, repo: Path, prs: Sequence[int]) -> dict[int, CiReport]:
+        """CI and review of each PR; PRs that `find_prs` just saw come from its answer."""
         await self._ready()
         owner, name = await self._slug(repo)
         now = self._clock()
@@ -144,18 +119,75 @@ class GitHubForge:
                 reports[number] = hit[1]
             else:
                 missing.append(number)
-        for chunk in _chunks(missing):
-            fields = " ".join(
-                f"p{i}: pullRequest(number: $n{i}) {{ number url {_CI_FIELDS} }}"
-                for i in range(len(chunk))
-            )
-            values = [str(int(n)) for n in chunk]
-            data = await self._graphql(owner, name, ("n", "Int!", "-F"), values, fields)
-            for i, number in enumerate(chunk):
-                node = data.get(f"p{i}")
-                if isinstance(node, dict):
-                    reports[number] = _report(node)
+        if missing:
+            reports.update((await self.poll(repo, [], missing))[1])
         return reports
+
+    async def poll(
+        self, repo: Path, branches: Sequence[str], prs: Sequence[int]
+    ) -> tuple[dict[str, PullRequest], dict[int, CiReport]]:
+        """PRs of `branches` and CI of `prs` together: one query per BATCH of either, so a
+        cycle costs ceil((branches + prs) / 50) calls."""
+        await self._ready()
+        owner, name = await self._slug(repo)
+        found: dict[str, PullRequest] = {}
+        reports: dict[int, CiReport] = {}
+        items: list[tuple[str, str | int]] = [("b", b) for b in dict.fromkeys(branches)]
+        items += [("p", int(n)) for n in dict.fromkeys(prs)]
+
+        async def batch(chunk: list[tuple[str, str | int]]) -> None:
+            fields: list[str] = []
+            variables: list[tuple[str, str, str, str]] = []
+            for i, (kind, value) in enumerate(chunk):
+                if kind == "b":
+                    fields.append(
+                        f"b{i}: pullRequests(headRefName: $h{i}, first: 1, states: [OPEN, MERGED]"
+                        f", orderBy: {{field: CREATED_AT, direction: DESC}}) "
+                        f"{{ nodes {{ {_PR_FIELDS} }} }}"
+                    )
+                    variables.append((f"h{i}", "String!", "-f", str(value)))
+                else:
+                    fields.append(f"p{i}: pullRequest(number: $n{i}) {{ number url {_CI_FIELDS} }}")
+                    variables.append((f"n{i}", "Int!", "-F", str(value)))
+            data = await self._graphql(owner, name, variables, " ".join(fields))
+            now = self._clock()
+            for i, (kind, value) in enumerate(chunk):
+                if kind == "p":
+                    node = data.get(f"p{i}")
+                    if isinstance(node, dict):
+                        reports[int(value)] = _report(node)
+                    continue
+                nodes = _list(_obj(data.get(f"b{i}")).get("nodes"))
+                if not nodes:
+                    continue
+                node = _obj(nodes[0])
+                pr = PullRequest(
+                    number=int(node["number"]),
+                    branch=str(value),
+                    base=str(node.get("baseRefName") or ""),
+                    state=_PR_STATE.get(str(node.get("state")), PrState.OPEN),
+                    url=node.get("url"),
+                    head_sha=node.get("headRefOid"),
+                    mergeable=_MERGEABLE.get(str(node.get("mergeable"))),
+                )
+                found[str(value)] = pr
+                self._prefetched[(owner, name, pr.number)] = (now, _report(node))
+
+        await self._batches(batch, items)
+        return found, reports
+
+    async def _batches(
+        self, batch: Callable[[list[Any]], Awaitable[None]], items: list[Any]
+    ) -> None:
+        """One call per BATCH items, at most CONCURRENT_CALLS at a time (GitHub asks clients
+        not to fire many at once; a few keep a large fleet's cycle short)."""
+        gate = asyncio.Semaphore(CONCURRENT_CALLS)
+
+        async def one(chunk: list[Any]) -> None:
+            async with gate:
+                await batch(chunk)
+
+        await asyncio.gather(*(one(chunk) for chunk in _chunks(items)))
 
     async def diff(self, repo: Path, pr: int) -> str:
         return (await self._pr(repo, "diff", pr)).stdout
@@ -243,12 +275,15 @@ class GitHubForge:
         return result
 
     async def _graphql(
-        self, owner: str, name: str, var: tuple[str, str, str], values: Sequence[str], fields: str
+        self,
+        owner: str,
+        name: str,
+        variables: Sequence[tuple[str, str, str, str]],
+        fields: str,
     ) -> dict[str, Any]:
-        """Run one query over `values` (variables ${prefix}0.. of `type`, passed with `flag`);
-        return its `repository` object."""
-        prefix, type_, flag = var
-        decl = "".join(f", ${prefix}{i}: {type_}" for i in range(len(values)))
+        """Run one query with `variables` (name, GraphQL type, gh flag, value): values travel
+        as variables, never inside the query text. Returns its `repository` object."""
+        decl = "".join(f", ${var}: {type_}" for var, type_, _, _ in variables)
         query = (
             f"query($owner: String!, $name: String!{decl}) {{ "
             f"repository(owner: $owner, name: $name) {{ {fields} }} "
@@ -256,8 +291,8 @@ class GitHubForge:
         )
         args = ["api", "graphql", "--include", "-f", f"query={query}"]
         args += ["-f", f"owner={owner}", "-f", f"name={name}"]
-        for i, value in enumerate(values):
-            args += [flag, f"{prefix}{i}={value}"]
+        for var, _, flag, value in variables:
+            args += [flag, f"{var}={value}"]
         result = await self._exec(await self._ready(), args)
         data = _obj(_obj(_json_body(result.stdout)).get("data"))
         self._note_budget(_obj(data.get("rateLimit")))

@@ -138,6 +138,12 @@ class LocalForge:
                 reports[number] = self._ci.report(number, sha, remote.path, remote.dir, argv)
         return reports
 
+    async def poll(
+        self, repo: Path, branches: Sequence[str], prs: Sequence[int]
+    ) -> tuple[dict[str, PullRequest], dict[int, CiReport]]:
+        found = await self.find_prs(repo, branches) if branches else {}
+        return found, await self.ci_status(repo, prs) if prs else {}
+
     async def diff(self, repo: Path, pr: int) -> str:
         remote = await self._remote(repo)
         record = _get(_load(remote), pr, remote)
