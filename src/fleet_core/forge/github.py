@@ -45,7 +45,7 @@ AUTH_TTL = timedelta(minutes=5)
 PREFETCH_TTL = timedelta(seconds=20)  # ci_status reuses find_prs' answer only this long
 DEFAULT_PAUSE = timedelta(seconds=60)
 MERGE_METHODS = ("merge", "squash", "rebase")
-CONCURRENT_CALLS = 4  # batch queries in flight at once
+CONCURRENT_CALLS = 10  # batch queries in flight at once (GitHub's secondary limit: 100)
 
 _REMOTE = re.compile(
     r"^(?:https?://(?:[^@/]+@)?github\.com/|git@github\.com:|ssh://git@github\.com(?::\d+)?/)"
