@@ -133,11 +133,13 @@ async def test_ci_failure_is_retried_with_the_failing_test_in_the_prompt(
     ctx = failed.failure_context or {}
     assert ctx["reason"] == "ci_failed" and ctx["failing_checks"] == ["ci"]
     assert "test_no_broken_change" in ctx["ci_log"]
+    assert "fleet-demo/CI_FAIL" in ctx["diff"]  # what the attempt changed, for the retry
     ready = await until(c, m, rec.id, status_is(TaskStatus.READY))
     assert ready.retry_count == 1 and ready.pr_number == failed.pr_number
     # The second attempt's prompt (the demo agent pushes what it received) carried the failure.
     prompt = git(sample.parent / "sample.git", "show", f"{rec.branch}:fleet-demo/{rec.id}.md")
     assert "Previous attempt failed" in prompt and "test_no_broken_change" in prompt
+    assert "## Previous diff" in prompt and "CI_FAIL" in prompt
     assert ready.prompt_hash != rec.prompt_hash
 
 

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 S = TaskStatus
 FORGE_LOCK = (17998, 1)  # pg advisory lock: one engine polls the forges per cycle
 LOG_TAIL_LINES = 60
+DIFF_KEEP_CHARS = 8000
 WITH_PR = (S.PR_CREATED, S.REVIEWING, S.READY)
 
 
@@ -316,6 +317,7 @@ class Monitor:
             signal=status.signal if status else None,
             oom=oom or None,
             log_tail=tail or None,
+            diff=await self._diff(rec),
             resume_at=resume.isoformat() if resume else None,
         )
         if await self._move(rec, S.FAILED, reason, failure_context=ctx):
@@ -339,6 +341,7 @@ class Monitor:
                 "ci_failed",
                 previous=rec,
                 failing_checks=list(ci.failing),
+                diff=await self._diff(rec),
                 ci_log=ci.log_excerpt,
                 ci_url=ci.url,
             )
@@ -358,6 +361,7 @@ class Monitor:
             await self.c.runtime.kill(rec.id)
             ctx = failure_context(
                 "timeout", previous=rec, timeout_minutes=rec.timeout_minutes,
+                diff=await self._diff(rec),
                 log_tail=await self._tail(rec),
             )  # fmt: skip
             if await self._move(rec, S.FAILED, "timeout", failure_context=ctx):
@@ -378,6 +382,20 @@ class Monitor:
                 task_id=rec.id,
                 minutes=round((time.time() - int(stamp)) / 60),
             )
+
+    async def _diff(self, rec: TaskRecord) -> str | None:
+        """What the attempt changed against its base (committed or not), for the retry prompt
+        (which sanitizes and cuts it to 2,000 characters)."""
+        if not rec.worktree_path or not Path(rec.worktree_path).is_dir():
+            return None
+        worktree = Path(rec.worktree_path)
+        try:
+            repo = Path(rec.repository)
+            base = await g.base_ref(repo, rec.base_branch or await g.default_branch(repo))
+            out = await g.git(worktree, "diff", base, "--", ".", check=False)
+        except Exception:
+            return None
+        return out.stdout[:DIFF_KEEP_CHARS] or None
 
     async def _tail(self, rec: TaskRecord) -> str | None:
         try:
