@@ -115,19 +115,24 @@ def make_sample(root: Path) -> Path:
 
 async def remove_earlier(conductor: Conductor, actor: Actor, repo: Path) -> int:
     """Stop and delete the tasks of earlier demos (those on the sample repository), and forget
-    the sample remote's PR numbers and CI results."""
+    the sample remote's PR numbers and CI results. The monitor may move a task meanwhile, so
+    each task is re-read and the sweep repeated until none is left."""
     removed = 0
-    for rec in await conductor.registry(actor).query(limit=1000):
-        if rec.repository != str(repo):
-            continue
-        with contextlib.suppress(FleetError):
-            if rec.status not in TERMINAL:
-                await conductor.stop(actor, str(rec.id))
-            try:
-                await conductor.delete(actor, str(rec.id))
-            except FleetError:  # the sample is a throwaway: drop the row even if cleanup fails
-                await conductor.registry(actor).delete(rec.id)
-            removed += 1
+    for _ in range(5):
+        earlier = [r for r in await conductor.registry(actor).query(limit=1000)
+                   if r.repository == str(repo)]  # fmt: skip
+        if not earlier:
+            break
+        for rec in earlier:
+            with contextlib.suppress(FleetError):
+                if rec.status not in TERMINAL:
+                    await conductor.stop(actor, str(rec.id))
+            with contextlib.suppress(FleetError):
+                try:
+                    await conductor.delete(actor, str(rec.id))
+                except FleetError:  # a throwaway sample: drop the row even if cleanup fails
+                    await conductor.registry(actor).delete(rec.id)
+                removed += 1
     state = conductor.forges.local.state_of(repo.parent / "sample.git")
     if state.exists():
         shutil.rmtree(state)
@@ -178,12 +183,19 @@ async def run_demo(
     bus = EventBus()
     bus.subscribe("*", Narrator(out))
     async with running_engine(settings, bus=bus, config=DEMO_MONITOR) as engine:
-        removed = await remove_earlier(engine.conductor, actor, repo)
-        await asyncio.to_thread(make_sample, root)
-        out(f"fleet demo: sample repository {repo} (local forge, CI: unittest); "
-            f"{removed} task(s) of an earlier demo removed")  # fmt: skip
-        count = await spawn_all(engine, actor, repo, out)
+        count = await start_demo(engine, actor, out)
         return await watch(engine, actor, repo, count, out, limit_s)
+
+
+async def start_demo(engine: Engine, actor: Actor, out: Callable[[str], None]) -> int:
+    """Remove an earlier demo's tasks, make a fresh sample repository, request the tasks."""
+    root = engine.settings.data_dir / "demo"
+    repo = root / "sample"
+    removed = await remove_earlier(engine.conductor, actor, repo)
+    await asyncio.to_thread(make_sample, root)
+    out(f"fleet demo: sample repository {repo} (local forge, CI: unittest); "
+        f"{removed} task(s) of an earlier demo removed")  # fmt: skip
+    return await spawn_all(engine, actor, repo, out)
 
 
 async def spawn_all(engine: Engine, actor: Actor, repo: Path, out: Callable[[str], None]) -> int:

@@ -44,13 +44,18 @@ async def running_engine(
     *,
     bus: EventBus | None = None,
     config: MonitorConfig | None = None,
+    background: bool = True,
 ) -> AsyncIterator[Engine]:
+    """The engine, started; with `background=False` only the verbs work (no reconcile, no
+    monitor cycle, no queue loop): what a read-mostly view or a test needs."""
     db = await open_database(settings)
     conductor = Conductor.from_settings(settings, db, bus=bus)
     monitor = Monitor(conductor, config or monitor_config(settings))
     try:
-        reconciled = await monitor.start()
-        await conductor.start()
+        reconciled = ReconcileReport([], [])
+        if background:
+            reconciled = await monitor.start()
+            await conductor.start()
         yield Engine(settings, db, conductor, monitor, reconciled)
     finally:
         await monitor.stop()

@@ -182,8 +182,9 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
     from fleet_core.demo import run_demo
 
     if not args.headless:
-        print("fleet demo: the console is not built yet; running the demo headless.",
-              file=sys.stderr)  # fmt: skip
+        from fleet_console.run import run_demo_console
+
+        return run_demo_console(settings)
     final = run_async(lambda: run_demo(settings))
     return 0 if final else 1
 

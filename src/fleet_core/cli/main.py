@@ -55,11 +55,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.verb in verbs:
         return verbs[args.verb](args, settings)
     if args.verb is None:
-        print(
-            "fleet: the full-screen console is not built yet; showing `fleet status`.",
-            file=sys.stderr,
-        )
-        args = build_parser().parse_args(["status"])
+        from fleet_console.run import run_console  # the console's toolkit only when needed
+
+        return run_console(settings)
     return task_cmds.status(args, settings)
 
 

@@ -1,0 +1,43 @@
+"""Entry points of the console: `fleet` (your fleet) and `fleet demo` (the offline demo)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fleet_console.app import FleetApp
+from fleet_core.conductor import Actor
+from fleet_core.config import Settings
+from fleet_core.demo import DEMO_MONITOR, demo_settings, start_demo
+from fleet_core.engine import Engine, running_engine
+
+log = logging.getLogger("fleet.console")
+
+
+def _terminal() -> None:
+    """Over ssh COLORTERM is often lost: ask for truecolor unless the user chose."""
+    if "COLORTERM" not in os.environ and "TEXTUAL_COLOR_SYSTEM" not in os.environ:
+        os.environ["TEXTUAL_COLOR_SYSTEM"] = "truecolor"
+
+
+def run_console(settings: Settings) -> int:
+    _terminal()
+    FleetApp(settings).run()
+    return 0
+
+
+def run_demo_console(settings: Settings) -> int:
+    _terminal()
+    settings = demo_settings(settings, settings.data_dir / "demo" / "sample")
+    actor = Actor(settings.operator, settings.tier)
+
+    async def begin(engine: Engine) -> None:
+        await start_demo(engine, actor, lambda line: log.info(line))
+
+    app = FleetApp(
+        settings,
+        engine=lambda bus: running_engine(settings, bus=bus, config=DEMO_MONITOR),
+        after_start=begin,
+    )
+    app.run()
+    return 0

@@ -1,0 +1,213 @@
+"""The fleet screen: the task table (rows updated in place), the governor panel, a status line,
+a `/` filter, and the single-key verbs on the selected task."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from fleet_console.messages import EngineReady, TasksChanged
+from fleet_console.widgets.governor_panel import GovernorPanel
+from fleet_console.widgets.task_table import TaskTable
+from fleet_core.errors import FleetError
+from fleet_core.lifecycle import TERMINAL, TaskStatus
+from fleet_core.models import TaskRecord
+
+if TYPE_CHECKING:
+    from fleet_console.app import FleetApp
+
+OVERVIEW_S = 2.0
+RELOAD_S = 5.0
+AGES_S = 15.0
+# Keys that need a selected task, and the statuses in which they apply.
+NEEDS_TASK = {"stop", "retry", "merge", "delete", "attach", "logs"}
+ALLOWED = {
+    "stop": lambda s: s not in TERMINAL,
+    "retry": lambda s: s in (TaskStatus.FAILED, TaskStatus.REJECTED),
+    "merge": lambda s: s is TaskStatus.READY,
+    "delete": lambda s: s in TERMINAL,
+}
+
+
+class FleetScreen(Screen[None]):
+    BINDINGS = [
+        Binding("n", "spawn", "New", id="spawn", tooltip="spawn an agent on a new task"),
+        Binding("s", "stop", "Stop", id="stop", tooltip="kill the agent, cancel the task"),
+        Binding("r", "retry", "Retry", id="retry", tooltip="try a failed task again now"),
+        Binding("m", "merge", "Merge", id="merge", tooltip="merge a ready task's PR"),
+        Binding("d", "delete", "Delete", id="delete", tooltip="remove a finished task"),
+        Binding("a", "attach", "Attach", id="attach", tooltip="tmux attach to the agent"),
+        Binding("enter", "attach", "Attach", id="attach-enter", show=False),
+        Binding("l", "logs", "Logs", id="logs", tooltip="the task: log, details, CI, audit"),
+        Binding("slash", "filter", "Filter", id="filter", tooltip="filter the tasks"),
+        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = TaskTable(id="tasks")
+        self.panel = GovernorPanel(id="governor")
+        self.status = Static("starting the engine…", id="status")
+        self.filter_box = Input(placeholder="filter: words in id, status, agent, branch, …",
+                                id="filter")  # fmt: skip
+
+    @property
+    def fleet(self) -> FleetApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.fleet.heading(), id="heading")
+        with Horizontal(id="main"):
+            yield self.table
+            yield self.panel
+        yield self.filter_box
+        yield self.status
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.clock = self.fleet.clock
+        self.filter_box.display = False
+        self.panel.show(None)
+        self.table.focus()
+        self.set_interval(OVERVIEW_S, self.refresh_overview, name="overview")
+        self.set_interval(RELOAD_S, self.reload, name="reload")
+        self.set_interval(AGES_S, self.table.tick, name="ages")
+        if self.fleet.source is not None:
+            self.reload()
+
+    # -- data ----------------------------------------------------------------------------------
+
+    @on(EngineReady)
+    def engine_ready(self) -> None:
+        self.reload()
+        self.refresh_overview()
+
+    @work(exclusive=True, group="reload", exit_on_error=False)
+    async def reload(self) -> None:
+        """Every task again (changes by other processes reach us this way too)."""
+        source = self.fleet.source
+        if source is None:
+            return
+        records = await source.tasks()
+        self.table.sync(records)
+        self.refresh_bindings()
+        self.set_status(f"{len(records)} tasks")
+
+    @on(TasksChanged)
+    async def tasks_changed(self, message: TasksChanged) -> None:
+        source = self.fleet.source
+        if source is None or message.task_ids is None:
+            self.reload()
+            return
+        found = []
+        with self.app.batch_update():
+            for task_id in message.task_ids:
+                rec = await source.task(task_id)
+                if rec is None:
+                    self.table.drop(str(task_id))
+                else:
+                    found.append(rec)
+            self.table.upsert(found)
+        self.refresh_bindings()
+
+    @work(exclusive=True, group="overview", exit_on_error=False)
+    async def refresh_overview(self) -> None:
+        if self.fleet.source is not None:
+            self.panel.show(await self.fleet.source.overview())
+
+    def set_status(self, text: str) -> None:
+        shown = f"{text}  ·  filter: {self.table.filter_text}" if self.table.filter_text else text
+        self.status.update(shown)
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "spawn":
+            return True if self.fleet.source is not None else None
+        if action not in NEEDS_TASK:
+            return True
+        rec = self.selected()
+        if rec is None:
+            return None
+        rule = ALLOWED.get(action)
+        return None if rule is not None and not rule(rec.status) else True
+
+    def selected(self) -> TaskRecord | None:
+        task_id = self.table.current_id
+        return None if task_id is None else self.table.records.get(str(task_id))
+
+    @on(DataTable.RowHighlighted)
+    def row_moved(self) -> None:
+        self.refresh_bindings()
+
+    @on(DataTable.HeaderSelected)
+    def header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        self.table.sort_by(str(event.column_key.value))
+
+    def action_spawn(self) -> None:
+        self.fleet.open_spawn_form()
+
+    def action_stop(self) -> None:
+        self._confirm_then("stop", "Stop {id}?", "Kill the agent and cancel the task.")
+
+    def action_merge(self) -> None:
+        self._confirm_then("merge", "Merge {id}?", "Merge PR #{pr} into its base branch.")
+
+    def action_delete(self) -> None:
+        self._confirm_then(
+            "delete", "Delete {id}?",
+            "Remove the worktree (unpushed or uncommitted work is saved first) and the task.",
+        )  # fmt: skip
+
+    def action_retry(self) -> None:
+        rec = self.selected()
+        if rec is not None:
+            self.fleet.run_verb("retry", rec.id)
+
+    def action_attach(self) -> None:
+        rec = self.selected()
+        if rec is not None:
+            self.fleet.attach(rec.id)
+
+    def action_logs(self) -> None:
+        rec = self.selected()
+        if rec is not None:
+            self.fleet.open_task(rec.id, "log")
+
+    def action_filter(self) -> None:
+        self.filter_box.display = True
+        self.filter_box.focus()
+
+    def action_clear_filter(self) -> None:
+        self.filter_box.value = ""
+        self.filter_box.display = False
+        self.table.set_filter("")
+        self.table.focus()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.table.set_filter(event.value)
+        self.set_status(f"{self.table.row_count} of {len(self.table.records)} tasks")
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self) -> None:
+        self.filter_box.display = bool(self.filter_box.value)
+        self.table.focus()
+
+    def _confirm_then(self, verb: str, title: str, body: str) -> None:
+        rec = self.selected()
+        if rec is None:
+            return
+        task_id: UUID = rec.id
+        words = {"id": rec.short_id, "pr": rec.pr_number or "?"}
+        self.fleet.confirm(title.format(**words), body.format(**words), verb, task_id)
+
+    def show_error(self, error: FleetError) -> None:
+        self.set_status(f"[red]{error}[/red]")

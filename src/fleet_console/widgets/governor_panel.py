@@ -1,0 +1,61 @@
+"""The governor panel: slots used per operator against their limit, the fleet-wide count and
+cap, the queue, the monitor's health and the forges' budget."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from fleet_core.overview import Overview
+
+
+def bar(used: int, limit: int, width: int = 8) -> str:
+    if limit <= 0:
+        return "·" * width
+    filled = min(width, round(width * used / limit))
+    return "█" * filled + "░" * (width - filled)
+
+
+def render_overview(ov: Overview | None) -> Text:
+    text = Text()
+    if ov is None:
+        text.append("starting the engine…", style="dim")
+        return text
+    text.append("Slots\n", style="bold")
+    for load in ov.operators:
+        style = "red" if load.active >= load.limit else ""
+        text.append(f"{load.operator_id[:10]:<10} ", style=style)
+        text.append(
+            f"{bar(load.active, load.limit)} {load.active}/{load.limit} {load.tier.value[:5]}\n"
+        )
+    cap = ov.global_cap
+    text.append("fleet      ")
+    if cap:
+        text.append(f"{bar(ov.total_active, cap)} {ov.total_active}/{cap}\n")
+    else:
+        text.append(f"{ov.total_active} active, no cap\n")
+    text.append(f"queued     {ov.queued}\n", style="yellow" if ov.queued else "")
+    m = ov.monitor
+    text.append("\nMonitor\n", style="bold")
+    if not m:
+        text.append("off\n", style="dim")
+    else:
+        state = "running" if m.get("running") else "stopped"
+        last = m.get("last_cycle_ms")
+        text.append(f"{state}, {m.get('cycles', 0)} cycles\n")
+        text.append(f"last cycle {last:.0f} ms" if last is not None else "no cycle yet")
+        errors = int(m.get("errors", 0))
+        text.append(f", {errors} errors\n", style="red" if errors else "")
+    text.append("\nForges\n", style="bold")
+    for name, f in ov.forges.items():
+        health = str(f.get("health", "ok"))
+        remaining = f.get("remaining")
+        budget = f" ({remaining} calls left)" if remaining is not None else ""
+        text.append(f"{name:<7}")
+        text.append(f"{health}{budget}\n", style="" if health == "ok" else "yellow")
+    return text
+
+
+class GovernorPanel(Static):
+    def show(self, ov: Overview | None) -> None:
+        self.update(render_overview(ov))

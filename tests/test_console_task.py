@@ -1,0 +1,280 @@
+"""The task screen against real components: PostgreSQL, git, tmux, the conductor and the demo
+agent, driven through Textual's pilot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from textual.app import App
+from textual.pilot import Pilot
+from textual.screen import Screen
+from textual.widgets import DataTable, Log, Static, TabbedContent
+
+from fleet_console.screens.task import TaskScreen
+from fleet_console.source import EngineSource
+from fleet_core.conductor import Actor, Conductor
+from fleet_core.config import Settings
+from fleet_core.db.database import Database
+from fleet_core.engine import Engine
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.models import SpawnRequest, TaskRecord, Tier
+from fleet_core.monitor import Monitor, ReconcileReport
+
+ALICE = Actor("alice", Tier.SOVEREIGN)
+TCSS = Path(__file__).parent.parent / "src" / "fleet_console" / "styles" / "task.tcss"
+FROZEN = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+
+@dataclass
+class Fleet:
+    conductor: Conductor
+    source: EngineSource
+    repo: Path
+
+    async def spawn(self, description: str = "say hello") -> TaskRecord:
+        req = SpawnRequest.model_validate(
+            {
+                "description": description,
+                "repository": str(self.repo),
+                "task_type": "docs",
+                "agent_type": "demo",
+            }
+        )
+        rec = (await self.conductor.spawn(ALICE, req)).task
+        assert rec is not None
+        return rec
+
+    async def finished(self, description: str = "say hello") -> TaskRecord:
+        rec = await self.spawn(description)
+        await wait_for(lambda: self.conductor.runtime.exit_status(rec.id))
+        return rec
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, db: Database, repo: Path) -> AsyncIterator[Fleet]:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        host_id="test-host",
+        secrets={"FLEET_DEMO_DELAY": "0"},
+        kill_grace_seconds=1.0,
+        global_cap=None,
+    )
+    conductor = Conductor.from_settings(settings, db)
+    engine = Engine(settings, db, conductor, Monitor(conductor), ReconcileReport([], []))
+    try:
+        yield Fleet(conductor, EngineSource(engine, ALICE), repo)
+    finally:
+        await conductor.stop_engine()
+        await conductor.runtime.tmux.kill_server()
+
+
+class Harness(App[None]):
+    CSS_PATH = TCSS
+
+    def __init__(self, screen: TaskScreen) -> None:
+        super().__init__()
+        self.task_screen = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self.task_screen)
+
+
+async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def screen_for(fleet: Fleet, task_id: UUID, tab: str = "log") -> TaskScreen:
+    return TaskScreen(fleet.source, task_id, tab=tab, clock=lambda: FROZEN)
+
+
+def header(screen: TaskScreen) -> str:
+    return str(screen.query_one("#task-header", Static).content)
+
+
+def details(screen: TaskScreen) -> str:
+    return str(screen.query_one("#details-body", Static).content)
+
+
+def log_text(screen: TaskScreen) -> str:
+    return "\n".join(screen.query_one("#task-log", Log).lines)
+
+
+def table_rows(screen: TaskScreen, selector: str) -> list[list[str]]:
+    table = screen.query_one(selector, DataTable)
+    return [[str(cell) for cell in table.get_row(key)] for key in table.rows]
+
+
+async def test_finished_task_shows_log_details_ci_reviews_and_audit(fleet: Fleet) -> None:
+    """The demo agent's output in the log tab; branch, prompt hash, CI, reviews and audit."""
+    rec = await fleet.finished()
+    screen = screen_for(fleet, rec.id)
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: "[demo] pushed" in log_text(screen))
+        assert "[demo] read prompt" in log_text(screen) and "[demo] done" in log_text(screen)
+        assert header(screen).startswith(f"{rec.short_id}  running  {rec.branch}  demo/demo")
+        assert screen.record is not None and screen.record.prompt_hash
+        await pilot.press("2")
+        assert screen.active_tab == "details"
+        body = details(screen)
+        assert rec.branch in body and screen.record.prompt_hash in body
+        assert f"tmux session  fleet-{rec.id}" in body and "retries       0/3" in body
+        assert "host          test-host" in body and "failure context" not in body
+        created = rec.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+        assert f"created       {created}" in body
+        await pilot.press("3")
+        assert table_rows(screen, "#ci-table") == [["ci status", "none yet"]]
+        await pilot.press("4")
+        assert table_rows(screen, "#reviews-table") == [
+            ["reviews", "review pipeline not built yet"]
+        ]
+        await pilot.press("5")
+        assert screen.active_tab == "audit"
+        audit = table_rows(screen, "#audit-table")
+        assert [row[1] for row in audit] == ["fleet.secrets_issued"]
+        assert audit[0][0].endswith("Z") and len(audit[0][0]) == len("2030-01-01T12:00Z")
+
+
+async def test_stopped_task_shows_cancelled_and_its_audit_row(fleet: Fleet) -> None:
+    """conductor.stop: the header says cancelled, the audit has fleet.cancelled, no session."""
+    rec = await fleet.spawn("wait [demo:hang]")
+    done = await fleet.conductor.stop(ALICE, str(rec.id))
+    assert done.status is TaskStatus.CANCELLED
+    screen = screen_for(fleet, rec.id, tab="audit")
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: screen.record is not None)
+        assert "  cancelled  " in header(screen)
+        await until(pilot, lambda: len(table_rows(screen, "#audit-table")) >= 2)
+        audit = table_rows(screen, "#audit-table")
+        assert [row[1] for row in audit] == ["fleet.secrets_issued", "fleet.cancelled"]
+        assert audit[-1][2].endswith("→ cancelled") and '"by": "alice"' in audit[-1][3]
+        assert screen.log_refreshes == 0  # the log tab was never shown
+        await pilot.press("1")
+        await until(pilot, lambda: "no agent session" in log_text(screen))
+        assert "completed" in details(screen) and "(0s ago)" not in details(screen)
+
+
+async def test_task_whose_session_is_gone_shows_no_agent_session(fleet: Fleet) -> None:
+    """The log tab explains a missing tmux session instead of failing."""
+    rec = await fleet.finished()
+    screen = screen_for(fleet, rec.id)
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: "[demo] pushed" in log_text(screen))
+        assert await fleet.conductor.runtime.tmux.kill_session(rec.tmux_session or "")
+        await pilot.press("r")
+        await until(pilot, lambda: "no agent session" in log_text(screen))
+        assert log_text(screen).startswith("no agent session: ")
+        assert "[demo]" not in log_text(screen)
+
+
+async def test_log_polls_only_while_its_tab_is_visible(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polling runs on the log tab, stops on another tab or under another screen, and an
+    unchanged capture is not re-rendered."""
+    monkeypatch.setattr(TaskScreen, "POLL_SECONDS", 0.1)
+    rec = await fleet.finished()
+    screen = screen_for(fleet, rec.id)
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: screen.log_refreshes >= 4)
+        assert screen.log_renders == 1  # the capture never changed after the agent ended
+        await pilot.press("2")
+        await pilot.pause(0.3)
+        stopped = screen.log_refreshes
+        await pilot.pause(0.6)
+        assert screen.log_refreshes == stopped and not screen.polling
+        await pilot.press("1")
+        await until(pilot, lambda: screen.log_refreshes >= stopped + 3)
+        await screen.app.push_screen(Screen())
+        await pilot.pause(0.3)
+        covered = screen.log_refreshes
+        await pilot.pause(0.6)
+        assert screen.log_refreshes == covered
+        screen.app.pop_screen()
+        await until(pilot, lambda: screen.log_refreshes >= covered + 3)
+
+
+async def test_keys_switch_tabs_refresh_and_go_back(fleet: Fleet) -> None:
+    """1-5 switch tabs, r reloads (refresh_data works when called directly), escape pops."""
+    rec = await fleet.finished()
+    screen = screen_for(fleet, rec.id, tab="details")
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: screen.record is not None)
+        tabs = screen.query_one("#task-tabs", TabbedContent)
+        for key, tab in zip("54321", ["audit", "reviews", "ci", "details", "log"], strict=True):
+            await pilot.press(key)
+            assert tabs.active == tab
+        await fleet.conductor.stop(ALICE, str(rec.id))
+        await screen.refresh_data()
+        assert "  cancelled  " in header(screen)
+        assert "no agent session" in log_text(screen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert screen.app.screen is not screen and not screen.is_current
+
+
+async def test_q_goes_back_too(fleet: Fleet) -> None:
+    """q pops the screen like escape."""
+    screen = screen_for(fleet, uuid4(), tab="details")
+    async with Harness(screen).run_test() as pilot:
+        await until(pilot, lambda: screen.gone)
+        await pilot.press("q")
+        await pilot.pause()
+        assert screen.app.screen is not screen
+
+
+async def test_missing_task_shows_task_gone(fleet: Fleet) -> None:
+    """A task that does not exist (or was deleted) says so and stops polling."""
+    screen = screen_for(fleet, uuid4())
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: screen.gone)
+        assert "task gone" in header(screen) and details(screen) == "task gone"
+        assert not screen.polling and screen.log_refreshes == 0
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        assert screen.gone and screen.app.screen is screen
+
+
+async def test_log_follows_the_end_unless_scrolled_up(fleet: Fleet) -> None:
+    """A re-render keeps the view at the bottom, or where the operator scrolled to."""
+    rec = await fleet.finished()
+    screen = screen_for(fleet, rec.id)
+    async with Harness(screen).run_test(size=(80, 8)) as pilot:
+        await until(pilot, lambda: "[demo] pushed" in log_text(screen))
+        log = screen.query_one("#task-log", Log)
+        await pilot.pause()
+        assert log.max_scroll_y > 0 and log.is_vertical_scroll_end
+        log.scroll_home(animate=False, immediate=True)
+        renders = screen.log_renders
+        screen._log_hash = None  # force a re-render of the same capture
+        await screen.refresh_data()
+        await pilot.pause()
+        assert screen.log_renders == renders + 1 and log.scroll_y == 0
+        log.scroll_end(animate=False, immediate=True)
+        screen._log_hash = None
+        await screen.refresh_data()
+        await pilot.pause()
+        assert screen.log_renders == renders + 2 and log.is_vertical_scroll_end
