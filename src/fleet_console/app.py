@@ -52,7 +52,6 @@ KEYS = [
 class FleetApp(App[None]):
     CSS_PATH = ["styles/app.tcss", "styles/forms.tcss", "styles/task.tcss"]
     TITLE = "fleet"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     COMMANDS = App.COMMANDS | {FleetCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit", id="quit", tooltip="quit; agents keep running"),
@@ -84,7 +83,8 @@ class FleetApp(App[None]):
     # -- the engine ----------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.push_screen(FleetScreen())
+        self.fleet_screen = FleetScreen()
+        self.push_screen(self.fleet_screen)
         self.run_worker(self._engine_main(), group="engine", exit_on_error=False)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.exit)  # restore the terminal, stop cleanly
@@ -94,8 +94,8 @@ class FleetApp(App[None]):
         try:
             async with self.engine_factory(bus) as engine:
                 self.source = EngineSource(engine, self.actor)
-                self.bridge = Bridge(self, bus)
-                self.screen.post_message(EngineReady())
+                self.bridge = Bridge(self, bus, self.fleet_screen)
+                self.fleet_screen.post_message(EngineReady())
                 if self.after_start is not None:
                     result = self.after_start(engine)
                     if asyncio.iscoroutine(result):

@@ -12,6 +12,7 @@ from fleet_core.events import EventBus, EventType, FleetEvent
 
 if TYPE_CHECKING:
     from textual.app import App
+    from textual.message_pump import MessagePump
 
 FLUSH_S = 0.25
 # Status changes a console must call attention to.
@@ -19,8 +20,10 @@ NEEDS_OPERATOR = {"ready": "ready to merge", "abandoned": "failed for good"}
 
 
 class Bridge:
-    def __init__(self, app: App[None], bus: EventBus) -> None:
+    def __init__(self, app: App[None], bus: EventBus, target: MessagePump) -> None:
+        """Changes go to `target` (the fleet screen; messages bubble up, never down)."""
         self.app = app
+        self.target = target
         self.dirty: set[UUID] = set()
         self._off = bus.subscribe("*", self.on_event)
         self._timer = app.set_interval(FLUSH_S, self.flush, name="bridge-flush")
@@ -44,7 +47,7 @@ class Bridge:
     def flush(self) -> None:
         if self.dirty:
             ids, self.dirty = self.dirty, set()
-            self.app.post_message(TasksChanged(ids))
+            self.target.post_message(TasksChanged(ids))
 
     def close(self) -> None:
         self._off()

@@ -140,6 +140,7 @@ class Conductor:
             repos=settings.repos,
             merge_method=settings.merge_method,
             ci_timeout_s=settings.ci_timeout_seconds,
+            gh=settings.gh,
         )
         return cls(
             db,

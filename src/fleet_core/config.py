@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=120.0, ge=0, le=86400)
     # Forges: how a PR is merged, and how long the local forge's CI command may run.
     merge_method: Literal["merge", "squash", "rebase"] = "merge"
+    gh: str = Field(default="gh", min_length=1)  # the GitHub CLI: a name on PATH or a path
     ci_timeout_seconds: float = Field(default=600.0, gt=0, le=7200)
 
     @field_validator("database_url", "engine_database_url")

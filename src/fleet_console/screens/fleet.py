@@ -23,6 +23,8 @@ from fleet_core.models import TaskRecord
 if TYPE_CHECKING:
     from fleet_console.app import FleetApp
 
+SIDE_PANEL_MIN = 150  # columns from which the governor panel sits beside the table
+COMPACT_BELOW = 120  # columns under which the table shows fewer columns
 OVERVIEW_S = 2.0
 RELOAD_S = 5.0
 AGES_S = 15.0
@@ -69,9 +71,19 @@ class FleetScreen(Screen[None]):
             yield self.panel
         yield self.filter_box
         yield self.status
-        yield Footer()
+        yield Footer(compact=True)
+
+    def on_resize(self) -> None:
+        self.apply_width(self.size.width)
+
+    def apply_width(self, width: int) -> None:
+        side = width >= SIDE_PANEL_MIN
+        self.set_class(side, "-side-panel")
+        self.panel.set_side(side)
+        self.table.set_compact(width < COMPACT_BELOW)
 
     def on_mount(self) -> None:
+        self.apply_width(self.size.width)
         self.table.clock = self.fleet.clock
         self.filter_box.display = False
         self.panel.show(None)
@@ -98,7 +110,7 @@ class FleetScreen(Screen[None]):
         records = await source.tasks()
         self.table.sync(records)
         self.refresh_bindings()
-        self.set_status(f"{len(records)} tasks")
+        self.set_status()
 
     @on(TasksChanged)
     async def tasks_changed(self, message: TasksChanged) -> None:
@@ -122,9 +134,13 @@ class FleetScreen(Screen[None]):
         if self.fleet.source is not None:
             self.panel.show(await self.fleet.source.overview())
 
-    def set_status(self, text: str) -> None:
-        shown = f"{text}  ·  filter: {self.table.filter_text}" if self.table.filter_text else text
-        self.status.update(shown)
+    def set_status(self, note: str = "") -> None:
+        total = len(self.table.records)
+        if self.table.filter_text:
+            text = f"{self.table.row_count} of {total} tasks  ·  filter: {self.table.filter_text}"
+        else:
+            text = f"{total} tasks"
+        self.status.update(f"{text}  ·  {note}" if note else text)
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -133,11 +149,13 @@ class FleetScreen(Screen[None]):
             return True if self.fleet.source is not None else None
         if action not in NEEDS_TASK:
             return True
+        # A verb that does not apply to the selected task leaves the footer (which then fits
+        # in 80 columns) and its key does nothing.
         rec = self.selected()
         if rec is None:
-            return None
+            return False
         rule = ALLOWED.get(action)
-        return None if rule is not None and not rule(rec.status) else True
+        return not (rule is not None and not rule(rec.status))
 
     def selected(self) -> TaskRecord | None:
         task_id = self.table.current_id
@@ -194,7 +212,7 @@ class FleetScreen(Screen[None]):
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
         self.table.set_filter(event.value)
-        self.set_status(f"{self.table.row_count} of {len(self.table.records)} tasks")
+        self.set_status()
 
     @on(Input.Submitted, "#filter")
     def filter_done(self) -> None:

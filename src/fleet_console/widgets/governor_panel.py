@@ -56,6 +56,46 @@ def render_overview(ov: Overview | None) -> Text:
     return text
 
 
+def render_strip(ov: Overview | None) -> Text:
+    """The same, in three lines under the table (narrower terminals)."""
+    text = Text()
+    if ov is None:
+        text.append("starting the engine…", style="dim")
+        return text
+    text.append("Slots ", style="bold")
+    for load in ov.operators[:4]:
+        style = "red" if load.active >= load.limit else ""
+        text.append(f"{load.operator_id[:12]} {load.active}/{load.limit}  ", style=style)
+    cap = f"/{ov.global_cap}" if ov.global_cap else ""
+    text.append(f"fleet {ov.total_active}{cap}  ")
+    text.append(f"queued {ov.queued}\n", style="yellow" if ov.queued else "")
+    m = ov.monitor
+    text.append("Monitor ", style="bold")
+    if m:
+        last = m.get("last_cycle_ms")
+        state = "running" if m.get("running") else "stopped"
+        text.append(f"{state}, {m.get('cycles', 0)} cycles")
+        text.append(f", last {last:.0f} ms" if last is not None else "")
+        errors = int(m.get("errors", 0))
+        text.append(f", {errors} errors\n", style="red" if errors else "")
+    else:
+        text.append("off\n", style="dim")
+    text.append("Forges ", style="bold")
+    text.append("  ".join(f"{name}: {f.get('health', 'ok')}" for name, f in ov.forges.items()))
+    return text
+
+
 class GovernorPanel(Static):
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.side = True
+        self.last: Overview | None = None
+
     def show(self, ov: Overview | None) -> None:
-        self.update(render_overview(ov))
+        self.last = ov
+        self.update(render_overview(ov) if self.side else render_strip(ov))
+
+    def set_side(self, side: bool) -> None:
+        if side != self.side:
+            self.side = side
+            self.show(self.last)

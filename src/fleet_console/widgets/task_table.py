@@ -30,15 +30,25 @@ LOOK: dict[TaskStatus, tuple[str, str]] = {
     S.REJECTED: ("✗", "magenta"),
     S.CANCELLED: ("⊖", "dim"),
 }
-COLUMNS: list[tuple[str, str, int | None]] = [
+COLUMNS: list[tuple[str, str, int]] = [
     ("id", "ID", 8),
     ("status", "STATUS", 12),
-    ("agent", "AGENT/MODEL", 18),
+    ("agent", "AGENT/MODEL", 24),
     ("type", "TYPE", 8),
     ("branch", "BRANCH", 30),
     ("pr", "PR", 4),
     ("ci", "CI", 7),
     ("retries", "RETRY", 5),
+    ("age", "AGE", 4),
+]
+# Under 120 columns (80x24 over ssh): fewer, narrower columns; the task screen has the rest.
+COMPACT: list[tuple[str, str, int]] = [
+    ("id", "ID", 8),
+    ("status", "STATUS", 12),
+    ("agent", "AGENT", 12),
+    ("branch", "BRANCH", 18),
+    ("pr", "PR", 4),
+    ("ci", "CI", 7),
     ("age", "AGE", 4),
 ]
 SORT_KEYS: dict[str, Callable[[TaskRecord], object]] = {
@@ -81,11 +91,25 @@ class TaskTable(DataTable[str | Text]):
         self.filter_text = ""
         self.sort_column = "age"
         self.sort_reverse = True  # newest first
-        self.updates = 0  # cells written in place (tests and the benchmark read it)
+        self.columns_shown = COLUMNS
+        self.updates = 0  # cells written in place (tests and the benchmark read these)
+        self.updated_rows: list[str] = []
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for key, label, width in self.columns_shown:
             self.add_column(label, key=key, width=width)
+
+    def set_compact(self, compact: bool) -> None:
+        """Fewer, narrower columns for a narrow terminal; switching rebuilds the table."""
+        wanted = COMPACT if compact else COLUMNS
+        if wanted is not self.columns_shown:
+            self.columns_shown = wanted
+            self.clear(columns=True)
+            self._add_columns()
+            self._rebuild()
 
     # -- what the screen calls ---------------------------------------------------------------
 
@@ -121,11 +145,13 @@ class TaskTable(DataTable[str | Text]):
                 continue
             if old is not None and old.version == rec.version:
                 continue
-            before = cells(old, now) if old else {}
-            for column, value in cells(rec, now).items():
-                if before.get(column) != value:
-                    self.update_cell(key, column, value)
-                    self.updates += 1
+            before = self._cells(old, now) if old else {}
+            changed = [(c, v) for c, v in self._cells(rec, now).items() if before.get(c) != v]
+            for column, value in changed:
+                self.update_cell(key, column, value)
+            if changed:
+                self.updates += len(changed)
+                self.updated_rows.append(key)
         if added:  # a new task: put it in its place (rare, unlike updates)
             self._rebuild()
 
@@ -137,6 +163,8 @@ class TaskTable(DataTable[str | Text]):
     def tick(self) -> None:
         """Ages move on: rewrite the age column only where the text changed."""
         now = self.clock()
+        if not any(key == "age" for key, _, _ in self.columns_shown):
+            return
         for key in self.rows:
             rec = self.records.get(str(key.value))
             if rec is not None:
@@ -165,8 +193,14 @@ class TaskTable(DataTable[str | Text]):
         hay = " ".join(fields).lower()
         return all(word in hay for word in self.filter_text.split())
 
+    def _cells(self, rec: TaskRecord, now: datetime) -> dict[str, str | Text]:
+        every = cells(rec, now)
+        if self.columns_shown is COMPACT:
+            every["agent"] = rec.agent_type.value
+        return {key: every[key] for key, _, _ in self.columns_shown}
+
     def _add(self, rec: TaskRecord, now: datetime) -> None:
-        self.add_row(*cells(rec, now).values(), key=str(rec.id))
+        self.add_row(*self._cells(rec, now).values(), key=str(rec.id))
 
     def _rebuild(self) -> None:
         """Rows anew, in order: after a filter or sort change, or a new task; never on updates."""

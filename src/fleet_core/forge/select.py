@@ -21,12 +21,13 @@ class ForgeSet:
         repos: dict[str, dict[str, Any]] | None = None,
         merge_method: str = "merge",
         ci_timeout_s: float = 600.0,
+        gh: str = "gh",
         github: GitHubForge | None = None,
     ) -> None:
         self.repos = repos or {}
         self.merge_method = merge_method
         self.local = LocalForge(state_dir, ci_command=self._ci_command, ci_timeout_s=ci_timeout_s)
-        self.github = github or GitHubForge(merge_method=merge_method)
+        self.github = github or GitHubForge(gh=gh, merge_method=merge_method)
         self._chosen: dict[Path, Forge] = {}
 
     def _config(self, repo: Path) -> RepoConfig:
