@@ -46,7 +46,6 @@ class FleetScreen(Screen[None]):
         Binding("m", "merge", "Merge", id="merge", tooltip="merge a ready task's PR"),
         Binding("d", "delete", "Delete", id="delete", tooltip="remove a finished task"),
         Binding("a", "attach", "Attach", id="attach", tooltip="tmux attach to the agent"),
-        Binding("enter", "attach", "Attach", id="attach-enter", show=False),
         Binding("l", "logs", "Logs", id="logs", tooltip="the task: log, details, CI, audit"),
         Binding("slash", "filter", "Filter", id="filter", tooltip="filter the tasks"),
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
@@ -164,6 +163,12 @@ class FleetScreen(Screen[None]):
     @on(DataTable.RowHighlighted)
     def row_moved(self) -> None:
         self.refresh_bindings()
+
+    @on(DataTable.RowSelected)
+    def row_chosen(self) -> None:
+        """Enter on a row (the table takes the key itself): attach, like `a`."""
+        if self.check_action("attach", ()):
+            self.action_attach()
 
     @on(DataTable.HeaderSelected)
     def header_clicked(self, event: DataTable.HeaderSelected) -> None:
