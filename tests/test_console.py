@@ -177,6 +177,14 @@ async def test_filter_and_help(app: FleetApp, repo: Path) -> None:
         await until(pilot, lambda: table.row_count == 1)
         await pilot.press("escape")
         await until(pilot, lambda: table.row_count == 2)
+
+        def branches() -> list[str]:
+            return [str(table.get_cell(row.key, "branch")) for row in table.ordered_rows]
+
+        table.sort_by("branch")
+        assert branches() == sorted(branches()) and branches()[0].startswith("fleet/alpha")
+        table.sort_by("branch")  # again: reversed
+        assert branches()[0].startswith("fleet/beta")
         await pilot.press("question_mark")
         await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
         await pilot.press("escape")
