@@ -14,15 +14,18 @@ over --rounds rounds, the order of N alternating. Per block:
   (`conductor.moves.move`, which writes the row and publishes `status_changed` on the bus),
   one after another, round-robin over the 20 newest tasks (10 changes each, the cycle
   running → failed → retrying → spawning → running), the other N - 20 rows idle. Timed from
-  the first change until the table's records hold every task's final version: the writes,
-  the bridge's 0.25 s coalescing, the screen re-reading the changed tasks and updating their
-  rows (database → event → bridge → screen → table). "writes" is the 200 moves alone.
+  the first change until the table's records hold every task's final version (polled every
+  2 ms): the writes, the bridge's 0.25 s coalescing, the screen re-reading the changed tasks
+  and updating their rows (database → event → bridge → screen → table). "writes" is the 200
+  moves alone; "after the last write" is the rest (0 to 0.25 s of it is the flush timer);
+  "CPU" is this process's CPU time over the whole (the app and the writes share one loop).
 - end to end, 200 distinct tasks (N >= 200 only): one change each, for 200 tasks shown in
   the table other than those 20.
 - the table alone: 200 `table.upsert([rec])` calls of changed records (status moved one step
   on, version + 1; built beforehand) inside `app.batch_update()`, same round-robin over the
-  20 newest tasks, and at N >= 200 over 200 distinct tasks; "+ repaint" adds the screen
-  update that follows (`screen._on_timer_update()`, what the pilot calls to repaint).
+  20 newest tasks, and at N >= 200 over 200 distinct tasks; "+ repaint" adds the table's
+  repaint right after (the table marked dirty on the screen, as its Update message does, and
+  `screen._on_timer_update()`: compositor update and the frame to the headless driver).
 - if the table shows fewer rows than N (the console loads at most the newest 1,000 tasks),
   the table alone again after `table.sync` of all N records, so the table really has N rows.
 
@@ -31,7 +34,7 @@ not inflate it): VmRSS and VmHWM from /proc/self/status once the table is loaded
 has run 6 s more (a reload and the overview included), with 20 and 2,000 tasks in the
 database, and with 2,000 after `table.sync` of all 2,000 records.
 
-    python benchmarks/bench_console.py [--rounds 5] [--reps 2] [--profile]
+    python benchmarks/bench_console.py [--rounds 7] [--reps 3] [--profile]
 
 --profile: afterwards, one more N=2000 block with cProfile over the end-to-end changes.
 """
@@ -70,7 +73,6 @@ from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
 
 S = TaskStatus
-SIZES = (20, 2000)
 CHANGES = 200
 HOT = 20  # tasks changed round-robin in the same-workload measurements
 SIZE = (160, 48)
@@ -134,11 +136,43 @@ async def loaded(app: FleetApp, n: int) -> TaskTable:
     return table
 
 
-async def end_to_end(app: FleetApp, table: TaskTable, order: list[str]) -> tuple[float, float]:
-    """Seconds from the first change until the table shows the last; seconds of writes."""
+class ScreenUpdates:
+    """Counts the screen's updates (layout and/or compositor render, written to the headless
+    driver) and the seconds spent in them, by wrapping the two methods on the instance."""
+
+    def __init__(self, app: FleetApp) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self._depth = 0
+        screen: Any = app.fleet_screen
+        for name in ("_refresh_layout", "_compositor_refresh"):
+            setattr(screen, name, self._timed(getattr(screen, name)))
+
+    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                self._depth -= 1
+                if not self._depth:  # the layout calls the render: count the outer call once
+                    self.seconds += time.perf_counter() - t0
+                    self.count += 1
+
+        return wrapper
+
+
+async def end_to_end(
+    app: FleetApp, table: TaskTable, updates: ScreenUpdates, order: list[str]
+) -> dict[str, float]:
+    """From the first change until the table's records show the last: seconds in all, of the
+    writes, after the last write; CPU seconds of this process; screen updates meanwhile."""
     assert app.source is not None
     moves = app.source.conductor.moves
     recs = {k: table.records[k] for k in order}
+    n0, s0 = updates.count, updates.seconds
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for k in order:
         rec = recs[k]
@@ -146,11 +180,37 @@ async def end_to_end(app: FleetApp, table: TaskTable, order: list[str]) -> tuple
     writes = time.perf_counter() - t0
     want = {k: r.version for k, r in recs.items()}
     await until(lambda: all(table.records[k].version == v for k, v in want.items()))
-    return time.perf_counter() - t0, writes
+    total = time.perf_counter() - t0
+    return {
+        "e2e": total,
+        "writes": writes,
+        "lag": total - writes,
+        "cpu": time.process_time() - c0,
+        "screens": float(updates.count - n0),
+        "screen_s": updates.seconds - s0,
+    }
 
 
-def table_alone(app: FleetApp, table: TaskTable, order: list[str]) -> tuple[float, float]:
-    """Seconds for 200 upserts in one batch, and with the repaint that follows."""
+def repaint(app: FleetApp, table: TaskTable) -> None:
+    """The table's repaint, now: what the screen does on the table's Update message and its
+    next update tick (`screen._on_timer_update`, also what the pilot calls)."""
+    app.screen._dirty_widgets.add(table)
+    app.screen._on_timer_update()
+
+
+async def table_alone(
+    app: FleetApp, table: TaskTable, order: list[str], refill: list[TaskRecord] | None = None
+) -> tuple[float, float]:
+    """Seconds for 200 upserts in one batch, and with the repaint that follows. `refill`:
+    first `table.sync` these records if the screen's 5 s reload has cut the table back."""
+    # Not while a batch is open (the governor panel recomposes inside one every 2 s): the
+    # screen would skip the repaint.
+    await until(lambda: not app._batch_count)
+    if refill is not None and table.row_count != len(refill):
+        with app.batch_update():
+            table.sync(refill)
+        repaint(app, table)
+        assert table.row_count == len(refill)
     recs = {k: table.records[k] for k in order}
     changed = []
     for k in order:
@@ -158,13 +218,14 @@ def table_alone(app: FleetApp, table: TaskTable, order: list[str]) -> tuple[floa
         rec = rec.model_copy(update={"status": NEXT[rec.status], "version": rec.version + 1})
         recs[k] = rec
         changed.append(rec)
+    repaint(app, table)  # nothing else pending
     before = table.updates
     t0 = time.perf_counter()
     with app.batch_update():
         for rec in changed:
             table.upsert([rec])
     t1 = time.perf_counter()
-    app.screen._on_timer_update()  # the repaint (what Pilot.pause triggers)
+    repaint(app, table)
     t2 = time.perf_counter()
     assert table.updates > before
     return t1 - t0, t2 - t0
@@ -182,6 +243,7 @@ async def block(
     out: dict[str, list[float]] = defaultdict(list)
     async with app.run_test(size=SIZE):
         table = await loaded(app, n)
+        updates = ScreenUpdates(app)
         shown = [k for k in ids if k in table.records]
         out["shown"].append(len(shown))
         same = round_robin(shown[:HOT])
@@ -189,39 +251,27 @@ async def block(
         if prof is not None:
             prof.enable()
         for _ in range(reps):
-            total, writes = await end_to_end(app, table, same)
-            out["e2e_same"].append(total)
-            out["writes_same"].append(writes)
-            if distinct:
-                total, writes = await end_to_end(app, table, distinct)
-                out["e2e_distinct"].append(total)
-                out["writes_distinct"].append(writes)
+            for kind, order in (("same", same), ("distinct", distinct)):
+                if order:
+                    for key, value in (await end_to_end(app, table, updates, order)).items():
+                        out[f"{key}_{kind}"].append(value)
         if prof is not None:
             prof.disable()
             return out
         for _ in range(reps * 2):  # after the end-to-end runs: these records are not in the db
-            up, paint = table_alone(app, table, same)
-            out["table_same"].append(up)
-            out["paint_same"].append(paint)
-            if distinct:
-                up, paint = table_alone(app, table, distinct)
-                out["table_distinct"].append(up)
-                out["paint_distinct"].append(paint)
-        if len(shown) < n:  # the table as N rows, loaded by hand
+            for kind, order in (("same", same), ("distinct", distinct)):
+                if order:
+                    up, paint = await table_alone(app, table, order)
+                    out[f"table_{kind}"].append(up)
+                    out[f"paint_{kind}"].append(paint)
+        if len(shown) < n:  # the table with all N rows, loaded by hand
             every = await all_records(su)
+            spread = ids[:: n // CHANGES][:CHANGES]
             for _ in range(reps * 2):
-                if table.row_count != n:  # (again, if the screen's 5 s reload cut it back)
-                    with app.batch_update():
-                        table.sync(every)
-                    app.screen._on_timer_update()
-                assert table.row_count == n
-                up, paint = table_alone(app, table, same)
-                out["full_same"].append(up)
-                out["full_paint_same"].append(paint)
-                up, paint = table_alone(app, table, ids[:: n // CHANGES][:CHANGES])
-                out["full_distinct"].append(up)
-                out["full_paint_distinct"].append(paint)
-                await asyncio.sleep(0)
+                for kind, order in (("same", same), ("distinct", spread)):
+                    up, paint = await table_alone(app, table, order, refill=every)
+                    out[f"full_table_{kind}"].append(up)
+                    out[f"full_paint_{kind}"].append(paint)
     return out
 
 
@@ -236,26 +286,19 @@ def status_kb(field: str) -> int:
 
 
 async def rss_child(data_dir: Path, su_dsn: str, n: int, full: bool) -> None:
-    settings = settings_for(data_dir)
-    app = new_app(settings)
+    app = new_app(settings_for(data_dir))
     async with app.run_test(size=SIZE):
         table = await loaded(app, n)
+        await asyncio.sleep(RSS_WAIT_S)  # reloads, overviews, ages: the steady state
         if full:
             su = await connect(su_dsn)
             every = await all_records(su)
             await su.close()
-            with app.batch_update():
-                table.sync(every)
+            while table.row_count != n:  # again if the screen's 5 s reload cut it back
+                with app.batch_update():
+                    table.sync(every)
+                await asyncio.sleep(0.5)  # repainted
             del every
-        await asyncio.sleep(RSS_WAIT_S)
-        if full and table.row_count != n:  # the reload cut it back: load it again
-            su = await connect(su_dsn)
-            every = await all_records(su)
-            await su.close()
-            with app.batch_update():
-                table.sync(every)
-            del every
-            await asyncio.sleep(0.5)
         result = {"rows": table.row_count, "records": len(table.records)}
         result |= {"rss_kb": status_kb("VmRSS"), "hwm_kb": status_kb("VmHWM")}
     print(json.dumps(result))
@@ -274,24 +317,59 @@ def rss_in_child(data_dir: Path, su_dsn: str, n: int, full: bool) -> dict[str, A
 
 
 def ms(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1000:8.1f} ms (min {min(values) * 1000:.1f}, " + (
-        f"max {max(values) * 1000:.1f})"
-    )
+    lo, hi = min(values) * 1000, max(values) * 1000
+    return f"{statistics.median(values) * 1000:7.1f} (min {lo:.1f}, max {hi:.1f})"
 
 
 def ratio(a: list[float], b: list[float]) -> str:
-    """Per-round ratios of the round medians."""
+    """Median, min and max of the per-round ratios of the round medians."""
     r = [x / y for x, y in zip(a, b, strict=True)]
     return f"{statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f})"
 
 
-async def main(rounds: int, reps: int, profile: bool) -> int:
+ROWS = [  # label, key: what is printed per N
+    ("end to end, 20 tasks x 10 changes, ms", "e2e_same"),
+    ("  the 200 writes", "writes_same"),
+    ("  after the last write", "lag_same"),
+    ("  CPU time of this process", "cpu_same"),
+    ("  in screen updates", "screen_s_same"),
+    ("end to end, 200 distinct tasks, ms", "e2e_distinct"),
+    ("  the 200 writes", "writes_distinct"),
+    ("  after the last write", "lag_distinct"),
+    ("  CPU time of this process", "cpu_distinct"),
+    ("  in screen updates", "screen_s_distinct"),
+    ("table alone, 20 x 10, ms", "table_same"),
+    ("  + repaint", "paint_same"),
+    ("table alone, 200 distinct", "table_distinct"),
+    ("  + repaint", "paint_distinct"),
+    ("table alone with all N rows, 20 x 10", "full_table_same"),
+    ("  + repaint", "full_paint_same"),
+    ("table alone with all N rows, 200 distinct", "full_table_distinct"),
+    ("  + repaint", "full_paint_distinct"),
+]
+RATIOS = [  # label, key at the larger N, key at the smaller N
+    ("end to end, 20 x 10", "e2e_same", "e2e_same"),
+    ("  the 200 writes", "writes_same", "writes_same"),
+    ("  after the last write", "lag_same", "lag_same"),
+    ("  CPU time of this process", "cpu_same", "cpu_same"),
+    ("  in screen updates", "screen_s_same", "screen_s_same"),
+    ("end to end, 200 distinct ÷ 20 x 10", "e2e_distinct", "e2e_same"),
+    ("table alone, 20 x 10", "table_same", "table_same"),
+    ("  + repaint", "paint_same", "paint_same"),
+    ("table alone, 200 distinct ÷ 20 x 10", "table_distinct", "table_same"),
+    ("table alone with all N rows, 20 x 10", "full_table_same", "table_same"),
+    ("  + repaint", "full_paint_same", "paint_same"),
+    ("table alone with all N rows, 200 distinct ÷ 20 x 10", "full_table_distinct", "table_same"),
+]
+
+
+async def main(sizes: list[int], rounds: int, reps: int, profile: bool) -> int:
     root = Path(tempfile.mkdtemp(prefix="fleet-bench-console-"))
     settings = settings_for(root / "data")
     cluster = cluster_for(settings)
     db = await open_database(settings)  # starts, bootstraps and migrates the cluster
     await db.close()
-    runs: dict[int, list[dict[str, list[float]]]] = {n: [] for n in SIZES}
+    runs: dict[int, list[dict[str, list[float]]]] = {n: [] for n in sizes}
     rss: list[tuple[str, dict[str, Any]]] = []
     prof_text = ""
     t_start = time.perf_counter()
@@ -300,28 +378,32 @@ async def main(rounds: int, reps: int, profile: bool) -> int:
         su = await connect(su_dsn)
         try:
             for r in range(rounds):
-                for n in SIZES if r % 2 == 0 else SIZES[::-1]:  # interleaved, order alternating
+                k = r % len(sizes)
+                for n in sizes[k:] + sizes[:k]:  # interleaved, the order rotating
                     got = await block(settings, su, n, reps, None)
                     runs[n].append(got)
-                    line = f"round {r + 1} n={n:4d} (rows shown {int(got['shown'][0])}):"
-                    for key in ("e2e_same", "e2e_distinct", "table_same", "full_same"):
+                    line = f"round {r + 1} n={n:4d} (rows shown {int(got['shown'][0]):4d}):"
+                    for key in ("e2e_same", "e2e_distinct", "table_same", "paint_same"):
                         if got.get(key):
                             line += f" {key} {statistics.median(got[key]) * 1000:.1f} ms"
                     print(line, flush=True)
+            small, big = sizes[0], sizes[-1]
             for label, n, full in (
-                ("20 tasks", 20, False),
-                ("2,000 tasks (table as loaded)", 2000, False),
-                ("2,000 tasks, all 2,000 rows in the table", 2000, True),
+                (f"{small} tasks", small, False),
+                (f"{big} tasks, the table as loaded", big, False),
+                (f"{big} tasks, all {big} rows in the table", big, True),
             ):
                 await insert(su, n)
-                rss.append((label, await asyncio.to_thread(rss_in_child, root / "data", su_dsn, n,
-                                                           full)))  # fmt: skip
-                print(f"rss {label}: {rss[-1][1]}", flush=True)
+                got = await asyncio.to_thread(rss_in_child, root / "data", su_dsn, n, full)
+                rss.append((label, got))
+                print(f"rss {label}: {got}", flush=True)
             if profile:
                 prof = cProfile.Profile()
-                await block(settings, su, 2000, reps, prof)
+                await block(settings, su, big, reps, prof)
                 buf = io.StringIO()
-                pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+                stats = pstats.Stats(prof, stream=buf)
+                stats.sort_stats("cumulative").print_stats(30)
+                stats.sort_stats("tottime").print_stats(15)
                 prof_text = buf.getvalue()
         finally:
             await su.close()
@@ -330,53 +412,35 @@ async def main(rounds: int, reps: int, profile: bool) -> int:
         shutil.rmtree(root, ignore_errors=True)
     elapsed = time.perf_counter() - t_start
 
-    print(f"\nrounds={rounds} reps={reps} changes={CHANGES}, {elapsed:.0f} s in all")
-
     def med(n: int, key: str) -> list[float]:
         return [statistics.median(b[key]) for b in runs[n] if b.get(key)]
 
     def flat(n: int, key: str) -> list[float]:
         return [x for b in runs[n] for x in b.get(key, [])]
 
-    small, big = SIZES
-    print(f"rows shown in the table: N={small}: {med(small, 'shown')[0]:.0f}, "
-          f"N={big}: {med(big, 'shown')[0]:.0f}")  # fmt: skip
-    rows = [
-        ("end to end, 20 tasks x 10 changes", "e2e_same"),
-        ("  of which the 200 writes", "writes_same"),
-        ("end to end, 200 distinct tasks", "e2e_distinct"),
-        ("  of which the 200 writes", "writes_distinct"),
-        ("table alone, 20 tasks x 10", "table_same"),
-        ("  + repaint", "paint_same"),
-        ("table alone, 200 distinct", "table_distinct"),
-        ("  + repaint", "paint_distinct"),
-        (f"table alone at {big} rows, 20 x 10", "full_same"),
-        ("  + repaint", "full_paint_same"),
-        (f"table alone at {big} rows, 200 distinct", "full_distinct"),
-        ("  + repaint", "full_paint_distinct"),
-    ]
-    for label, key in rows:
-        for n in SIZES:
-            if flat(n, key):
-                print(f"{label:42s} N={n:4d}: {ms(flat(n, key))}")
-    print(f"\nratios time({big}) / time({small}), per round (medians of the round's reps):")
-    pairs = [
-        ("end to end, 20 x 10 (goal <= 2)", "e2e_same", "e2e_same"),
-        ("end to end, 200 distinct at 2000 / 20 x 10 at 20", "e2e_distinct", "e2e_same"),
-        ("table alone, 20 x 10", "table_same", "table_same"),
-        ("table alone + repaint, 20 x 10", "paint_same", "paint_same"),
-        ("table alone, 200 distinct / 20 x 10", "table_distinct", "table_same"),
-        (f"table alone at {big} rows, 20 x 10", "full_same", "table_same"),
-        (f"  + repaint at {big} rows", "full_paint_same", "paint_same"),
-        (f"table alone at {big} rows, 200 distinct / 20 x 10", "full_distinct", "table_same"),
-    ]
-    for label, key_big, key_small in pairs:
-        if med(big, key_big) and med(small, key_small):
-            print(f"  {label:52s} {ratio(med(big, key_big), med(small, key_small))}")
-    print("\nRSS (fresh process each):")
+    print(f"\nrounds={rounds} reps={reps} changes={CHANGES} sizes={sizes}, {elapsed:.0f} s in all")
+    print("rows shown: " + ", ".join(f"N={n}: {med(n, 'shown')[0]:.0f}" for n in sizes))
+    print(f"{'':44s}" + "".join(f"{'N=' + str(n):>30s}" for n in sizes))
+    for label, key in ROWS:
+        if any(flat(n, key) for n in sizes):
+            cells = [ms(flat(n, key)) if flat(n, key) else "-" for n in sizes]
+            print(f"{label:44s}" + "".join(f"{c:>30s}" for c in cells))
+    screens = [f"N={n}: {statistics.median(flat(n, 'screens_same')):.0f}" for n in sizes]
+    print("screen updates during an end-to-end 20 x 10 (median): " + ", ".join(screens))
+    pairs = [(a, b) for i, a in enumerate(sizes) for b in sizes[i + 1 :]]
+    print("\nratios, per round (medians of the round's reps); goal: end to end N=2000 ÷ N=20 <= 2")
+    print(f"{'':52s}" + "".join(f"{f'{b} ÷ {a}':>26s}" for a, b in pairs))
+    for label, key_big, key_small in RATIOS:
+        cells = []
+        for a, b in pairs:
+            x, y = med(b, key_big), med(a, key_small)
+            cells.append(ratio(x, y) if x and y and len(x) == len(y) else "-")
+        if any(c != "-" for c in cells):
+            print(f"{label:52s}" + "".join(f"{c:>26s}" for c in cells))
+    print("\nRSS (a fresh process each):")
     for label, got in rss:
-        print(f"  {label:42s} VmRSS {got['rss_kb'] / 1024:6.1f} MB, VmHWM "
-              f"{got['hwm_kb'] / 1024:6.1f} MB, rows {got['rows']}, records {got['records']}")  # fmt: skip
+        mb = f"VmRSS {got['rss_kb'] / 1024:6.1f} MB, VmHWM {got['hwm_kb'] / 1024:6.1f} MB"
+        print(f"  {label:42s} {mb}, rows {got['rows']}, records {got['records']}")
     if prof_text:
         print("\n" + prof_text)
     return 0
@@ -384,8 +448,9 @@ async def main(rounds: int, reps: int, profile: bool) -> int:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--sizes", default="20,100,2000", help="N, comma-separated, smallest first")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--rss-child", nargs=3, metavar=("DATA_DIR", "SU_DSN", "N"),
                     help=argparse.SUPPRESS)  # fmt: skip
@@ -395,4 +460,5 @@ if __name__ == "__main__":
         data_dir, dsn, count = args.rss_child
         asyncio.run(rss_child(Path(data_dir), dsn, int(count), args.full))
     else:
-        sys.exit(asyncio.run(main(args.rounds, args.reps, args.profile)))
+        sizes = sorted(int(x) for x in args.sizes.split(","))
+        sys.exit(asyncio.run(main(sizes, args.rounds, args.reps, args.profile)))
