@@ -5,38 +5,47 @@ Goal: time(2000) ÷ time(20) <= 2 for 200 status changes, and RSS <= 150 MB with
 Real PostgreSQL (a throwaway embedded cluster) and the real console: `FleetApp` headless under
 Textual's pilot (`run_test(size=(160, 48))`), its engine started as in the tests
 (`running_engine(..., background=False)`: database and verbs, no monitor, no agents). For each
-N, N tasks are inserted as rows through the superuser DSN (status `running`, the app's
-operator, created_at one second apart from a fixed date), a fresh app is started and the
-benchmark waits until its table shows them. Blocks (fresh rows, fresh app) are interleaved
-over --rounds rounds, the order of N alternating. Per block:
+N (default 20, 100 and 2,000; at 100 the table already fills the 48-line window, about 45
+rows, as at 2,000), N tasks are inserted as rows through the superuser DSN (status `running`,
+the app's operator, created_at one second apart from a fixed date), a fresh app is started
+and the benchmark waits until its table has loaded them (at most the newest 1,000: the
+console loads no more). Blocks (fresh rows, fresh app) are interleaved over --rounds rounds,
+the order of N rotating. Per block, --reps times:
 
-- end to end, same workload at both N: 200 status changes through the engine
+- end to end, same workload at every N: 200 status changes through the engine
   (`conductor.moves.move`, which writes the row and publishes `status_changed` on the bus),
   one after another, round-robin over the 20 newest tasks (10 changes each, the cycle
   running → failed → retrying → spawning → running), the other N - 20 rows idle. Timed from
   the first change until the table's records hold every task's final version (polled every
   2 ms): the writes, the bridge's 0.25 s coalescing, the screen re-reading the changed tasks
-  and updating their rows (database → event → bridge → screen → table). "writes" is the 200
-  moves alone; "after the last write" is the rest (0 to 0.25 s of it is the flush timer);
-  "CPU" is this process's CPU time over the whole (the app and the writes share one loop).
-- end to end, 200 distinct tasks (N >= 200 only): one change each, for 200 tasks shown in
+  and updating their rows (database → event → bridge → screen → table). "the 200 writes" is
+  the moves alone; "after the last write" is the rest (0 to 0.25 s of it is the flush
+  timer); "CPU" is this process's CPU time over the whole (the app and the writes share one
+  event loop); "in screen updates" is the part of it spent in the screen's layout and
+  render (`_refresh_layout` and `_compositor_refresh`, wrapped with a timer on the instance).
+- end to end, 200 distinct tasks (N >= 220 only): one change each, for 200 tasks shown in
   the table other than those 20.
-- the table alone: 200 `table.upsert([rec])` calls of changed records (status moved one step
-  on, version + 1; built beforehand) inside `app.batch_update()`, same round-robin over the
-  20 newest tasks, and at N >= 200 over 200 distinct tasks; "+ repaint" adds the table's
-  repaint right after (the table marked dirty on the screen, as its Update message does, and
-  `screen._on_timer_update()`: compositor update and the frame to the headless driver).
-- if the table shows fewer rows than N (the console loads at most the newest 1,000 tasks),
-  the table alone again after `table.sync` of all N records, so the table really has N rows.
 
-Then RSS, each in a fresh process running the app on the same cluster (so earlier rounds do
-not inflate it): VmRSS and VmHWM from /proc/self/status once the table is loaded and the app
-has run 6 s more (a reload and the overview included), with 20 and 2,000 tasks in the
-database, and with 2,000 after `table.sync` of all 2,000 records.
+Each end-to-end run starts after 0.5 s of quiet (no batch open), so that one run's last
+repaints do not land in the next.
 
-    python benchmarks/bench_console.py [--rounds 7] [--reps 3] [--profile]
+Then --reps x 2 times, the table alone: 200 `table.upsert([rec])` calls of changed records
+(status one step on, version + 1; built beforehand) inside `app.batch_update()`, the same
+round-robin over the 20 newest tasks and, at N >= 220, over 200 distinct tasks; "+ repaint"
+adds the table's repaint right after (the table marked dirty on the screen, as its Update
+message does, and `screen._on_timer_update()`: the compositor's render and the frame to the
+headless driver). If the table shows fewer rows than N, the same again after `table.sync` of
+all N records (read through the superuser DSN), so that the table really has N rows.
 
---profile: afterwards, one more N=2000 block with cProfile over the end-to-end changes.
+Then RSS, each in a fresh process running the app on the same cluster (so the rounds do not
+inflate it): VmRSS and VmHWM from /proc/self/status after the table has loaded and the app
+has run 6 s more (a reload, overviews), for the smallest and the largest N, and for the
+largest after `table.sync` of all its records.
+
+    python benchmarks/bench_console.py [--sizes 20,100,2000] [--rounds 6] [--reps 3] [--profile]
+
+--profile: afterwards, one more block at the largest N with cProfile over its end-to-end
+changes (the whole event loop: the app's handlers, its repaints and the writes).
 """
 
 from __future__ import annotations
@@ -86,6 +95,7 @@ INSERT = (
     " $5, $5)"
 )
 RSS_WAIT_S = 6.0
+SETTLE_S = 0.5  # before each end-to-end run: two bridge flushes, nothing pending
 
 
 def settings_for(data_dir: Path) -> Settings:
@@ -169,6 +179,8 @@ async def end_to_end(
     """From the first change until the table's records show the last: seconds in all, of the
     writes, after the last write; CPU seconds of this process; screen updates meanwhile."""
     assert app.source is not None
+    await asyncio.sleep(SETTLE_S)  # the previous run's last repaints and handlers are done
+    await until(lambda: not app._batch_count)
     moves = app.source.conductor.moves
     recs = {k: table.records[k] for k in order}
     n0, s0 = updates.count, updates.seconds

@@ -29,6 +29,7 @@ from fleet_core.models import AgentType, NewTask, TaskType  # noqa: E402
 from fleet_core.registry import TaskRegistry  # noqa: E402
 
 TABLES = (
+    "fleet_signing_keys",
     "fleet_spawn_queue",
     "fleet_audit",
     "fleet_outbox",

@@ -117,7 +117,7 @@ async def test_n_with_a_bad_branch_shows_the_error_and_writes_nothing(
         await until(pilot, lambda: error.display and "-x" in str(error.render()))
         form.query_one("#base-branch").value = "no-such-branch"  # refused by the engine
         await pilot.pause()
-        await pilot.click("#spawn")
+        await pilot.press("ctrl+s")
         await until(pilot, lambda: "not a branch" in str(error.render()))
         assert app.screen is form  # still open, still editable
         assert await su.fetchval("SELECT count(*) FROM fleet_tasks") == 0

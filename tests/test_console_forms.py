@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ class Host(App[None]):
         self.submitted.append(event)
 
 
+async def soon(pilot: Any, check: Callable[[], bool], limit: float = 10.0) -> None:
+    """Messages take a few hops (click, Pressed, validation, Submitted): wait for the result
+    rather than one pause, which a loaded machine can outrun."""
+    for _ in range(int(limit / 0.02)):
+        if check():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("the form did not get there in time")
+
+
 def _fill(form: SpawnForm, **values: str) -> None:
     for widget_id, value in values.items():
         widget = form.query_one(f"#{widget_id}")
@@ -77,9 +88,8 @@ async def test_spawn_form_submits_a_valid_result(tmp_path: Path) -> None:
         await pilot.pause()
         assert form.query_one("#repository", Input).value == str(tmp_path)
         await pilot.click("#spawn")
-        await pilot.pause()
+        await soon(pilot, lambda: len(app.submitted) == 1)
         assert _shown(form) == {}
-        assert len(app.submitted) == 1
         event = app.submitted[0]
         assert event.form is form
         result = event.result
@@ -154,7 +164,7 @@ async def test_spawn_form_shows_errors_under_the_field(
         _fill(form, **({"description": "do it"} | values))
         await pilot.pause()
         await pilot.click("#spawn")
-        await pilot.pause()
+        await soon(pilot, lambda: bool(_shown(form)))
         shown = _shown(form)
         assert list(shown) == [field]
         assert fragment in shown[field]
@@ -168,8 +178,7 @@ async def test_spawn_form_shows_errors_under_the_field(
         await pilot.pause()
         assert _error(form, field) == ""
         await pilot.click("#spawn")
-        await pilot.pause()
-        assert len(app.submitted) == 1
+        await soon(pilot, lambda: len(app.submitted) == 1)
 
 
 async def test_spawn_form_shows_several_errors_at_once(tmp_path: Path) -> None:
@@ -207,8 +216,7 @@ async def test_show_error_from_the_engine(tmp_path: Path) -> None:
         _fill(form, **{"base-branch": "main"})
         await pilot.pause()
         await pilot.click("#spawn")
-        await pilot.pause()
-        assert len(app.submitted) == 2
+        await soon(pilot, lambda: len(app.submitted) == 2)
         assert _shown(form) == {}
 
 

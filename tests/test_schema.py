@@ -70,6 +70,11 @@ COLUMNS = {
         ("id", "bigint", False), ("operator_id", T, False), ("tier", T, False),
         ("request", J, False), ("idempotency_key", T, True), ("created_at", TZ, False),
     ],
+    "fleet_signing_keys": [
+        ("kid", T, False), ("public_jwk", J, False), ("private_key_enc", "bytea", False),
+        ("created_at", TZ, False), ("not_before", TZ, False), ("signing_until", TZ, True),
+        ("verify_until", TZ, True),
+    ],
 }  # fmt: skip
 
 CONSTRAINTS = {
@@ -92,6 +97,9 @@ CONSTRAINTS = {
     "fleet_spawn_queue": {
         "fleet_spawn_queue_pkey", "valid_queue_operator_id", "valid_queue_tier",
         "fleet_spawn_queue_idempotency_key",
+    },
+    "fleet_signing_keys": {
+        "fleet_signing_keys_pkey", "valid_signing_key_kid", "valid_signing_key_window",
     },
 }  # fmt: skip
 
@@ -121,6 +129,8 @@ INDEXES = {
     "fleet_spawn_queue_pkey": "UNIQUE INDEX fleet_spawn_queue_pkey ON public.fleet_spawn_queue USING btree (id)",
     "fleet_spawn_queue_idempotency_key": "UNIQUE INDEX fleet_spawn_queue_idempotency_key ON public.fleet_spawn_queue USING btree (operator_id, idempotency_key)",
     "fleet_spawn_queue_order_idx": "INDEX fleet_spawn_queue_order_idx ON public.fleet_spawn_queue USING btree (operator_id, id)",
+    "fleet_signing_keys_pkey": "UNIQUE INDEX fleet_signing_keys_pkey ON public.fleet_signing_keys USING btree (kid)",
+    "fleet_signing_keys_one_signer": "UNIQUE INDEX fleet_signing_keys_one_signer ON public.fleet_signing_keys USING btree ((true)) WHERE (signing_until IS NULL)",
 }  # fmt: skip
 TRIGGERS = {("fleet_tasks", "fleet_tasks_updated_at"), ("fleet_config", "fleet_config_updated_at")}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     merge_method: Literal["merge", "squash", "rebase"] = "merge"
     gh: str = Field(default="gh", min_length=1)  # the GitHub CLI: a name on PATH or a path
     ci_timeout_seconds: float = Field(default=600.0, gt=0, le=7200)
+    key_encryption_key: SecretStr | None = None  # base64 of 32 bytes; unset: <data_dir>/keys
 
     @field_validator("database_url", "engine_database_url")
     @classmethod

@@ -218,3 +218,10 @@ class MergeRefusedError(FleetError):
 
     exit_code = EXIT_CONFLICT
     code = "merge_refused"
+
+
+class AuthError(FleetError):
+    """A bearer token was refused; the message says why in a few words, never echoing it."""
+
+    exit_code = EXIT_DENIED
+    code = "unauthorized"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from fleet_core.errors import BadInputError
+
 
 class TaskStatus(StrEnum):
     PROPOSED = "proposed"
@@ -66,6 +68,20 @@ SOURCES: dict[TaskStatus, frozenset[TaskStatus]] = {
 
 def can_transition(from_status: TaskStatus, to_status: TaskStatus) -> bool:
     return to_status in VALID_TRANSITIONS[from_status]
+
+
+def parse_statuses(text: str | None, field: str) -> list[TaskStatus] | None:
+    """`running,failed` → the statuses; an unknown one is bad input naming `field`."""
+    if not text:
+        return None
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(TaskStatus(part.strip()))
+        except ValueError:
+            known = ", ".join(s.value for s in TaskStatus)
+            raise BadInputError(field, f"unknown status {part.strip()!r} ({known})") from None
+    return out
 
 
 assert set(TERMINAL) == set(TERMINAL_AUDIT_EVENT)

@@ -7,9 +7,10 @@ import json
 import sys
 
 from fleet_core import __version__
-from fleet_core.cli import agent_cmds, db_cmd, task_cmds
-from fleet_core.cli.runner import guarded
+from fleet_core.cli import agent_cmds, auth_cmds, db_cmd, task_cmds
+from fleet_core.cli.runner import guarded, run_async
 from fleet_core.config import config_path, load_settings
+from fleet_core.errors import BadInputError
 from fleet_core.logs import setup_file_logging
 
 
@@ -18,9 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fleet", description="Operator console for a fleet of AI coding agents."
     )
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
+    parser.add_argument("--headless", action="store_true", help="engine + HTTP API, no console")
+    parser.add_argument("--host", default="127.0.0.1", help="with --headless (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="with --headless (default 8765)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     agent_cmds.add_parsers(sub)
     task_cmds.add_parsers(sub)
+    auth_cmds.add_parsers(sub)
     db_cmd.add_parser(sub)
     cfg = sub.add_parser("config", help="show the settings in effect, or the file's path")
     cfg_verbs = cfg.add_subparsers(dest="config_verb", required=True, metavar="VERB")
@@ -40,6 +45,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.verb == "db":
         return db_cmd.run(args, settings)
+    if args.verb in ("token", "keys"):
+        return auth_cmds.run(args, settings)
     if args.verb == "show":
         return task_cmds.show(args, settings)
     verbs = {
@@ -54,6 +61,13 @@ def dispatch(args: argparse.Namespace) -> int:
     }
     if args.verb in verbs:
         return verbs[args.verb](args, settings)
+    if args.verb is None and args.headless:
+        from fleet_core.headless import serve
+
+        if not 1 <= args.port <= 65535:
+            raise BadInputError("--port", "must be between 1 and 65535")
+        run_async(lambda: serve(settings, args.host, args.port))
+        return 0
     if args.verb is None:
         from fleet_console.run import run_console  # the console's toolkit only when needed
 

@@ -10,7 +10,7 @@ from fleet_core.cli.runner import run_async
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError
 from fleet_core.governor import Governor
-from fleet_core.lifecycle import TaskStatus
+from fleet_core.lifecycle import parse_statuses
 from fleet_core.registry import TaskRegistry
 
 
@@ -25,21 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     show.add_argument("--json", action="store_true")
 
 
-def parse_statuses(text: str | None) -> list[TaskStatus] | None:
-    if not text:
-        return None
-    out = []
-    for part in text.split(","):
-        try:
-            out.append(TaskStatus(part.strip()))
-        except ValueError:
-            known = ", ".join(s.value for s in TaskStatus)
-            raise BadInputError("--status", f"unknown status {part.strip()!r} ({known})") from None
-    return out
-
-
 def status(args: argparse.Namespace, settings: Settings) -> int:
-    statuses = parse_statuses(args.status)
+    statuses = parse_statuses(args.status, "--status")
     if not 1 <= args.limit <= 1000:
         raise BadInputError("--limit", "must be between 1 and 1000")
     tenant = local_tenant(settings, all_operators=args.all)

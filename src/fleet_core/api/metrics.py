@@ -1,0 +1,87 @@
+"""Prometheus metrics of the headless server, in a registry of its own: tasks by status,
+spawn/denial/retry/failure counters from the bus, admission latency, monitor cycles, forge
+calls and budget, agents alive, and requests by route and code."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from fleet_core.db.database import Tenant
+from fleet_core.engine import Engine
+from fleet_core.events import EventType, FleetEvent
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.registry import TaskRegistry
+
+COUNTED = {
+    EventType.SPAWNED: "spawns",
+    EventType.SPAWN_DENIED: "denials",
+    EventType.RETRYING: "retries",
+    EventType.FAILED: "failures",
+    EventType.QUEUED: "queued",
+}
+
+
+class Metrics:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.registry = r = CollectorRegistry()
+        self.tasks = Gauge("fleet_tasks", "Tasks by status", ["status"], registry=r)
+        self.events = Counter("fleet_events", "Engine events", ["kind"], registry=r)
+        self.admission = Histogram(
+            "fleet_admission_seconds", "Spawn requests, admission to answer", registry=r
+        )
+        self.cycles = Gauge("fleet_monitor_cycles", "Monitor cycles run", registry=r)
+        self.cycle_ms = Gauge("fleet_monitor_last_cycle_ms", "Last monitor cycle", registry=r)
+        self.cycle_errors = Gauge("fleet_monitor_errors", "Monitor errors", registry=r)
+        self.forge_calls = Gauge("fleet_forge_calls", "Forge calls made", ["forge"], registry=r)
+        self.forge_left = Gauge("fleet_forge_budget_remaining", "API calls left", ["forge"],
+                                registry=r)  # fmt: skip
+        self.alive = Gauge("fleet_agents_alive", "Agents running on this host", registry=r)
+        self.requests = Counter(
+            "fleet_http_requests", "HTTP requests", ["route", "code"], registry=r
+        )
+        engine.bus.subscribe("*", self.on_event)
+
+    def on_event(self, event: FleetEvent) -> None:
+        kind = COUNTED.get(event.type)
+        if kind:
+            self.events.labels(kind).inc()
+
+    async def middleware(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        begin = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        self.requests.labels(path, str(response.status_code)).inc()
+        if path == "/api/fleet/spawn":
+            self.admission.observe(time.perf_counter() - begin)
+        return response
+
+    async def render(self) -> tuple[bytes, str]:
+        """Gauges read at scrape time (counts over every operator), then the text format."""
+        counts = await TaskRegistry(self.engine.db, Tenant.admin()).count_by_status()
+        for status in TaskStatus:
+            self.tasks.labels(status.value).set(counts.get(status, 0))
+        health = self.engine.monitor.health()
+        self.cycles.set(health.get("cycles", 0))
+        self.cycle_ms.set(health.get("last_cycle_ms") or 0)
+        self.cycle_errors.set(health.get("errors", 0))
+        for name, forge in self.engine.conductor.forges.health().items():
+            self.forge_calls.labels(name).set(forge.get("calls", 0))
+            if forge.get("remaining") is not None:
+                self.forge_left.labels(name).set(forge["remaining"])
+        self.alive.set(len(await self.engine.conductor.runtime.alive_tasks()))
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

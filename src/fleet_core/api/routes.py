@@ -1,0 +1,172 @@
+"""The routes under /api/fleet. Each one acts through the conductor as the verified caller, so
+row-level security scopes every query to the caller's tasks: another tenant's task is 404."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+
+from fleet_core.api.identity import ADMIN_TIER, at_least
+from fleet_core.conductor import Actor, Conductor
+from fleet_core.engine import Engine
+from fleet_core.errors import DeniedError
+from fleet_core.events import FleetEvent
+from fleet_core.lifecycle import parse_statuses
+from fleet_core.models import SpawnRequest, TaskRecord, Tier
+
+router = APIRouter(prefix="/api/fleet")
+Observer = Annotated[Actor, Depends(at_least(Tier.OBSERVER))]
+Builder = Annotated[Actor, Depends(at_least(Tier.BUILDER))]
+SSE_KEEPALIVE_S = 15.0
+
+
+class Queued(BaseModel):
+    queued: bool = True
+    queue_id: int
+    position: int
+    operator: str
+
+
+class Deleted(BaseModel):
+    task: TaskRecord
+    snapshot: str | None
+
+
+class Summary(BaseModel):
+    active: int
+    completed: int
+    failed: int
+    queued: int
+    tasks: list[TaskRecord]
+
+
+def engine_of(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def conductor_of(request: Request) -> Conductor:
+    return engine_of(request).conductor
+
+
+@router.post(
+    "/spawn",
+    status_code=201,
+    response_model=TaskRecord,
+    responses={202: {"model": Queued}, 200: {"model": TaskRecord}},
+)
+async def spawn(
+    request: Request,
+    body: SpawnRequest,
+    actor: Builder,
+    queue: bool = False,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    """Start an agent (201), or wait in the queue when over the limit with `?queue=true`
+    (202). A repeated `Idempotency-Key` returns the earlier task (200) or queue entry."""
+    if idempotency_key is not None:
+        body = body.model_copy(update={"idempotency_key": idempotency_key})
+    out = await conductor_of(request).spawn(actor, body, queue=queue)
+    if out.queued is not None:
+        doc = Queued(
+            queue_id=out.queued.entry_id, position=out.queued.position, operator=actor.operator_id
+        )
+        return JSONResponse(doc.model_dump(mode="json"), status_code=202)
+    assert out.task is not None
+    code = 200 if out.existing else 201
+    return JSONResponse(out.task.model_dump(mode="json"), status_code=code)
+
+
+@router.get("/status", response_model=Summary)
+async def status(
+    request: Request,
+    actor: Observer,
+    status: Annotated[str | None, Query(description="statuses, comma-separated")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    all: bool = False,
+) -> Any:
+    """Counts over all the caller's tasks (every operator's with `all`, admins only) and the
+    newest `limit` of them."""
+    statuses = parse_statuses(status, "status")
+    if all:
+        if not actor.tier.at_least(ADMIN_TIER):
+            raise DeniedError(f"all=true needs tier {ADMIN_TIER.value}")
+        actor = Actor(actor.operator_id, actor.tier, admin=True)
+    summary = await conductor_of(request).status(actor, statuses=statuses, limit=limit)
+    return summary.model_dump(mode="json")
+
+
+@router.get("/tasks/{task_id}", response_model=TaskRecord)
+async def show(request: Request, task_id: str, actor: Observer) -> Any:
+    return (await conductor_of(request).show(actor, task_id)).model_dump(mode="json")
+
+
+@router.post("/tasks/{task_id}/stop", response_model=TaskRecord)
+async def stop(request: Request, task_id: str, actor: Builder) -> Any:
+    return (await conductor_of(request).stop(actor, task_id)).model_dump(mode="json")
+
+
+@router.post("/tasks/{task_id}/retry", response_model=TaskRecord)
+async def retry(request: Request, task_id: str, actor: Builder) -> Any:
+    return (await conductor_of(request).retry(actor, task_id)).model_dump(mode="json")
+
+
+@router.post("/tasks/{task_id}/merge", response_model=TaskRecord)
+async def merge(request: Request, task_id: str, actor: Builder) -> Any:
+    return (await conductor_of(request).merge(actor, task_id)).model_dump(mode="json")
+
+
+@router.get("/tasks/{task_id}/logs")
+async def logs(
+    request: Request,
+    task_id: str,
+    actor: Observer,
+    lines: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    text = await conductor_of(request).logs(actor, task_id, lines)
+    return {"id": task_id, "lines": text.splitlines()}
+
+
+@router.delete("/tasks/{task_id}", response_model=Deleted)
+async def delete(request: Request, task_id: str, actor: Builder) -> Any:
+    gone = await conductor_of(request).delete(actor, task_id)
+    snapshot = gone.cleanup.snapshot_dir if gone.cleanup else None
+    return Deleted(task=gone.task, snapshot=str(snapshot) if snapshot else None).model_dump(
+        mode="json"
+    )
+
+
+@router.get("/events")
+async def events(request: Request, actor: Observer) -> StreamingResponse:
+    """Server-sent events of the engine's bus: the caller's own tasks (every operator's for
+    an admin), one `data:` line of JSON per event."""
+    bus = engine_of(request).bus
+    queue: asyncio.Queue[FleetEvent] = asyncio.Queue(maxsize=1000)
+    everyone = actor.tier.at_least(ADMIN_TIER)
+
+    def deliver(event: FleetEvent) -> None:
+        if (everyone or event.operator_id == actor.operator_id) and not queue.full():
+            queue.put_nowait(event)
+
+    off = bus.subscribe("*", deliver)
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            yield ": connected\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"event: {event.type.value}\ndata: {json.dumps(event.to_dict())}\n\n"
+        finally:
+            off()
+
+    return StreamingResponse(stream(), media_type="text/event-stream")

@@ -1,0 +1,228 @@
+"""The HTTP API over real HTTP: uvicorn on 127.0.0.1, httpx, the embedded PostgreSQL, git,
+tmux and the demo agent; tokens made by the key store (ES256)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+
+from conftest import Pg
+from fleet_core.api.app import create_app
+from fleet_core.auth.keys import KeyStore
+from fleet_core.auth.tokens import AUDIENCE, ISSUER, issue_token
+from fleet_core.config import Settings
+from fleet_core.engine import running_engine
+from fleet_core.headless import Server
+from fleet_core.models import Tier
+from fleet_core.runtime.local import RuntimePaths
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    keys: KeyStore
+    settings: Settings
+
+    async def token(self, operator: str = "alice", tier: Tier = Tier.BUILDER, **kw: Any) -> str:
+        return await issue_token(self.keys, operator, tier, **kw)
+
+    async def as_(self, operator: str = "alice", tier: Tier = Tier.BUILDER) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(operator, tier)}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def api(pg: Pg, su: Any, tmp_path: Path) -> AsyncIterator[Api]:
+    settings = Settings(
+        data_dir=pg.settings.data_dir,
+        worktree_dir=tmp_path / "worktrees",
+        host_id="api-host",
+        secrets={"FLEET_DEMO_DELAY": "0"},
+        kill_grace_seconds=0.5,
+        key_encryption_key=base64.b64encode(b"k" * 32).decode(),
+        gh="/nonexistent/gh",
+    )
+    async with running_engine(settings, background=False) as engine:
+        keys = KeyStore(engine.db, KeyStore.load_master_key(settings))
+        await keys.ensure_signing_key()
+        port = free_port()
+        config = uvicorn.Config(create_app(engine, keys), host="127.0.0.1", port=port,
+                                log_config=None, access_log=False, lifespan="off")  # fmt: skip
+        server = Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield Api(client, keys, settings)
+        server.should_exit = True
+        await serving
+    sock = RuntimePaths.from_settings(settings).tmux_socket
+    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge_hs256(claims: dict[str, Any], kid: str, secret: bytes) -> str:
+    """An HS256 token made by hand (PyJWT refuses key material that looks like a JWK)."""
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    body = b64(json.dumps(claims).encode())
+    mac = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
+
+
+def spawn_body(repo: Path, description: str = "write docs [demo:hang]", **kw: Any) -> dict:
+    return {"description": description, "repository": str(repo), "task_type": "docs",
+            "agent_type": "demo", **kw}  # fmt: skip
+
+
+async def test_spawn_status_show_logs_stop_delete(api: Api, repo: Path) -> None:
+    h = await api.as_()
+    r = await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=h)
+    assert r.status_code == 201, r.text
+    task = r.json()
+    assert task["status"] == "running" and task["operator_id"] == "alice"
+    r = await api.client.get("/api/fleet/status", headers=h)
+    assert r.status_code == 200 and r.json()["active"] == 1
+    assert [t["id"] for t in r.json()["tasks"]] == [task["id"]]
+    r = await api.client.get(f"/api/fleet/tasks/{task['id'][:8]}", headers=h)
+    assert r.status_code == 200 and r.json()["branch"] == task["branch"]
+    r = await api.client.get(f"/api/fleet/tasks/{task['id']}/logs?lines=20", headers=h)
+    assert r.status_code == 200 and isinstance(r.json()["lines"], list)
+    assert (await api.client.get(f"/api/fleet/tasks/{task['id']}/logs?lines=2000",
+                                 headers=h)).status_code == 400  # fmt: skip
+    r = await api.client.delete(f"/api/fleet/tasks/{task['id']}", headers=h)
+    assert r.status_code == 409 and r.json()["error"] == "conflict"
+    r = await api.client.post(f"/api/fleet/tasks/{task['id']}/stop", headers=h)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    r = await api.client.post(f"/api/fleet/tasks/{task['id']}/stop", headers=h)
+    assert r.status_code == 409
+    r = await api.client.delete(f"/api/fleet/tasks/{task['id']}", headers=h)
+    assert r.status_code == 200 and r.json()["task"]["id"] == task["id"]
+    r = await api.client.get(f"/api/fleet/tasks/{task['id']}", headers=h)
+    assert r.status_code == 404
+
+
+async def test_spawn_errors_denial_queue_and_idempotency(api: Api, repo: Path) -> None:
+    h = await api.as_(tier=Tier.BUILDER)  # limit 1
+    r = await api.client.post(
+        "/api/fleet/spawn", json=spawn_body(repo, base_branch="-x"), headers=h
+    )
+    assert r.status_code == 400 and r.json()["field"] == "base_branch"
+    r = await api.client.post("/api/fleet/spawn", json={"repository": str(repo)}, headers=h)
+    assert r.status_code == 400 and r.json()["field"] in ("description", "task_type")
+    keyed = {**h, "Idempotency-Key": "job-1"}
+    first = await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=keyed)
+    assert first.status_code == 201
+    again = await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=keyed)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    denied = await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=h)
+    assert denied.status_code == 403
+    doc = denied.json()
+    assert (doc["error"], doc["active"], doc["limit"]) == ("spawn_denied", 1, 1) and doc["hint"]
+    queued = await api.client.post("/api/fleet/spawn?queue=true", json=spawn_body(repo), headers=h)
+    assert queued.status_code == 202 and queued.json()["position"] == 1
+    status = (await api.client.get("/api/fleet/status", headers=h)).json()
+    assert (status["active"], status["queued"]) == (1, 1)
+
+
+async def test_tenants_and_tiers(api: Api, repo: Path) -> None:
+    alice, bob = await api.as_("alice"), await api.as_("bob")
+    task = (await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=alice)).json()
+    for method, path in [("GET", ""), ("POST", "/stop"), ("GET", "/logs"), ("DELETE", "")]:
+        r = await api.client.request(method, f"/api/fleet/tasks/{task['id']}{path}", headers=bob)
+        assert r.status_code == 404, (method, path, r.text)
+    assert (await api.client.get("/api/fleet/status", headers=bob)).json()["tasks"] == []
+    r = await api.client.get("/api/fleet/status?all=true", headers=alice)
+    assert r.status_code == 403
+    boss = await api.as_("root", Tier.SOVEREIGN)
+    assert (await api.client.get("/api/fleet/status?all=true", headers=boss)).json()["active"] == 1
+    viewer = await api.as_("vera", Tier.OBSERVER)
+    assert (await api.client.get("/api/fleet/status", headers=viewer)).status_code == 200
+    r = await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=viewer)
+    assert r.status_code == 403 and "builder" in r.json()["message"]
+    assert (await api.client.get("/api/fleet/status?limit=0", headers=alice)).status_code == 400
+
+
+async def test_forged_identities_are_refused(api: Api, repo: Path) -> None:
+    await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=await api.as_())
+    # No token, whatever identity headers claim.
+    r = await api.client.get("/api/fleet/status",
+                             headers={"x-operator-id": "alice", "x-operator-tier": "sovereign"})  # fmt: skip
+    assert r.status_code == 401
+    # A valid token for bob with headers claiming alice: bob's (empty) view.
+    forged = {**await api.as_("bob"), "x-operator-id": "alice", "x-fleet-operator-id": "alice"}
+    assert (await api.client.get("/api/fleet/status", headers=forged)).json()["tasks"] == []
+    kid, _ = await api.keys.signer()
+    claims = {"sub": "alice", "tier": "sovereign", "aud": AUDIENCE, "iss": ISSUER,
+              "iat": int(time.time()), "exp": int(time.time()) + 600, "jti": str(uuid.uuid4())}  # fmt: skip
+    unsigned = jwt.encode(claims, key=None, algorithm="none", headers={"kid": kid})
+    public_jwk = json.dumps((await api.keys.jwks())["keys"][0]).encode()
+    hs256 = forge_hs256(claims, kid, public_jwk)  # the public key used as an HMAC secret
+    short = await api.token(ttl=timedelta(minutes=1))
+    _, private = await api.keys.signer()
+    wrong_aud = jwt.encode({**claims, "aud": "other"}, private, algorithm="ES256",
+                           headers={"kid": kid})  # fmt: skip
+    unknown_kid = jwt.encode(claims, private, algorithm="ES256", headers={"kid": "nope"})
+    for token in (unsigned, hs256, wrong_aud, unknown_kid, "not.a.jwt"):
+        r = await api.client.get("/api/fleet/status", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, token
+        assert r.json()["error"] == "unauthorized"
+    good = await api.client.get("/api/fleet/status", headers={"Authorization": f"Bearer {short}"})
+    assert good.status_code == 200  # a 1-minute token is valid until it expires
+
+
+async def test_jwks_health_metrics_openapi(api: Api) -> None:
+    r = await api.client.get("/.well-known/jwks.json")
+    assert r.status_code == 200 and "max-age=" in r.headers["cache-control"]
+    keys = r.json()["keys"]
+    assert keys and all(k["alg"] == "ES256" and k["kid"] for k in keys)
+    health = (await api.client.get("/healthz")).json()
+    assert health["database"] == "ok" and "running" in health["monitor"]
+    metrics = await api.client.get("/metrics")
+    assert metrics.status_code == 200 and "fleet_tasks" in metrics.text
+    spec = (await api.client.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.") and "/api/fleet/spawn" in spec["paths"]
+    assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_events_stream(api: Api, repo: Path) -> None:
+    h = await api.as_()
+    lines: list[str] = []
+
+    async def listen() -> None:
+        async with api.client.stream("GET", "/api/fleet/events", headers=h) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                lines.append(line)
+                if line.startswith("event: spawned"):
+                    return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.2)
+    await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=h)
+    await asyncio.wait_for(listener, 10)
+    assert any(line.startswith("data: ") and '"status_changed"' in line for line in lines)
