@@ -226,3 +226,10 @@ async def test_events_stream(api: Api, repo: Path) -> None:
     await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=h)
     await asyncio.wait_for(listener, 10)
     assert any(line.startswith("data: ") and '"status_changed"' in line for line in lines)
+
+
+async def test_request_ids(api: Api) -> None:
+    r = await api.client.get("/healthz", headers={"X-Request-Id": "req-123"})
+    assert r.headers["x-request-id"] == "req-123"
+    other = await api.client.get("/healthz")
+    assert other.headers["x-request-id"] and other.headers["x-request-id"] != "req-123"

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Set by the API for the duration of a request: every record logged meanwhile carries it.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,6 +22,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        rid = request_id.get()
+        if rid is not None:
+            doc["request_id"] = rid
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 doc[key] = value

@@ -1,10 +1,13 @@
 """Prometheus metrics of the headless server, in a registry of its own: tasks by status,
 spawn/denial/retry/failure counters from the bus, admission latency, monitor cycles, forge
-calls and budget, agents alive, and requests by route and code."""
+calls and budget, agents alive, and requests by route and code. Its middleware also gives
+each request an id (the client's X-Request-Id, else a new one), returned in the response and
+carried by every log record written while the request runs."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Response
@@ -21,6 +24,7 @@ from fleet_core.db.database import Tenant
 from fleet_core.engine import Engine
 from fleet_core.events import EventType, FleetEvent
 from fleet_core.lifecycle import TaskStatus
+from fleet_core.logs import request_id
 from fleet_core.registry import TaskRegistry
 
 COUNTED = {
@@ -62,7 +66,13 @@ class Metrics:
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         begin = time.perf_counter()
-        response = await call_next(request)
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        token = request_id.set(rid[:64])
+        try:
+            response = await call_next(request)
+        finally:
+            request_id.reset(token)
+        response.headers["X-Request-Id"] = rid[:64]
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         self.requests.labels(path, str(response.status_code)).inc()
