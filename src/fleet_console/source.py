@@ -23,7 +23,11 @@ class EngineSource:
         return self.engine.conductor
 
     async def tasks(self, limit: int = 1000) -> list[TaskRecord]:
-        return await self.engine.conductor.registry(self.actor).query(limit=limit)
+        """Every unfinished task (however many: none may go unseen) and the newest `limit`."""
+        registry = self.engine.conductor.registry(self.actor)
+        newest = await registry.query(limit=limit)
+        live = await registry.list_live()
+        return list({t.id: t for t in [*newest, *live]}.values())
 
     async def task(self, task_id: UUID | str) -> TaskRecord | None:
         return await self.engine.conductor.registry(self.actor).find(task_id)
