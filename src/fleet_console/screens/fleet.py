@@ -27,7 +27,7 @@ SIDE_PANEL_MIN = 150  # columns from which the governor panel sits beside the ta
 COMPACT_BELOW = 120  # columns under which the table shows fewer columns
 OVERVIEW_S = 2.0
 RELOAD_S = 5.0
-AGES_S = 15.0
+AGES_S = 5.0
 # Keys that need a selected task, and the statuses in which they apply.
 NEEDS_TASK = {"stop", "retry", "merge", "delete", "attach", "logs"}
 ALLOWED = {
