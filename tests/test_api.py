@@ -204,6 +204,7 @@ async def test_jwks_health_metrics_openapi(api: Api) -> None:
     assert health["database"] == "ok" and "running" in health["monitor"]
     metrics = await api.client.get("/metrics")
     assert metrics.status_code == 200 and "fleet_tasks" in metrics.text
+    assert "fleet_monitor_cycle_seconds_bucket" in metrics.text
     spec = (await api.client.get("/openapi.json")).json()
     assert spec["openapi"].startswith("3.") and "/api/fleet/spawn" in spec["paths"]
     assert (await api.client.get("/docs")).status_code == 200

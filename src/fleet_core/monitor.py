@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +101,7 @@ class Monitor:
         self._busy = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self._stalled: dict[UUID, str] = {}
+        self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
 
     def health(self) -> dict[str, Any]:
         return {
@@ -170,6 +172,8 @@ class Monitor:
             report.ms = (time.perf_counter() - begin) * 1000
             self.cycles += 1
             self.last_cycle_ms = report.ms
+            for listener in self.on_cycle:
+                listener(report)
             return report
 
     def _error(self, report: CycleReport, message: str) -> None:

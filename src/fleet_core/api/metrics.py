@@ -46,7 +46,10 @@ class Metrics:
             "fleet_admission_seconds", "Spawn requests, admission to answer", registry=r
         )
         self.cycles = Gauge("fleet_monitor_cycles", "Monitor cycles run", registry=r)
-        self.cycle_ms = Gauge("fleet_monitor_last_cycle_ms", "Last monitor cycle", registry=r)
+        self.cycle_seconds = Histogram(
+            "fleet_monitor_cycle_seconds", "Monitor cycle duration", registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )  # fmt: skip
         self.cycle_errors = Gauge("fleet_monitor_errors", "Monitor errors", registry=r)
         self.forge_calls = Gauge("fleet_forge_calls", "Forge calls made", ["forge"], registry=r)
         self.forge_left = Gauge("fleet_forge_budget_remaining", "API calls left", ["forge"],
@@ -56,6 +59,7 @@ class Metrics:
             "fleet_http_requests", "HTTP requests", ["route", "code"], registry=r
         )
         engine.bus.subscribe("*", self.on_event)
+        engine.monitor.on_cycle.append(lambda report: self.cycle_seconds.observe(report.ms / 1000))
 
     def on_event(self, event: FleetEvent) -> None:
         kind = COUNTED.get(event.type)
@@ -87,7 +91,6 @@ class Metrics:
             self.tasks.labels(status.value).set(counts.get(status, 0))
         health = self.engine.monitor.health()
         self.cycles.set(health.get("cycles", 0))
-        self.cycle_ms.set(health.get("last_cycle_ms") or 0)
         self.cycle_errors.set(health.get("errors", 0))
         for name, forge in self.engine.conductor.forges.health().items():
             self.forge_calls.labels(name).set(forge.get("calls", 0))
