@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -147,3 +148,17 @@ def repo(tmp_path: Path) -> Path:
 
 def origin_of(repo: Path) -> Path:
     return repo.parent / "origin.git"
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def fleet(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`fleet ARGS` as a user runs it, as operator alice, against the session's cluster."""
+    return subprocess.run(
+        [sys.executable, "-m", "fleet_core", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FLEET_OPERATOR": "alice", **env},
+    )

@@ -10,8 +10,6 @@ import json
 import os
 import re
 import stat
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import Pg
+from conftest import Pg, fleet
 from fleet_core.auth import AUDIENCE, ISSUER, KeyStore, issue_token, verify_token
 from fleet_core.auth.keys import NONCE_BYTES, UNKNOWN_KID_RELOAD_S, thumbprint
 from fleet_core.config import Settings
@@ -388,16 +386,6 @@ def test_master_key_from_settings(tmp_path: Path) -> None:
 
 
 # -- the command line ---------------------------------------------------------------------------
-
-
-def fleet(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fleet_core", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "FLEET_OPERATOR": "alice", **env},
-    )
 
 
 async def test_cli_token_issue_and_keys(pg: Pg, db: Database) -> None:

@@ -10,23 +10,13 @@ from pathlib import Path
 
 import asyncpg
 
-from conftest import new_task
+from conftest import fleet, new_task
 from fleet_core.db.database import Database, Tenant
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.registry import TaskRegistry
 from fleet_core.runtime.local import RuntimePaths
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def fleet(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fleet_core", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "FLEET_OPERATOR": "alice", **env},
-    )
 
 
 def test_version() -> None:
