@@ -5,29 +5,32 @@ One process, one event loop: a throwaway embedded PostgreSQL cluster, the engine
 (`running_engine(..., background=False)`: verbs only, no monitor), and the app of
 `fleet --headless` (`create_app(engine, keys)`) served by uvicorn on 127.0.0.1 with one more
 route added for the baseline: `GET /bare`, an async handler returning `{"ok": true}`. Both
-routes go through the same ASGI stack (uvicorn's h11 protocol, Starlette, FastAPI routing, the
+routes go through the same stack (uvicorn's h11 protocol, Starlette, FastAPI routing, the
 app's metrics middleware); what /status adds is its own work:
 
-- the bearer token: header parsing, ES256 signature verification (PyJWT + cryptography; the
-  public key comes from the key store's in-memory cache), claim checks;
+- the bearer token: a FastAPI dependency parses the header, verifies the ES256 signature
+  (PyJWT + cryptography; the public key comes from the key store's in-memory cache) and the
+  claims;
 - the conductor's `status`: three tenant transactions from the engine's pool (BEGIN +
   set_config, the query, COMMIT; RLS scopes each to the caller): the operator's queue, the
-  counts by status, the newest `limit` tasks;
-- every row parsed into a `TaskRecord`, dumped to JSON-ready dicts, validated again against
-  the route's `response_model` and serialised by FastAPI.
+  counts by status, the newest `limit` tasks, each row parsed into a `TaskRecord`;
+- the answer: dumped to JSON-ready dicts, validated again against the route's
+  `response_model`, rendered by FastAPI (about 7.9 kB with 10 tasks, against 11 bytes).
 
-The operator `bench` (tier builder) has `--tasks` tasks (default 10; all returned, the route's
-default limit is 50). One token, issued once, sent on every request. A load generator in the
-same loop (httpx.AsyncClient, keep-alive, one pool of `--concurrency` connections) sends
-`--per-round` requests per round with `--concurrency` workers; every answer must be 200 (the
-script exits 1 otherwise). Rounds are interleaved (/status and /bare alternate, the order
-rotating); medians, and min/max of the per-round ratios. The client's own cost (httpx, about
-as much CPU per request as the bare route's server side) is in both numbers, so the ratio of
-the server-side costs alone is lower than the one printed: `--profile` shows where the time of
-/status rounds goes.
+The operator `bench` (tier builder) has `--tasks` tasks (default 10, in five states; all are
+returned, the route's default limit is 50). One token, issued once, sent on every request.
+The load generator runs in the same loop: `--client httpx` (default) is one
+httpx.AsyncClient with a keep-alive pool of `--concurrency` connections; `--client raw` is a
+minimal HTTP/1.1 client over `--concurrency` asyncio streams, whose own cost is close to
+nothing, so that the server's share can be told apart from httpx's. `--per-round` requests
+per round by `--concurrency` workers; every answer must be 200 (the script exits otherwise).
+Rounds are interleaved (/status and /bare alternate, the order rotating); medians, min/max of
+the per-round ratios, and the CPU time of the process per request (client + server + the
+engine's pool; PostgreSQL runs in other processes). Then the parts of /status are timed
+alone, without HTTP, one call at a time; `--profile` adds a cProfile of one /status round.
 
     python benchmarks/bench_api.py [--rounds 7] [--per-round 2000] [--concurrency 8]
-                                   [--tasks 10] [--profile]
+                                   [--tasks 10] [--client httpx|raw] [--profile]
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import cProfile
 import io
+import json
 import os
 import platform
 import pstats
@@ -46,6 +51,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -53,15 +60,17 @@ import httpx
 import uvicorn
 
 from fleet_core.api.app import create_app
+from fleet_core.api.routes import Summary
 from fleet_core.auth.keys import KeyStore
-from fleet_core.auth.tokens import issue_token
+from fleet_core.auth.tokens import issue_token, verify_token
+from fleet_core.conductor import Actor
 from fleet_core.config import Settings
 from fleet_core.db.connect import cluster_for
-from fleet_core.db.database import Tenant
-from fleet_core.engine import running_engine
+from fleet_core.db.database import QueryClass, Tenant
+from fleet_core.engine import Engine, running_engine
 from fleet_core.headless import Server
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import AgentType, NewTask, TaskType, Tier
+from fleet_core.models import AgentType, NewTask, TaskRecord, TaskType, Tier
 from fleet_core.registry import TaskRegistry
 
 OPERATOR = "bench"
@@ -78,6 +87,13 @@ PATHS: list[list[TaskStatus]] = [
 ]
 PACKAGES = ["fastapi", "starlette", "uvicorn", "h11", "httpx", "pydantic", "PyJWT",
             "cryptography", "asyncpg"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Piece:
+    name: str
+    wall_us: float
+    cpu_us: float
 
 
 def free_port() -> int:
@@ -102,28 +118,135 @@ async def seed(reg: TaskRegistry, n: int) -> None:
             rec = await reg.transition(rec.id, status, expected_version=rec.version)
 
 
-async def drive(client: httpx.AsyncClient, path: str, n: int, concurrency: int) -> float:
-    """n GETs of `path` by `concurrency` workers; requests per second. Every answer is 200."""
+class RawClient:
+    """The cheapest keep-alive HTTP/1.1 client: one asyncio stream per worker, the request
+    written by hand, the answer read by its Content-Length. Stands in for a client whose own
+    cost is close to nothing, so that the server's share can be told apart from httpx's."""
+
+    def __init__(self, port: int, token: str, concurrency: int) -> None:
+        self.port, self.token = port, token
+        self.free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self.concurrency = concurrency
+
+    async def __aenter__(self) -> RawClient:
+        for _ in range(self.concurrency):
+            self.free.put_nowait(await asyncio.open_connection("127.0.0.1", self.port))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        while not self.free.empty():
+            _, writer = self.free.get_nowait()
+            writer.close()
+
+    async def status_of(self, path: str) -> int:
+        reader, writer = await self.free.get()
+        try:
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {self.token}\r\n\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            return int(head.split(b" ", 2)[1])
+        finally:
+            self.free.put_nowait((reader, writer))
+
+
+async def drive(
+    client: httpx.AsyncClient | RawClient, path: str, n: int, concurrency: int
+) -> tuple[float, float]:
+    """n GETs of `path` by `concurrency` workers: requests per second, and this process's CPU
+    time per request in µs. Every answer must be 200."""
     left = n
     bad: list[int] = []
+
+    async def one() -> int:
+        if isinstance(client, RawClient):
+            return await client.status_of(path)
+        return (await client.get(path)).status_code
 
     async def worker() -> None:
         nonlocal left
         while left > 0:
             left -= 1
-            r = await client.get(path)
-            if r.status_code != 200:
-                bad.append(r.status_code)
+            code = await one()
+            if code != 200:
+                bad.append(code)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     rate = n / (time.perf_counter() - t0)
+    cpu_us = (time.process_time() - c0) / n * 1e6
     if bad:
         raise SystemExit(f"{path}: {len(bad)} answers were not 200: {sorted(set(bad))}")
-    return rate
+    return rate, cpu_us
 
 
-async def main(rounds: int, per_round: int, concurrency: int, tasks: int, profile: bool) -> int:
+async def breakdown(engine: Engine, keys: KeyStore, token: str, n: int) -> list[Piece]:
+    """The parts of /status one at a time, in this process, without HTTP: wall and CPU time
+    per call (sequential, so wall includes waiting for PostgreSQL; CPU is this process's)."""
+    actor = Actor(OPERATOR, Tier.BUILDER)
+    tenant = actor.tenant
+    reg = TaskRegistry(engine.db, tenant)
+    summary = await engine.conductor.status(actor)
+
+    async def empty_tx() -> None:
+        async with engine.db.tx(tenant):
+            pass
+
+    async def one_tx() -> None:
+        # Not what the route does: the same three reads in ONE tenant transaction, to show
+        # what the two other transactions cost.
+        async with engine.db.tx(tenant, QueryClass.LIST) as conn:
+            await conn.fetch("SELECT * FROM fleet_spawn_queue ORDER BY id")
+            await conn.fetch("SELECT status, count(*) AS n FROM fleet_tasks GROUP BY status")
+            rows = await conn.fetch(
+                "SELECT * FROM fleet_tasks ORDER BY created_at DESC, id LIMIT $1", 50
+            )
+            [TaskRecord.model_validate(dict(r)) for r in rows]
+
+    async def dump_json() -> None:
+        summary.model_dump_json()  # not what the route does: one pass straight to JSON
+
+    async def serialise() -> None:
+        # As the route and FastAPI do: dump to JSON-ready dicts, validate the dict against the
+        # response_model, dump that, render JSON bytes.
+        doc = summary.model_dump(mode="json")
+        json.dumps(Summary.model_validate(doc).model_dump(mode="json")).encode()
+
+    pieces: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("verify_token (ES256, claims; key cached)", lambda: verify_token(keys, token)),
+        ("empty tenant transaction", empty_tx),
+        ("governor.queue (1 tenant tx)", lambda: engine.conductor.governor.queue(tenant)),
+        ("count_by_status (1 tenant tx)", reg.count_by_status),
+        ("query newest 50 (1 tenant tx, parse)", lambda: reg.query(limit=50)),
+        ("conductor.status (the 3 above)", lambda: engine.conductor.status(actor)),
+        ("serialise the Summary", serialise),
+        ("(alternative) the 3 reads in 1 tenant tx", one_tx),
+        ("(alternative) Summary.model_dump_json()", dump_json),
+    ]
+    out = []
+    for name, fn in pieces:
+        for _ in range(50):
+            await fn()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await fn()
+        out.append(Piece(name, (time.perf_counter() - t0) / n * 1e6,
+                         (time.process_time() - c0) / n * 1e6))  # fmt: skip
+    return out
+
+
+async def main(
+    rounds: int, per_round: int, concurrency: int, tasks: int, client_kind: str, profile: bool
+) -> int:
     root = Path(tempfile.mkdtemp(prefix="fleet-bench-api-"))
     settings = Settings(
         data_dir=root / "data",
@@ -133,6 +256,7 @@ async def main(rounds: int, per_round: int, concurrency: int, tasks: int, profil
     )
     cluster = cluster_for(settings)
     rates: dict[str, list[float]] = {STATUS: [], BARE: []}
+    cpu: dict[str, list[float]] = {STATUS: [], BARE: []}  # this process's, µs per request
     prof_text = ""
     try:
         async with running_engine(settings, background=False) as engine:
@@ -160,30 +284,45 @@ async def main(rounds: int, per_round: int, concurrency: int, tasks: int, profil
             limits = httpx.Limits(max_connections=concurrency,
                                   max_keepalive_connections=concurrency)  # fmt: skip
             try:
-                async with httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{port}",
-                    headers={"Authorization": f"Bearer {token}"},
-                    limits=limits,
-                    timeout=30,
-                ) as client:
-                    doc = (await client.get(STATUS)).json()
-                    assert len(doc["tasks"]) == tasks, doc
-                    assert (await client.get(BARE)).json() == {"ok": True}
+                async with contextlib.AsyncExitStack() as stack:
+                    http = await stack.enter_async_context(
+                        httpx.AsyncClient(
+                            base_url=f"http://127.0.0.1:{port}",
+                            headers={"Authorization": f"Bearer {token}"},
+                            limits=limits,
+                            timeout=30,
+                        )
+                    )
+                    first = await http.get(STATUS)
+                    assert len(first.json()["tasks"]) == tasks, first.text
+                    bare_first = await http.get(BARE)
+                    assert bare_first.json() == {"ok": True}
+                    sizes = (len(first.content), len(bare_first.content))
+                    assert (
+                        await http.get(STATUS, headers={"Authorization": ""})
+                    ).status_code == 401
+                    client: httpx.AsyncClient | RawClient = http
+                    if client_kind == "raw":
+                        client = await stack.enter_async_context(
+                            RawClient(port, token, concurrency)
+                        )
                     for path in (STATUS, BARE):  # warm-up: connections, caches, statements
                         await drive(client, path, max(200, per_round // 10), concurrency)
                     for r in range(rounds):
                         order = [STATUS, BARE] if r % 2 == 0 else [BARE, STATUS]
                         for path in order:
-                            rates[path].append(await drive(client, path, per_round, concurrency))
+                            rate, cpu_us = await drive(client, path, per_round, concurrency)
+                            rates[path].append(rate)
+                            cpu[path].append(cpu_us)
                         print(f"round {r + 1}: status {rates[STATUS][-1]:6.0f}/s  "
                               f"bare {rates[BARE][-1]:6.0f}/s  "
                               f"ratio {rates[STATUS][-1] / rates[BARE][-1]:.2f}")  # fmt: skip
+                    pieces = await breakdown(engine, keys, token, per_round)
                     if profile:
                         prof = cProfile.Profile()
                         prof.enable()
                         await drive(client, STATUS, per_round, concurrency)
                         prof.disable()
-                        prof.dump_stats("/tmp/api.prof")
                         buf = io.StringIO()
                         stats = pstats.Stats(prof, stream=buf)
                         stats.sort_stats("tottime").print_stats(30)
@@ -198,21 +337,28 @@ async def main(rounds: int, per_round: int, concurrency: int, tasks: int, profil
 
     versions = ", ".join(f"{p} {version(p)}" for p in PACKAGES)
     print(f"\nPython {platform.python_version()}, PostgreSQL {pg_version}, {versions}")
-    print(f"rounds={rounds} per_round={per_round} concurrency={concurrency} tasks={tasks}")
-    report(f"GET {STATUS} (JWT + RLS)", rates[STATUS])
-    report(f"GET {BARE}", rates[BARE])
+    print(f"client={client_kind} rounds={rounds} per_round={per_round} "
+          f"concurrency={concurrency} tasks={tasks}; response bodies: status {sizes[0]} bytes, "
+          f"bare {sizes[1]} bytes")  # fmt: skip
+    report(f"GET {STATUS} (JWT + RLS)", rates[STATUS], cpu[STATUS])
+    report(f"GET {BARE}", rates[BARE], cpu[BARE])
     ratios = [s / b for s, b in zip(rates[STATUS], rates[BARE], strict=True)]
     med = statistics.median(ratios)
     print(f"ratio status / bare: median {med:.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
           f"  goal >= 0.5: {'met' if med >= 0.5 else 'MISSED'}")  # fmt: skip
+    print(f"\nthe parts of /status alone, {per_round} calls each, sequential (us per call):")
+    for piece in pieces:
+        print(f"  {piece.name:42s} wall {piece.wall_us:7.0f}  cpu {piece.cpu_us:7.0f}")
     if prof_text:
         print(f"\ncProfile of one round of {per_round} GET {STATUS} (client and server):")
         print(prof_text)
     return 0
 
 
-def report(name: str, rates: list[float]) -> None:
-    print(f"{name:32s} median {statistics.median(rates):6.0f}/s  {sorted(round(x) for x in rates)}")
+def report(name: str, rates: list[float], cpu_us: list[float]) -> None:
+    print(f"{name:32s} median {statistics.median(rates):6.0f}/s  "
+          f"{sorted(round(x) for x in rates)}  CPU of this process per request: "
+          f"median {statistics.median(cpu_us):5.0f} us")  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -221,7 +367,8 @@ if __name__ == "__main__":
     ap.add_argument("--per-round", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--client", choices=["httpx", "raw"], default="httpx")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     sys.exit(asyncio.run(main(args.rounds, args.per_round, args.concurrency, args.tasks,
-                              args.profile)))  # fmt: skip
+                              args.client, args.profile)))  # fmt: skip

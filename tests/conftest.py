@@ -4,16 +4,20 @@ manager the program uses, with a clean schema for every test."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
+import uvicorn
 
 # Tests never read the user's config or touch their data dir.
 for _name in [n for n in os.environ if n.startswith("FLEET_")]:
@@ -22,12 +26,17 @@ _SANDBOX = Path(tempfile.mkdtemp(prefix="fleet-tests-"))
 os.environ["FLEET_CONFIG"] = str(_SANDBOX / "absent.toml")
 os.environ["FLEET_DATA_DIR"] = str(_SANDBOX / "data")
 
+from fleet_core.api.app import create_app  # noqa: E402
+from fleet_core.auth.keys import KeyStore  # noqa: E402
 from fleet_core.config import Settings, load_settings  # noqa: E402
 from fleet_core.db.connect import cluster_for, migrate, resolve_target  # noqa: E402
 from fleet_core.db.database import Database, Tenant  # noqa: E402
 from fleet_core.db.embedded import EmbeddedCluster  # noqa: E402
+from fleet_core.engine import Engine, running_engine  # noqa: E402
+from fleet_core.headless import Server  # noqa: E402
 from fleet_core.models import AgentType, NewTask, TaskType  # noqa: E402
 from fleet_core.registry import TaskRegistry  # noqa: E402
+from fleet_core.runtime.local import RuntimePaths  # noqa: E402
 
 TABLES = (
     "fleet_signing_keys",
@@ -162,3 +171,47 @@ def fleet(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env={**os.environ, "FLEET_OPERATOR": "alice", **env},
     )
+
+
+# -- the HTTP API on 127.0.0.1 ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api_settings(pg: Pg, tmp_path: Path, host_id: str) -> Settings:
+    return Settings(
+        data_dir=pg.settings.data_dir,
+        worktree_dir=tmp_path / "worktrees",
+        host_id=host_id,
+        secrets={"FLEET_DEMO_DELAY": "0"},
+        kill_grace_seconds=0.5,
+        key_encryption_key=base64.b64encode(host_id.encode().ljust(32, b"k")[:32]).decode(),
+        gh="/nonexistent/gh",
+    )
+
+
+@asynccontextmanager
+async def api_server(settings: Settings) -> AsyncIterator[tuple[str, Engine, KeyStore]]:
+    """A real uvicorn on a free port over the real engine (no monitor); yields its base URL,
+    the engine and the key store; stops both and the agents' tmux server afterwards."""
+    async with running_engine(settings, background=False) as engine:
+        keys = KeyStore(engine.db, KeyStore.load_master_key(settings))
+        await keys.ensure_signing_key()
+        port = free_port()
+        config = uvicorn.Config(create_app(engine, keys), host="127.0.0.1", port=port,
+                                log_config=None, access_log=False, lifespan="off")  # fmt: skip
+        server = Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{port}", engine, keys
+        finally:
+            server.should_exit = True
+            await serving
+    sock = RuntimePaths.from_settings(settings).tmux_socket
+    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)

@@ -8,8 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,17 +19,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 
-from conftest import Pg
-from fleet_core.api.app import create_app
+from conftest import Pg, api_server, api_settings
 from fleet_core.auth.keys import KeyStore
 from fleet_core.auth.tokens import AUDIENCE, ISSUER, issue_token
 from fleet_core.config import Settings
-from fleet_core.engine import running_engine
-from fleet_core.headless import Server
 from fleet_core.models import Tier
-from fleet_core.runtime.local import RuntimePaths
 
 
 @dataclass
@@ -47,39 +40,12 @@ class Api:
         return {"Authorization": f"Bearer {await self.token(operator, tier)}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def api(pg: Pg, su: Any, tmp_path: Path) -> AsyncIterator[Api]:
-    settings = Settings(
-        data_dir=pg.settings.data_dir,
-        worktree_dir=tmp_path / "worktrees",
-        host_id="api-host",
-        secrets={"FLEET_DEMO_DELAY": "0"},
-        kill_grace_seconds=0.5,
-        key_encryption_key=base64.b64encode(b"k" * 32).decode(),
-        gh="/nonexistent/gh",
-    )
-    async with running_engine(settings, background=False) as engine:
-        keys = KeyStore(engine.db, KeyStore.load_master_key(settings))
-        await keys.ensure_signing_key()
-        port = free_port()
-        config = uvicorn.Config(create_app(engine, keys), host="127.0.0.1", port=port,
-                                log_config=None, access_log=False, lifespan="off")  # fmt: skip
-        server = Server(config)
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    settings = api_settings(pg, tmp_path, "api-host")
+    async with api_server(settings) as (url, _engine, keys):  # noqa: SIM117 (needs url)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             yield Api(client, keys, settings)
-        server.should_exit = True
-        await serving
-    sock = RuntimePaths.from_settings(settings).tmux_socket
-    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
 
 
 def b64(data: bytes) -> str:

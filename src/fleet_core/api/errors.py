@@ -1,10 +1,17 @@
-"""Engine errors as HTTP answers: the same JSON documents the CLI prints with --json."""
+"""Engine errors as HTTP answers: the same JSON documents the CLI prints with --json, and
+declared as such in the OpenAPI document (`ErrorBody`, `responses`)."""
 
 from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
 
 from fleet_core.errors import (
     ActiveTaskDeletionError,
@@ -22,6 +29,8 @@ from fleet_core.errors import (
     StaleVersionError,
     TaskNotFoundError,
 )
+from fleet_core.forge.base import ForgeError, ForgePausedError
+from fleet_core.saga import SagaError
 
 STATUS: list[tuple[type[FleetError], int]] = [
     (AuthError, 401),
@@ -37,10 +46,53 @@ STATUS: list[tuple[type[FleetError], int]] = [
     (MergeRefusedError, 409),
     (RetryBudgetSpentError, 409),
     (OtherHostError, 409),
+    (ForgePausedError, 503),  # rate-limited by the forge: Retry-After says when to come back
+    (ForgeError, 409),  # no forge for the task's repository (no origin, gh missing)
 ]
 
 
+DESCRIPTIONS = {
+    400: "Bad input: `field` names what was refused",
+    401: "No valid bearer token",
+    403: "Denied: the caller's tier is too low, or a spawn is over the limit",
+    404: "No such task (or not the caller's)",
+    409: "The task's state does not allow this now",
+    503: "The forge is rate-limited: try again after Retry-After seconds",
+}
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a code and a message. Bad input names its `field`; some errors say
+    more (a spawn denial: operator, tier, active, limit, reason, hint, queued_ahead)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    message: str
+    field: str | None = None
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route decorator for the errors it may answer with."""
+    return {code: {"model": ErrorBody, "description": DESCRIPTIONS[code]} for code in codes}
+
+
+# Codes of the errors that FastAPI and Starlette raise themselves (a body that is not JSON, an
+# unknown path or method), so that they answer in the same shape as the engine's.
+HTTP_CODES = {
+    400: "bad_input",
+    401: "unauthorized",
+    403: "denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
 def status_of(exc: FleetError) -> int:
+    if isinstance(exc, SagaError) and isinstance(exc.cause, FleetError):
+        return status_of(exc.cause)  # a spawn step that failed answers as its cause would
     for kind, code in STATUS:
         if isinstance(exc, kind):
             return code
@@ -50,7 +102,13 @@ def status_of(exc: FleetError) -> int:
 def install(app: FastAPI) -> None:
     @app.exception_handler(FleetError)
     async def fleet_error(request: Request, exc: FleetError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
+        headers = None
+        if isinstance(exc, AuthError):
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, ForgePausedError):
+            until = exc.until if exc.until.tzinfo else exc.until.replace(tzinfo=UTC)
+            wait = (until - datetime.now(UTC)).total_seconds()
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
         return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -60,3 +118,28 @@ def install(app: FastAPI) -> None:
         field = ".".join(loc) or "request"
         doc = {"error": "bad_input", "field": field, "message": str(first.get("msg"))}
         return JSONResponse(doc, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = exc.status_code
+        doc: dict[str, Any] = {"error": HTTP_CODES.get(code, f"http_{code}"), "message": exc.detail}
+        if code == 400:
+            doc["field"] = "body"  # FastAPI's only 400: a body it could not parse
+        return JSONResponse(doc, status_code=code, headers=exc.headers)
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document without its 422 answers: invalid requests get a 400 here."""
+        if app.openapi_schema is None:
+            doc = build()
+            for item in doc.get("paths", {}).values():
+                for operation in item.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = doc.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
+from fleet_core.api.errors import responses
 from fleet_core.api.identity import ADMIN_TIER, at_least
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.engine import Engine
@@ -20,10 +21,12 @@ from fleet_core.events import FleetEvent
 from fleet_core.lifecycle import parse_statuses
 from fleet_core.models import SpawnRequest, TaskRecord, Tier
 
-router = APIRouter(prefix="/api/fleet")
+router = APIRouter(prefix="/api/fleet", responses=responses(401))
 Observer = Annotated[Actor, Depends(at_least(Tier.OBSERVER))]
 Builder = Annotated[Actor, Depends(at_least(Tier.BUILDER))]
 SSE_KEEPALIVE_S = 15.0
+EVENT_STREAM = "text/event-stream"
+ACTS = responses(400, 403, 404, 409)  # a builder's verbs on one task
 
 
 class Queued(BaseModel):
@@ -36,6 +39,11 @@ class Queued(BaseModel):
 class Deleted(BaseModel):
     task: TaskRecord
     snapshot: str | None
+
+
+class Logs(BaseModel):
+    id: str
+    lines: list[str]
 
 
 class Summary(BaseModel):
@@ -59,7 +67,7 @@ def conductor_of(request: Request) -> Conductor:
     "/spawn",
     status_code=201,
     response_model=TaskRecord,
-    responses={202: {"model": Queued}, 200: {"model": TaskRecord}},
+    responses={202: {"model": Queued}, 200: {"model": TaskRecord}, **responses(400, 403, 409)},
 )
 async def spawn(
     request: Request,
@@ -83,7 +91,7 @@ async def spawn(
     return JSONResponse(out.task.model_dump(mode="json"), status_code=code)
 
 
-@router.get("/status", response_model=Summary)
+@router.get("/status", response_model=Summary, responses=responses(400, 403))
 async def status(
     request: Request,
     actor: Observer,
@@ -102,38 +110,40 @@ async def status(
     return summary.model_dump(mode="json")
 
 
-@router.get("/tasks/{task_id}", response_model=TaskRecord)
+@router.get("/tasks/{task_id}", response_model=TaskRecord, responses=responses(400, 404))
 async def show(request: Request, task_id: str, actor: Observer) -> Any:
     return (await conductor_of(request).show(actor, task_id)).model_dump(mode="json")
 
 
-@router.post("/tasks/{task_id}/stop", response_model=TaskRecord)
+@router.post("/tasks/{task_id}/stop", response_model=TaskRecord, responses=ACTS)
 async def stop(request: Request, task_id: str, actor: Builder) -> Any:
     return (await conductor_of(request).stop(actor, task_id)).model_dump(mode="json")
 
 
-@router.post("/tasks/{task_id}/retry", response_model=TaskRecord)
+@router.post("/tasks/{task_id}/retry", response_model=TaskRecord, responses=ACTS)
 async def retry(request: Request, task_id: str, actor: Builder) -> Any:
     return (await conductor_of(request).retry(actor, task_id)).model_dump(mode="json")
 
 
-@router.post("/tasks/{task_id}/merge", response_model=TaskRecord)
+@router.post(
+    "/tasks/{task_id}/merge", response_model=TaskRecord, responses={**ACTS, **responses(503)}
+)
 async def merge(request: Request, task_id: str, actor: Builder) -> Any:
     return (await conductor_of(request).merge(actor, task_id)).model_dump(mode="json")
 
 
-@router.get("/tasks/{task_id}/logs")
+@router.get("/tasks/{task_id}/logs", responses=responses(400, 404, 409))
 async def logs(
     request: Request,
     task_id: str,
     actor: Observer,
     lines: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> Logs:
     text = await conductor_of(request).logs(actor, task_id, lines)
-    return {"id": task_id, "lines": text.splitlines()}
+    return Logs(id=task_id, lines=text.splitlines())
 
 
-@router.delete("/tasks/{task_id}", response_model=Deleted)
+@router.delete("/tasks/{task_id}", response_model=Deleted, responses=ACTS)
 async def delete(request: Request, task_id: str, actor: Builder) -> Any:
     gone = await conductor_of(request).delete(actor, task_id)
     snapshot = gone.cleanup.snapshot_dir if gone.cleanup else None
@@ -142,7 +152,11 @@ async def delete(request: Request, task_id: str, actor: Builder) -> Any:
     )
 
 
-@router.get("/events")
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={200: {"description": "Server-sent events", "content": {EVENT_STREAM: {}}}},
+)
 async def events(request: Request, actor: Observer) -> StreamingResponse:
     """Server-sent events of the engine's bus: the caller's own tasks (every operator's for
     an admin), one `data:` line of JSON per event."""
@@ -169,4 +183,4 @@ async def events(request: Request, actor: Observer) -> StreamingResponse:
         finally:
             off()
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+    return StreamingResponse(stream(), media_type=EVENT_STREAM)
