@@ -334,8 +334,7 @@ class Conductor:
     async def status(
         self, actor: Actor, *, statuses: list[TaskStatus] | None = None, limit: int = 50
     ) -> FleetStatusSummary:
-        queued = await self.governor.queue(actor.tenant)
-        return await self.registry(actor).summary(status=statuses, limit=limit, queued=len(queued))
+        return await self.registry(actor).summary(status=statuses, limit=limit)
 
     async def stop(self, actor: Actor, ref: str) -> TaskRecord:
         """Kill the agent (if it runs here) and move the task to cancelled."""

@@ -164,6 +164,7 @@ class TaskRegistry:
         task_type: TaskType | None = None,
         since: datetime | None = None,
         limit: int = DEFAULT_LIMIT,
+        conn: Conn | None = None,
     ) -> list[TaskRecord]:
         """Newest first. RLS limits rows to the tenant whatever the filters say."""
         if not 1 <= limit <= MAX_LIMIT:
@@ -191,30 +192,31 @@ class TaskRegistry:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY created_at DESC, id LIMIT ${len(args)}"
-        async with self._conn(None, QueryClass.LIST) as c:
+        async with self._conn(conn, QueryClass.LIST) as c:
             rows = await c.fetch(sql, *args)
         return [_record(r) for r in rows]
 
-    async def count_by_status(self, *, operator_id: str | None = None) -> dict[TaskStatus, int]:
+    async def count_by_status(
+        self, *, operator_id: str | None = None, conn: Conn | None = None
+    ) -> dict[TaskStatus, int]:
         sql = "SELECT status, count(*) AS n FROM fleet_tasks"
         args: list[Any] = []
         if operator_id is not None:
             sql += " WHERE operator_id = $1"
             args.append(operator_id)
-        async with self._conn(None, QueryClass.LIST) as c:
+        async with self._conn(conn, QueryClass.LIST) as c:
             rows = await c.fetch(sql + " GROUP BY status", *args)
         return {TaskStatus(r["status"]): r["n"] for r in rows}
 
     async def summary(
-        self,
-        *,
-        status: Iterable[TaskStatus] | None = None,
-        limit: int = DEFAULT_LIMIT,
-        queued: int = 0,
+        self, *, status: Iterable[TaskStatus] | None = None, limit: int = DEFAULT_LIMIT
     ) -> FleetStatusSummary:
-        """Counts over every visible task (not just the page) and the newest `limit` tasks."""
-        counts = await self.count_by_status()
-        tasks = await self.query(status=status, limit=limit)
+        """Counts over every visible task (not just the page), the queued spawns and the
+        newest `limit` tasks, in one transaction."""
+        async with self._conn(None, QueryClass.LIST) as c:
+            counts = await self.count_by_status(conn=c)
+            tasks = await self.query(status=status, limit=limit, conn=c)
+            queued = int(await c.fetchval("SELECT count(*) FROM fleet_spawn_queue"))
 
         def total(group: frozenset[TaskStatus]) -> int:
             return sum(n for s, n in counts.items() if s in group)

@@ -33,15 +33,13 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> str:
         async with opened(settings) as db:
-            queue = await Governor(db).queue(tenant)
-            summary = await TaskRegistry(db, tenant).summary(
-                status=statuses, limit=args.limit, queued=len(queue)
-            )
+            summary = await TaskRegistry(db, tenant).summary(status=statuses, limit=args.limit)
             if args.json:
                 doc = summary.model_dump(mode="json", exclude={"tasks"})
                 doc["tasks"] = [task_json(t) for t in summary.tasks]
                 return dumps(doc)
             who = "all operators" if args.all else f"operator {settings.operator}"
+            queue = await Governor(db).queue(tenant) if summary.queued else []
             return status_text(summary, who=who, where=describe(db), queue=queue)
 
     print(run_async(go))
