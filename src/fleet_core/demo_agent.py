@@ -27,8 +27,8 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def git(*args: str) -> None:
-    subprocess.run(["git", *GIT_ID, *args], check=True, timeout=120)
+def git(*args: str, stdin: str | None = None) -> None:
+    subprocess.run(["git", *GIT_ID, *args], input=stdin, text=True, check=True, timeout=120)
 
 
 def main() -> int:
@@ -64,7 +64,8 @@ def main() -> int:
     git("add", "-A")
     lines = [line.strip() for line in text.splitlines()]
     title = next((line for line in lines if line and not line.startswith("#")), task)
-    git("commit", "-q", "-m", f"demo: {title[:60]}")
+    # The message comes from the prompt: on stdin, never in argv (where `ps` would show it).
+    git("commit", "-q", "-F", "-", stdin=f"demo: {title[:60]}\n")
     say("committed")
     time.sleep(delay)
     if "[demo:hang]" in text:
