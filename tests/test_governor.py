@@ -13,10 +13,11 @@ from fleet_core.config import load_settings
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import ConfigError, SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
-from fleet_core.governor import Admitted, Governor, Limits, Queued
+from fleet_core.governor import Admitted, Governor, Limits
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import NewTask, Tier
 from fleet_core.registry import TaskRegistry
+from fleet_core.spawn_queue import Queued
 
 ARCHITECT = Tier.ARCHITECT  # limit 3
 

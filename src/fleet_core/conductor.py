@@ -31,7 +31,7 @@ from fleet_core.errors import (
 )
 from fleet_core.events import EventBus, EventType
 from fleet_core.forge.select import ForgeSet
-from fleet_core.governor import DEFAULT_TIER_LIMITS, Governor, Limits, Queued, QueueEntry
+from fleet_core.governor import DEFAULT_TIER_LIMITS, Governor, Limits
 from fleet_core.lifecycle import LIVE, TERMINAL, TaskStatus
 from fleet_core.models import (
     CiStatus,
@@ -52,6 +52,7 @@ from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.validation import validate_branch
 from fleet_core.saga import SagaError
+from fleet_core.spawn_queue import Queued, QueueEntry
 from fleet_core.spawn_saga import STALE_RETRIES, SpawnSaga
 from fleet_core.transitions import Transitions
 

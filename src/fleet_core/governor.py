@@ -19,15 +19,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from fleet_core import spawn_queue
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.lifecycle import SLOT_HOLDING, TaskStatus
 from fleet_core.models import NewTask, TaskRecord, Tier
 from fleet_core.registry import TaskRegistry
+from fleet_core.spawn_queue import Queued, QueueEntry
 
 if TYPE_CHECKING:
     from fleet_core.db.database import Conn
@@ -67,25 +68,6 @@ class Limits:
 class Admitted:
     task: TaskRecord
     existing: bool = False  # the idempotency key matched a task made earlier
-
-
-@dataclass(frozen=True)
-class Queued:
-    entry_id: int
-    operator_id: str
-    position: int  # 1 = next in line
-    created_at: datetime
-    existing: bool = False
-
-
-@dataclass(frozen=True)
-class QueueEntry:
-    id: int
-    operator_id: str
-    tier: Tier
-    request: dict[str, Any]
-    idempotency_key: str | None
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -164,7 +146,7 @@ class Governor:
             if reason is None:
                 rec = await registry.create(task, conn=conn)
             elif queue and reason != "no_fleet_access":
-                queued = await self._enqueue(conn, operator_id, state.tier, task, request)
+                queued = await spawn_queue.enqueue(conn, operator_id, state.tier, task, request)
             else:
                 denial = self._denial(
                     operator_id, state.tier, state.active, state.limit, state.queued, reason
@@ -191,13 +173,9 @@ class Governor:
         tenant = Tenant.operator(operator_id)
         async with self.db.tx(tenant) as conn:
             counts = await self._lock_and_count(conn, operator_id)  # the lock comes first
-            row = await conn.fetchrow(
-                "SELECT * FROM fleet_spawn_queue WHERE operator_id = $1 ORDER BY id LIMIT 1",
-                operator_id,
-            )
-            if row is None:
+            entry = await spawn_queue.oldest(conn, operator_id)
+            if entry is None:
                 return None
-            entry = _entry(row)
             state = self._with_tier(counts, entry.tier)
             if self._refusal(state, queued_turn=True) is not None:
                 return None
@@ -251,18 +229,11 @@ class Governor:
         return new
 
     async def queued_operators(self) -> list[str]:
-        async with self.db.tx(Tenant.admin()) as conn:
-            rows = await conn.fetch(
-                "SELECT operator_id, min(id) AS first FROM fleet_spawn_queue "
-                "GROUP BY operator_id ORDER BY first"
-            )
-        return [r["operator_id"] for r in rows]
+        return await spawn_queue.operators(self.db)
 
     async def queue(self, tenant: Tenant) -> list[QueueEntry]:
         """Queued spawns visible to `tenant`, oldest first."""
-        async with self.db.tx(tenant) as conn:
-            rows = await conn.fetch("SELECT * FROM fleet_spawn_queue ORDER BY id")
-        return [_entry(r) for r in rows]
+        return await spawn_queue.entries(self.db, tenant)
 
     async def stored_tier(self, operator_id: str) -> Tier | None:
         async with self.db.tx(Tenant.operator(operator_id)) as conn:
@@ -333,40 +304,7 @@ class Governor:
         )
         if row is not None:
             return Admitted(TaskRecord.model_validate(dict(row)), existing=True)
-        entry = await conn.fetchrow(
-            "SELECT * FROM fleet_spawn_queue WHERE operator_id = $1 AND idempotency_key = $2",
-            operator_id,
-            key,
-        )
-        if entry is None:
-            return None
-        return Queued(
-            entry["id"],
-            operator_id,
-            await _position(conn, entry["id"]),
-            entry["created_at"],
-            existing=True,
-        )
-
-    async def _enqueue(
-        self,
-        conn: Conn,
-        operator_id: str,
-        tier: Tier,
-        task: NewTask,
-        request: Mapping[str, Any] | None,
-    ) -> Queued:
-        doc = {"task": task.model_dump(mode="json"), **(request or {})}
-        row = await conn.fetchrow(
-            "INSERT INTO fleet_spawn_queue (operator_id, tier, request, idempotency_key) "
-            "VALUES ($1, $2, $3, $4) RETURNING id, created_at",
-            operator_id,
-            tier.value,
-            doc,
-            task.idempotency_key,
-        )
-        assert row is not None
-        return Queued(row["id"], operator_id, await _position(conn, row["id"]), row["created_at"])
+        return await spawn_queue.by_key(conn, operator_id, key)
 
     def _denial(
         self, operator_id: str, tier: Tier, active: int, limit: int, queued: int, reason: str | None
@@ -416,26 +354,6 @@ class Governor:
             total = int(await conn.fetchval("SELECT fleet_active_total($1)", _SLOTS))
         await self._capacity(total)
         return total
-
-
-async def _position(conn: Conn, entry_id: int) -> int:
-    n = await conn.fetchval(
-        """SELECT count(*) FROM fleet_spawn_queue q, fleet_spawn_queue me
-            WHERE me.id = $1 AND q.operator_id = me.operator_id AND q.id <= me.id""",
-        entry_id,
-    )
-    return int(n)
-
-
-def _entry(row: Any) -> QueueEntry:
-    return QueueEntry(
-        row["id"],
-        row["operator_id"],
-        Tier(row["tier"]),
-        dict(row["request"]),
-        row["idempotency_key"],
-        row["created_at"],
-    )
 
 
 def _first_tier_with_access(gov: Governor) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fleet_core.governor import QueueEntry
 from fleet_core.models import FleetStatusSummary, TaskRecord
+from fleet_core.spawn_queue import QueueEntry
 
 COLUMNS = ("ID", "STATUS", "AGENT", "MODEL", "TYPE", "BRANCH", "PR", "CI", "RETRIES", "AGE")
 
