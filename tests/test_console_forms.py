@@ -163,7 +163,7 @@ async def test_spawn_form_shows_errors_under_the_field(
     async with app.run_test(size=SIZE) as pilot:
         _fill(form, **({"description": "do it"} | values))
         await pilot.pause()
-        await pilot.click("#spawn")
+        await pilot.press("ctrl+s")  # the keyboard path: no click on a shifting layout
         await soon(pilot, lambda: bool(_shown(form)))
         shown = _shown(form)
         assert list(shown) == [field]
@@ -177,7 +177,7 @@ async def test_spawn_form_shows_errors_under_the_field(
         )
         await pilot.pause()
         assert _error(form, field) == ""
-        await pilot.click("#spawn")
+        await pilot.press("ctrl+s")  # the keyboard path: no click on a shifting layout
         await soon(pilot, lambda: len(app.submitted) == 1)
 
 
@@ -215,7 +215,7 @@ async def test_show_error_from_the_engine(tmp_path: Path) -> None:
         # The operator fixes it and submits again.
         _fill(form, **{"base-branch": "main"})
         await pilot.pause()
-        await pilot.click("#spawn")
+        await pilot.press("ctrl+s")  # the keyboard path: no click on a shifting layout
         await soon(pilot, lambda: len(app.submitted) == 2)
         assert _shown(form) == {}
 

@@ -311,7 +311,7 @@ def test_spawn_form_error(snap_compare: Any, fleet: Seeded) -> None:
         form.query_one("#repository", Input).value = "/tmp"  # not the cwd: stable
         form.query_one("#base-branch", Input).value = "-x"
         await pilot.pause()
-        await pilot.click("#spawn")
+        await pilot.press("ctrl+s")
         await until(
             pilot,
             lambda: form.query_one("#error-base-branch").has_class("-shown"),
