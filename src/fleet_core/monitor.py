@@ -43,7 +43,7 @@ from fleet_core.models import CiStatus, TaskRecord
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context, usage_limit_resume
 from fleet_core.runtime import git as g
-from fleet_core.runtime.local import session_name
+from fleet_core.runtime.local import ExitStatus, session_name
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
@@ -269,7 +269,7 @@ class Monitor:
             if status is not None and status.code == 0 and not judge:
                 return  # finished well; whether it made a PR, the forge says next cycle
             report.ended += 1
-            await self._agent_ended(rec, report)
+            await self._agent_ended(rec, status, report)
             return
         if rec.status in WITH_PR and rec.id in ci:
             await self._ci(rec, ci[rec.id], report)
@@ -298,11 +298,10 @@ class Monitor:
         ctx = failure_context("spawn_interrupted", previous=rec)
         await self._move(rec, S.FAILED, "spawn_interrupted", failure_context=ctx)
 
-    async def _agent_ended(self, rec: TaskRecord, report: CycleReport) -> None:
-        status = await self.c.runtime.exit_status(rec.id)
-        tail = ""
-        with contextlib.suppress(Exception):
-            tail = await self.c.runtime.logs(rec.id, LOG_TAIL_LINES)
+    async def _agent_ended(
+        self, rec: TaskRecord, status: ExitStatus | None, report: CycleReport
+    ) -> None:
+        tail = await self._tail(rec) or ""
         code = status.code if status else None
         oom = bool(status and status.oom) or "out of memory" in tail.lower()
         resume = usage_limit_resume(tail, datetime.now(UTC)) if code != 0 else None

@@ -111,6 +111,16 @@ def session_name(task_id: UUID) -> str:
     return f"{SESSION_PREFIX}{task_id}"
 
 
+def task_of(session: str) -> UUID | None:
+    """The task id of one of our session names; None for any other session."""
+    if not session.startswith(SESSION_PREFIX):
+        return None
+    try:
+        return UUID(session[len(SESSION_PREFIX) :])
+    except ValueError:
+        return None
+
+
 class LocalRuntime:
     def __init__(
         self,
@@ -317,11 +327,11 @@ class LocalRuntime:
         """The tasks whose agent runs, in one tmux call (for the monitor's cycle)."""
         alive = set()
         for name, pane in (await self.tmux.panes()).items():
-            if name.startswith(SESSION_PREFIX) and not pane.dead:
-                with contextlib.suppress(ValueError):
-                    task_id = UUID(name[len(SESSION_PREFIX) :])
-                    if not (self.run_dir(task_id) / "exit").exists():
-                        alive.add(task_id)
+            task_id = task_of(name)
+            if task_id is None or pane.dead:
+                continue
+            if not (self.run_dir(task_id) / "exit").exists():
+                alive.add(task_id)
         return alive
 
     async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
@@ -331,12 +341,8 @@ class LocalRuntime:
 
     async def list_active(self) -> list[UUID]:
         """Task ids of the sessions on our own socket (never the user's tmux)."""
-        ids = []
-        for name in await self.tmux.list_sessions():
-            if name.startswith(SESSION_PREFIX):
-                with contextlib.suppress(ValueError):
-                    ids.append(UUID(name[len(SESSION_PREFIX) :]))
-        return ids
+        ids = [task_of(name) for name in await self.tmux.list_sessions()]
+        return [i for i in ids if i is not None]
 
     def attach_command(self, task_id: UUID) -> list[str]:
         return self.tmux.attach_command(session_name(task_id))

@@ -85,48 +85,27 @@ class Tmux:
         return await asyncio.to_thread(self._has, name)
 
     def _pane(self, name: str) -> PaneState | None:
-        result = self._server.cmd(
-            "display-message",
-            "-p",
-            "-t",
-            f"={name}:",
-            # The status is empty while alive; a missing target prints empty fields, rc 0.
-            "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}",
-        )
+        # The status is empty while alive; a missing target prints empty fields, rc 0.
+        result = self._server.cmd("display-message", "-p", "-t", f"={name}:", PANE_FORMAT)
         if result.returncode != 0 or not result.stdout:
             return None
-        session, dead, status, pid = [*result.stdout[0].split("|"), "", "", ""][:4]
-        if session != name:
-            return None
-        return PaneState(
-            dead=dead == "1",
-            dead_status=int(status) if status.lstrip("-").isdigit() else None,
-            pid=int(pid) if pid.isdigit() else None,
-        )
+        session, state = _pane_state(result.stdout[0])
+        return state if session == name else None
 
     async def pane(self, name: str) -> PaneState | None:
         return await asyncio.to_thread(self._pane, name)
 
     def _panes(self) -> dict[str, PaneState]:
         try:
-            result = self._server.cmd(
-                "list-panes",
-                "-a",
-                "-F",
-                "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}",
-            )
+            result = self._server.cmd("list-panes", "-a", "-F", PANE_FORMAT)
         except LibTmuxException:
             return {}
         if result.returncode != 0:
             return {}  # no server: no sessions
         out: dict[str, PaneState] = {}
         for line in result.stdout:
-            session, dead, status, pid = [*line.split("|"), "", "", ""][:4]
-            out.setdefault(session, PaneState(
-                dead=dead == "1",
-                dead_status=int(status) if status.lstrip("-").isdigit() else None,
-                pid=int(pid) if pid.isdigit() else None,
-            ))  # fmt: skip
+            session, state = _pane_state(line)
+            out.setdefault(session, state)
         return out
 
     async def panes(self) -> dict[str, PaneState]:
@@ -175,3 +154,17 @@ class Tmux:
 
     async def kill_server(self) -> None:
         await asyncio.to_thread(self._kill_server)
+
+
+PANE_FORMAT = "#{session_name}|#{pane_dead}|#{pane_dead_status}|#{pane_pid}"
+
+
+def _pane_state(line: str) -> tuple[str, PaneState]:
+    """(session name, pane state) from one line printed with PANE_FORMAT."""
+    session, dead, status, pid = [*line.split("|"), "", "", ""][:4]
+    state = PaneState(
+        dead=dead == "1",
+        dead_status=int(status) if status.lstrip("-").isdigit() else None,
+        pid=int(pid) if pid.isdigit() else None,
+    )
+    return session, state
