@@ -10,10 +10,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -215,3 +216,27 @@ async def api_server(settings: Settings) -> AsyncIterator[tuple[str, Engine, Key
             await serving
     sock = RuntimePaths.from_settings(settings).tmux_socket
     subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+# -- waiting for asynchronous effects ----------------------------------------------------------
+
+
+async def eventually(predicate: Callable[[], Awaitable[object]], timeout: float = 20.0) -> None:
+    """Poll an async `predicate` until it is truthy; fail after `timeout` seconds."""
+    for _ in range(int(timeout / 0.05)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def pilot_until(
+    pilot: Any, check: Callable[[], bool], what: str = "the condition", *, timeout: float = 20.0
+) -> None:
+    """Let a Textual app run until `check()` holds (messages take several hops; one pause can
+    be outrun on a loaded machine); fail after `timeout` seconds, naming `what`."""
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import shutil
@@ -15,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import Pg, git, origin_of
+from conftest import Pg, eventually, git, origin_of
 from fleet_core.audit import audit_trail
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
@@ -76,14 +75,6 @@ def request(repo: Path, description: str = "write the docs", **kw: Any) -> Spawn
     return SpawnRequest.model_validate(fields)
 
 
-async def wait_for(predicate, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 async def test_spawn_runs_the_agent_with_the_hashed_prompt(make, repo: Path, db: Database) -> None:
     bus = EventBus()
     seen: list[FleetEvent] = []
@@ -105,7 +96,7 @@ async def test_spawn_runs_the_agent_with_the_hashed_prompt(make, repo: Path, db:
     ]
     assert seen[-1].data["routing_reason"] == "agent_type_default"
     # The demo agent pushed the prompt it was given: its hash is the one stored on the task.
-    await wait_for(lambda: c.runtime.exit_status(rec.id))
+    await eventually(lambda: c.runtime.exit_status(rec.id))
     pushed = git(origin_of(repo), "show", f"{rec.branch}:fleet-demo/{rec.id}.md")
     assert hashlib.sha256(pushed.encode()).hexdigest() == rec.prompt_hash
     assert "Fix the parser crash on empty input" in pushed and "## Safety" in pushed
@@ -153,7 +144,7 @@ async def test_logs_and_attach(make, repo: Path) -> None:
     c = make()
     rec = (await c.spawn(ALICE, request(repo, "say hello"))).task
     assert rec is not None
-    await wait_for(lambda: c.runtime.exit_status(rec.id))
+    await eventually(lambda: c.runtime.exit_status(rec.id))
     text = await c.logs(ALICE, str(rec.id), 50)
     assert "[demo] pushed" in text and "agent exited with status 0" in text
     with pytest.raises(BadInputError, match="lines"):
@@ -363,5 +354,5 @@ async def test_background_loop_admits_queued_work(make, repo: Path, su: asyncpg.
             == 1
         )
 
-    await wait_for(admitted)
+    await eventually(admitted)
     await c.stop_engine()

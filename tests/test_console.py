@@ -5,14 +5,13 @@ engine event updates exactly the one row it concerns."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from conftest import Pg
+from conftest import Pg, pilot_until
 from fleet_console.app import FleetApp
 from fleet_console.screens.fleet import FleetScreen
 from fleet_console.screens.forms import ConfirmDialog, SpawnForm
@@ -59,14 +58,6 @@ def app(settings: Settings) -> Any:
     subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
 
 
-async def until(pilot: Any, check: Callable[[], bool], limit: float = 20.0) -> None:
-    for _ in range(int(limit / 0.05)):
-        if check():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("the console did not get there in time")
-
-
 def screen_of(app: FleetApp) -> FleetScreen:
     assert isinstance(app.screen, FleetScreen)
     return app.screen
@@ -85,15 +76,15 @@ async def test_s_on_a_running_task_cancels_it_and_its_session_is_gone(
     app: FleetApp, repo: Path, su: asyncpg.Connection
 ) -> None:
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.source is not None)
+        await pilot_until(pilot, lambda: app.source is not None)
         rec = await spawn(app, repo, "wait [demo:hang]")
         table = screen_of(app).table
-        await until(pilot, lambda: str(rec.id) in table.rows)
+        await pilot_until(pilot, lambda: str(rec.id) in table.rows)
         table.move_cursor(row=table.get_row_index(str(rec.id)))
         await pilot.press("s")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("y")
-        await until(pilot, lambda: table.records[str(rec.id)].status is TaskStatus.CANCELLED)
+        await pilot_until(pilot, lambda: table.records[str(rec.id)].status is TaskStatus.CANCELLED)
         status = await su.fetchval("SELECT status FROM fleet_tasks WHERE id = $1", rec.id)
         assert status == "cancelled"
         assert app.source is not None
@@ -104,9 +95,9 @@ async def test_n_with_a_bad_branch_shows_the_error_and_writes_nothing(
     app: FleetApp, repo: Path, su: asyncpg.Connection
 ) -> None:
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.source is not None)
+        await pilot_until(pilot, lambda: app.source is not None)
         await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, SpawnForm))
+        await pilot_until(pilot, lambda: isinstance(app.screen, SpawnForm))
         form = app.screen
         form.query_one("#description").text = "do something"
         form.query_one("#repository").value = str(repo)
@@ -114,41 +105,41 @@ async def test_n_with_a_bad_branch_shows_the_error_and_writes_nothing(
         await pilot.pause()
         await pilot.click("#spawn")
         error = form.query_one("#error-base-branch")
-        await until(pilot, lambda: error.display and "-x" in str(error.render()))
+        await pilot_until(pilot, lambda: error.display and "-x" in str(error.render()))
         form.query_one("#base-branch").value = "no-such-branch"  # refused by the engine
         await pilot.pause()
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: "not a branch" in str(error.render()))
+        await pilot_until(pilot, lambda: "not a branch" in str(error.render()))
         assert app.screen is form  # still open, still editable
         assert await su.fetchval("SELECT count(*) FROM fleet_tasks") == 0
         assert await su.fetchval("SELECT count(*) FROM fleet_spawn_queue") == 0
         await pilot.press("escape")
-        await until(pilot, lambda: isinstance(app.screen, FleetScreen))
+        await pilot_until(pilot, lambda: isinstance(app.screen, FleetScreen))
 
 
 async def test_the_spawn_form_starts_an_agent(app: FleetApp, repo: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.source is not None)
+        await pilot_until(pilot, lambda: app.source is not None)
         await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, SpawnForm))
+        await pilot_until(pilot, lambda: isinstance(app.screen, SpawnForm))
         form = app.screen
         form.query_one("#description").text = "write the docs"
         form.query_one("#repository").value = str(repo)
         form.query_one("#agent").value = "demo"
         await pilot.click("#spawn")
-        await until(pilot, lambda: isinstance(app.screen, FleetScreen))
+        await pilot_until(pilot, lambda: isinstance(app.screen, FleetScreen))
         table = screen_of(app).table
-        await until(pilot, lambda: table.row_count == 1)
+        await pilot_until(pilot, lambda: table.row_count == 1)
         (rec,) = table.records.values()
         assert rec.description == "write the docs" and rec.agent_type.value == "demo"
 
 
 async def test_an_engine_event_updates_exactly_one_row(app: FleetApp, repo: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.source is not None)
+        await pilot_until(pilot, lambda: app.source is not None)
         recs = [await spawn(app, repo, f"wait {i} [demo:hang]") for i in range(3)]
         table = screen_of(app).table
-        await until(pilot, lambda: table.row_count == 3)
+        await pilot_until(pilot, lambda: table.row_count == 3)
         await pilot.pause(0.5)  # let the spawn events settle
         before = {key: [table.get_cell(key, c) for c in ("status", "ci")] for key in table.rows}
         table.updated_rows.clear()
@@ -156,7 +147,9 @@ async def test_an_engine_event_updates_exactly_one_row(app: FleetApp, repo: Path
         target = recs[1]
         await app.source.conductor.moves.move(target, TaskStatus.PR_CREATED, reason="test",
                                               update={"pr_number": 7})  # fmt: skip
-        await until(pilot, lambda: table.records[str(target.id)].status is TaskStatus.PR_CREATED)
+        await pilot_until(
+            pilot, lambda: table.records[str(target.id)].status is TaskStatus.PR_CREATED
+        )
         assert set(table.updated_rows) == {str(target.id)}
         for key in table.rows:
             now = [table.get_cell(key, c) for c in ("status", "ci")]
@@ -166,17 +159,17 @@ async def test_an_engine_event_updates_exactly_one_row(app: FleetApp, repo: Path
 
 async def test_filter_and_help(app: FleetApp, repo: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.source is not None)
+        await pilot_until(pilot, lambda: app.source is not None)
         await spawn(app, repo, "alpha [demo:hang]")
         await spawn(app, repo, "beta [demo:hang]")
         table = screen_of(app).table
-        await until(pilot, lambda: table.row_count == 2)
+        await pilot_until(pilot, lambda: table.row_count == 2)
         await pilot.press("slash")
-        await until(pilot, lambda: app.focused is screen_of(app).filter_box)
+        await pilot_until(pilot, lambda: app.focused is screen_of(app).filter_box)
         await pilot.press(*"beta", "enter")
-        await until(pilot, lambda: table.row_count == 1)
+        await pilot_until(pilot, lambda: table.row_count == 1)
         await pilot.press("escape")
-        await until(pilot, lambda: table.row_count == 2)
+        await pilot_until(pilot, lambda: table.row_count == 2)
 
         def branches() -> list[str]:
             return [str(table.get_cell(row.key, "branch")) for row in table.ordered_rows]
@@ -186,16 +179,16 @@ async def test_filter_and_help(app: FleetApp, repo: Path) -> None:
         table.sort_by("branch")  # again: reversed
         assert branches()[0].startswith("fleet/beta")
         await pilot.press("question_mark")
-        await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+        await pilot_until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
         await pilot.press("escape")
-        await until(pilot, lambda: isinstance(app.screen, FleetScreen))
+        await pilot_until(pilot, lambda: isinstance(app.screen, FleetScreen))
 
 
 async def test_quitting_stops_the_engine_and_leaves_agents_running(
     app: FleetApp, repo: Path
 ) -> None:
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.source is not None)
+        await pilot_until(pilot, lambda: app.source is not None)
         rec = await spawn(app, repo, "keep going [demo:hang]")
         runtime = app.source.conductor.runtime
         await pilot.press("q")

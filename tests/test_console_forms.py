@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +11,13 @@ from textual.app import App, ComposeResult
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, DataTable, Input, Select, Static, TextArea
 
+from conftest import pilot_until
 from fleet_console.screens.forms import ConfirmDialog, HelpScreen, SpawnForm, SpawnFormResult
 from fleet_core.models import AgentType, TaskType
 
 CSS = Path(__file__).parents[1] / "src" / "fleet_console" / "styles" / "forms.tcss"
 SIZE = (100, 40)
+until = functools.partial(pilot_until, what="the form", timeout=10.0)
 
 
 @pytest.fixture(autouse=True)
@@ -42,16 +44,6 @@ class Host(App[None]):
 
     def on_spawn_form_submitted(self, event: SpawnForm.Submitted) -> None:
         self.submitted.append(event)
-
-
-async def soon(pilot: Any, check: Callable[[], bool], limit: float = 10.0) -> None:
-    """Messages take a few hops (click, Pressed, validation, Submitted): wait for the result
-    rather than one pause, which a loaded machine can outrun."""
-    for _ in range(int(limit / 0.02)):
-        if check():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("the form did not get there in time")
 
 
 def _fill(form: SpawnForm, **values: str) -> None:
@@ -88,7 +80,7 @@ async def test_spawn_form_submits_a_valid_result(tmp_path: Path) -> None:
         await pilot.pause()
         assert form.query_one("#repository", Input).value == str(tmp_path)
         await pilot.click("#spawn")
-        await soon(pilot, lambda: len(app.submitted) == 1)
+        await until(pilot, lambda: len(app.submitted) == 1)
         assert _shown(form) == {}
         event = app.submitted[0]
         assert event.form is form
@@ -164,7 +156,7 @@ async def test_spawn_form_shows_errors_under_the_field(
         _fill(form, **({"description": "do it"} | values))
         await pilot.pause()
         await pilot.press("ctrl+s")  # the keyboard path: no click on a shifting layout
-        await soon(pilot, lambda: bool(_shown(form)))
+        await until(pilot, lambda: bool(_shown(form)))
         shown = _shown(form)
         assert list(shown) == [field]
         assert fragment in shown[field]
@@ -178,7 +170,7 @@ async def test_spawn_form_shows_errors_under_the_field(
         await pilot.pause()
         assert _error(form, field) == ""
         await pilot.press("ctrl+s")  # the keyboard path: no click on a shifting layout
-        await soon(pilot, lambda: len(app.submitted) == 1)
+        await until(pilot, lambda: len(app.submitted) == 1)
 
 
 async def test_spawn_form_shows_several_errors_at_once(tmp_path: Path) -> None:
@@ -216,7 +208,7 @@ async def test_show_error_from_the_engine(tmp_path: Path) -> None:
         _fill(form, **{"base-branch": "main"})
         await pilot.pause()
         await pilot.press("ctrl+s")  # the keyboard path: no click on a shifting layout
-        await soon(pilot, lambda: len(app.submitted) == 2)
+        await until(pilot, lambda: len(app.submitted) == 2)
         assert _shown(form) == {}
 
 

@@ -9,6 +9,7 @@ SVGs under `tests/__snapshots__/test_console_snapshots/`."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Log, TextArea
 
+from conftest import pilot_until
 from fleet_console.app import FleetApp
 from fleet_console.screens.fleet import FleetScreen
 from fleet_console.screens.forms import ConfirmDialog, HelpScreen, SpawnForm
@@ -33,6 +35,7 @@ SIZE = (120, 36)
 NOW = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
 SEEDED = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 WAIT_S = 15.0
+until = functools.partial(pilot_until, timeout=WAIT_S)
 TABLES = (
     "fleet_spawn_queue, fleet_audit, fleet_outbox, fleet_notifications, fleet_config, fleet_tasks"
 )
@@ -194,16 +197,6 @@ def empty(pg: Any) -> Seeded:
 @pytest.fixture
 def fleet(pg: Any) -> Seeded:
     return _seeded(pg, len(TASKS))
-
-
-async def until(pilot: Pilot[Any], ready: Callable[[], bool], what: str) -> None:
-    """Poll (bounded) until `ready()`; fail loudly rather than snapshot a half-loaded screen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while not ready():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 async def fleet_loaded(pilot: Pilot[Any], rows: int) -> FleetScreen:

@@ -3,20 +3,19 @@ agent, driven through Textual's pilot."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from textual.app import App
-from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import DataTable, Log, Static, TabbedContent
 
+from conftest import eventually, pilot_until
 from fleet_console.screens.task import TaskScreen
 from fleet_console.source import EngineSource
 from fleet_core.conductor import Actor, Conductor
@@ -30,6 +29,7 @@ from fleet_core.monitor import Monitor, ReconcileReport
 ALICE = Actor("alice", Tier.SOVEREIGN)
 TCSS = Path(__file__).parent.parent / "src" / "fleet_console" / "styles" / "task.tcss"
 FROZEN = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+until = functools.partial(pilot_until, timeout=10.0)
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +58,7 @@ class Fleet:
 
     async def finished(self, description: str = "say hello") -> TaskRecord:
         rec = await self.spawn(description)
-        await wait_for(lambda: self.conductor.runtime.exit_status(rec.id))
+        await eventually(lambda: self.conductor.runtime.exit_status(rec.id))
         return rec
 
 
@@ -89,22 +89,6 @@ class Harness(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self.task_screen)
-
-
-async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def screen_for(fleet: Fleet, task_id: UUID, tab: str = "log") -> TaskScreen:

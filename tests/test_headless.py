@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,19 +16,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from conftest import git
+from conftest import fleet, free_port, git
 from fleet_core.runtime.local import RuntimePaths
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def fleet(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleet_core", *args], capture_output=True,
-                          text=True, timeout=60, env=env)  # fmt: skip
 
 
 def wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
@@ -53,14 +41,14 @@ async def test_serve_then_sigterm_during_a_spawn(
     (repo / ".fleet.toml").write_text('setup = ["sleep", "2"]\n')
     git(repo, "add", ".fleet.toml")
     git(repo, "commit", "-q", "-m", "slow setup")
-    env = {**os.environ, "FLEET_OPERATOR": "alice", "FLEET_HOST_ID": "headless-host",
-           "FLEET_SECRETS": '{"FLEET_DEMO_DELAY": "0"}', "FLEET_GH": "/nonexistent/gh",
-           "FLEET_WORKTREE_DIR": str(tmp_path / "worktrees")}  # fmt: skip
+    ours = {"FLEET_HOST_ID": "headless-host", "FLEET_SECRETS": '{"FLEET_DEMO_DELAY": "0"}',
+            "FLEET_GH": "/nonexistent/gh", "FLEET_WORKTREE_DIR": str(tmp_path / "worktrees")}  # fmt: skip
+    env = {**os.environ, "FLEET_OPERATOR": "alice", **ours}
     proc = subprocess.Popen([sys.executable, "-m", "fleet_core", "--headless", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         wait_ready(url, proc)
-        issued = fleet("token", "issue", "--operator", "alice", "--tier", "builder", env=env)
+        issued = fleet("token", "issue", "--operator", "alice", "--tier", "builder", **ours)
         assert issued.returncode == 0, issued.stderr
         headers = {"Authorization": f"Bearer {issued.stdout.strip()}"}
         assert httpx.get(url + "/api/fleet/status", headers=headers).json()["active"] == 0
