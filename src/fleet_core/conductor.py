@@ -48,7 +48,9 @@ from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.cleanup import CleanupResult
 from fleet_core.runtime.local import LocalRuntime, RuntimePaths
+from fleet_core.runtime.policy import sandbox_for
 from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
+from fleet_core.runtime.sandbox import SandboxMode
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.validation import validate_branch
 from fleet_core.saga import SagaError
@@ -125,15 +127,23 @@ class Conductor:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, db: Database, *, bus: EventBus | None = None
+        cls,
+        settings: Settings,
+        db: Database,
+        *,
+        bus: EventBus | None = None,
+        sandbox_default: SandboxMode = SandboxMode.AUTO,
     ) -> Conductor:
         bus = bus or EventBus()
+        sandbox, unsandboxed = sandbox_for(settings, sandbox_default)
         runtime = LocalRuntime(
             RuntimePaths.from_settings(settings),
             build_adapters(settings.agents),
             SecretProvider(db, settings.secrets),
             host_id=settings.host_id,
             kill_grace_s=settings.kill_grace_seconds,
+            sandbox=sandbox,
+            unsandboxed_reason=unsandboxed,
         )
         limits = Limits({**DEFAULT_TIER_LIMITS, **settings.tier_limits}, settings.global_cap)
         forges = ForgeSet(
@@ -142,6 +152,7 @@ class Conductor:
             merge_method=settings.merge_method,
             ci_timeout_s=settings.ci_timeout_seconds,
             gh=settings.gh,
+            confinement=runtime.confinement,
         )
         return cls(
             db,

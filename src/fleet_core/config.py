@@ -21,6 +21,7 @@ from pydantic_settings import (
 from fleet_core.errors import BadInputError, ConfigError
 from fleet_core.models import OPERATOR_ID_RE, Tier
 from fleet_core.router import ModelRouter
+from fleet_core.runtime.sandbox import NetworkMode, SandboxMode
 
 APP_NAME = "fleet"
 ENV_PREFIX = "FLEET_"
@@ -59,6 +60,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     worktree_dir: Path | None = None
     kill_grace_seconds: float = Field(default=5.0, ge=0, le=300)
+    # The agents' sandbox (bubblewrap): required | auto | off; unset: required for
+    # `fleet --headless`, auto for the console and the CLI. Network: slirp | none | host.
+    sandbox: SandboxMode | None = None
+    sandbox_network: NetworkMode = NetworkMode.SLIRP
+    # When fleet runs as root, agents run as this unprivileged user (created if missing).
+    agent_user: str = Field(default="fleet-agent", pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
     # Per agent type: command = [...] (with {model}, {prompt_file}) and env = [names it may see].
     agents: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
     # Values for the agents' variables; the environment is used for names not set here.
@@ -116,6 +123,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
         return (init_settings, env_settings, toml)
+
+    @field_validator("agent_user")
+    @classmethod
+    def _not_db_user(cls, value: str) -> str:
+        if value in ("root", "fleetpg"):
+            raise ValueError("must be a user of its own (not root, not the database's user)")
+        return value
 
     @property
     def log_dir(self) -> Path:

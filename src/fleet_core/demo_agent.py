@@ -2,9 +2,10 @@
 
     python -m fleet_core.demo_agent      (prompt on stdin, run inside the task's worktree)
 
-It reads the prompt, writes `fleet-demo/<task>.md` (the prompt, byte for byte), commits and
-pushes its branch, printing progress. Markers in the prompt change what it does:
-`[demo:fail]` exits 1, `[demo:hang]` commits without pushing and then never ends,
+It reads the prompt, writes `fleet-demo/<task>.md` (the prompt, byte for byte) and commits,
+printing progress; the engine pushes the branch (agents need no push credentials). Markers in
+the prompt change what it does: `[demo:fail]` exits 1, `[demo:hang]` never ends (silent, no
+commit),
 `[demo:stall]` stays alive printing but never commits, `[demo:oom]` exits 137,
 `[demo:ci-fail-once]` also writes `fleet-demo/CI_FAIL` on the first attempt (FLEET_ATTEMPT=1)
 and removes it on later ones, so a CI command that checks for that file fails once.
@@ -45,6 +46,10 @@ def main() -> int:
     if "[demo:fail]" in text:
         say("giving up: the task is impossible")
         return 1
+    if "[demo:hang]" in text:
+        say("waiting forever")
+        while True:
+            time.sleep(3600)
     if "[demo:stall]" in text:
         while True:  # alive, never commits
             say("thinking ...")
@@ -68,16 +73,6 @@ def main() -> int:
     git("commit", "-q", "-F", "-", stdin=f"demo: {title[:60]}\n")
     say("committed")
     time.sleep(delay)
-    if "[demo:hang]" in text:
-        say("waiting forever (committed, not pushed)")
-        while True:
-            time.sleep(3600)
-    has_origin = subprocess.run(["git", "remote", "get-url", "origin"], capture_output=True)
-    if has_origin.returncode != 0:
-        say("cannot push: this repository has no `origin` remote")
-        return 1
-    git("push", "-q", "-u", "origin", "HEAD")
-    say("pushed")
     say("done")
     return 0
 

@@ -43,6 +43,7 @@ from fleet_core.models import CiStatus, TaskRecord
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context, usage_limit_resume
 from fleet_core.runtime import git as g
+from fleet_core.runtime.checkout import in_checkout
 from fleet_core.runtime.local import ExitStatus, session_name
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ FORGE_LOCK = (17998, 1)  # pg advisory lock: one engine polls the forges per cyc
 LOG_TAIL_LINES = 60
 DIFF_KEEP_CHARS = 8000
 WITH_PR = (S.PR_CREATED, S.REVIEWING, S.READY)
+PUBLISH_PARALLEL = 8
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,8 @@ class Monitor:
         report.checked = len(tasks)
         alive = await self.c.runtime.alive_tasks()
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
+        await self._publish([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
+                            report)  # fmt: skip
         prs, ci, polled = await self._poll_forges(tasks, report)
         now = datetime.now(UTC)
         for rec in tasks:
@@ -202,6 +206,20 @@ class Monitor:
         failed = await self.admin.query(status=[S.FAILED, S.REJECTED], limit=1000)
         report.retries = await self.c.retries.run_due(failed, now)
         await self.c.drain_queue()
+
+    async def _publish(self, running: list[TaskRecord], report: CycleReport) -> None:
+        """The agent commits, the engine pushes: each running task's new commits go to its
+        repository's origin before the forges are asked about them."""
+        gate = asyncio.Semaphore(PUBLISH_PARALLEL)
+
+        async def one(rec: TaskRecord) -> None:
+            async with gate:
+                try:
+                    await self.c.runtime.publish(Path(rec.repository), rec.id, rec.branch)
+                except Exception as exc:
+                    self._error(report, f"task {rec.short_id}: push failed: {exc}")
+
+        await asyncio.gather(*(one(rec) for rec in running))
 
     async def _alive(self, rec: TaskRecord) -> bool:
         return await self.c.runtime.is_alive(rec.id)
@@ -372,7 +390,8 @@ class Monitor:
             return
         if _age(started, now) < self.config.stall_s or not rec.worktree_path:
             return
-        last = await g.git(Path(rec.worktree_path), "log", "-1", "--format=%H %ct", check=False)
+        last = await in_checkout(self.c.runtime.paths.data_dir, Path(rec.worktree_path), "log",
+                                 "-1", "--format=%H %ct", check=False)  # fmt: skip
         sha, _, stamp = last.stdout.strip().partition(" ")
         if not stamp.isdigit() or time.time() - int(stamp) < self.config.stall_s:
             return
@@ -395,7 +414,10 @@ class Monitor:
         try:
             repo = Path(rec.repository)
             base = await g.base_ref(repo, rec.base_branch or await g.default_branch(repo))
-            out = await g.git(worktree, "diff", base, "--", ".", check=False)
+            sha = (await g.git(repo, "rev-parse", "--verify", base)).stdout.strip()
+            out = await in_checkout(self.c.runtime.paths.data_dir, worktree, "diff",
+                                    "--no-ext-diff", "--no-textconv", sha, "--", ".",
+                                    check=False)  # fmt: skip
         except Exception:
             return None
         return out.stdout[:DIFF_KEEP_CHARS] or None

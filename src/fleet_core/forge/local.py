@@ -42,6 +42,7 @@ from fleet_core.forge.base import (
 )
 from fleet_core.forge.local_ci import CiRunner, now_iso, remove_worktree, write_json
 from fleet_core.models import CiStatus
+from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.git import GIT_TIMEOUT_S, RepoLocks, git
 from fleet_core.runtime.proc import CommandError, Result
 
@@ -82,11 +83,15 @@ class LocalForge:
         ci_command: Callable[[Path], list[str] | None],
         ci_timeout_s: float = 600.0,
         ci_parallel: int = 2,
+        confinement: Confinement | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.calls = 0
         self._ci_command = ci_command
-        self._ci = CiRunner(timeout_s=ci_timeout_s, parallel=ci_parallel, count=self._count)
+        self._ci = CiRunner(
+            timeout_s=ci_timeout_s, parallel=ci_parallel, count=self._count,
+            confinement=confinement,
+        )  # fmt: skip
         self._locks = RepoLocks(state_dir / "locks")  # per remote: asyncio + fcntl
         self._mergeable: dict[tuple[Path, str, str], bool] = {}  # (remote, base, head) → clean
         self._health: str | None = None

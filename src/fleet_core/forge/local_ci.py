@@ -25,7 +25,8 @@ from typing import Any
 
 from fleet_core.forge.base import CiReport
 from fleet_core.models import CiStatus
-from fleet_core.runtime.git import git, git_env
+from fleet_core.runtime.contained import Confinement, base_env
+from fleet_core.runtime.git import git
 from fleet_core.runtime.proc import CommandError
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,7 @@ async def remove_worktree(bare: Path, path: Path, count: Callable[[], None]) -> 
 async def run_to_log(argv: list[str], cwd: Path, log_path: Path, timeout: float) -> int | None:
     """Run argv with its output in log_path; None when it timed out (its process group is
     killed, as are any strays it left behind when it exits)."""
-    env = git_env()
-    env["CI"] = "true"
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(name, None)
+    env = base_env({"CI": "true"})  # never the engine's variables: this is the PR's code
     with log_path.open("wb") as out:
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -103,8 +101,16 @@ async def run_to_log(argv: list[str], cwd: Path, log_path: Path, timeout: float)
 class CiRunner:
     """The forge's background CI runs (asyncio tasks), at most `parallel` at a time."""
 
-    def __init__(self, *, timeout_s: float, parallel: int, count: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        parallel: int,
+        count: Callable[[], None],
+        confinement: Confinement | None = None,
+    ) -> None:
         self.timeout_s = timeout_s
+        self.confinement = confinement
         self._count = count
         self._sem = asyncio.Semaphore(parallel)
         self._tasks: dict[Path, asyncio.Task[None]] = {}  # result file → its run
@@ -202,7 +208,7 @@ class CiRunner:
                         log_path.write_text(f"[fleet] cannot check out {sha} for CI: {exc}\n")
                     else:
                         self._count()
-                        code = await run_to_log(argv, tree, log_path, self.timeout_s)
+                        code = await self._command(argv, bare, tree, log_path)
                         if code is None:
                             with log_path.open("a") as fh:
                                 fh.write(f"\n[fleet] timed out after {self.timeout_s:g} s\n")
@@ -225,6 +231,21 @@ class CiRunner:
                 )
         finally:
             (ci_dir / f"{sha}.run").unlink(missing_ok=True)
+
+    async def _command(self, argv: list[str], bare: Path, tree: Path, log_path: Path) -> int | None:
+        """The CI command on the PR head: in the agents' sandbox when there is one."""
+        box = self.confinement
+        if box is None or box.sandbox is None:
+            return await run_to_log(argv, tree, log_path, self.timeout_s)
+        await asyncio.to_thread(box.give, tree)
+        try:
+            result = await box.run(argv, cwd=tree, writable=[tree], readable=[bare],
+                                   env={"CI": "true"}, timeout=self.timeout_s)  # fmt: skip
+        except CommandError as exc:
+            log_path.write_text(exc.output)
+            return exc.returncode
+        log_path.write_text(result.stdout + result.stderr)
+        return 0
 
 
 def _read(path: Path) -> dict[str, Any] | None:

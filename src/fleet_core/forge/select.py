@@ -9,6 +9,7 @@ from typing import Any
 from fleet_core.forge.base import Forge
 from fleet_core.forge.github import GitHubForge
 from fleet_core.forge.local import LocalForge
+from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.git import git
 from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
 
@@ -23,10 +24,14 @@ class ForgeSet:
         ci_timeout_s: float = 600.0,
         gh: str = "gh",
         github: GitHubForge | None = None,
+        confinement: Confinement | None = None,
     ) -> None:
         self.repos = repos or {}
         self.merge_method = merge_method
-        self.local = LocalForge(state_dir, ci_command=self._ci_command, ci_timeout_s=ci_timeout_s)
+        self.local = LocalForge(
+            state_dir, ci_command=self._ci_command, ci_timeout_s=ci_timeout_s,
+            confinement=confinement,
+        )  # fmt: skip
         self.github = github or GitHubForge(gh=gh, merge_method=merge_method)
         self._chosen: dict[Path, Forge] = {}
 

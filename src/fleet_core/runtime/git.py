@@ -68,17 +68,6 @@ async def base_ref(repo: Path, base: str) -> str:
     raise BadInputError("base_branch", f"{base!r} is not a branch of {repo}")
 
 
-async def unpushed_commits(worktree: Path, branch: str) -> list[str]:
-    """Commits of `branch` that no remote-tracking ref contains."""
-    out = (await git(worktree, "rev-list", branch, "--not", "--remotes")).stdout
-    return out.split()
-
-
-async def is_dirty(worktree: Path) -> bool:
-    out = (await git(worktree, "status", "--porcelain", "--untracked-files=all")).stdout
-    return bool(out.strip())
-
-
 class RepoLocks:
     """Serialise `git worktree add/remove` per repository: an asyncio lock inside this process
     plus a file lock (in our data dir, never in the user's .git) across processes."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import sys
 import time
@@ -20,13 +21,17 @@ from pathlib import Path
 from uuid import UUID
 
 from fleet_core.config import Settings
+from fleet_core.db.sysuser import RunAs
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
+from fleet_core.runtime import checkout as co
 from fleet_core.runtime import git as g
 from fleet_core.runtime import launch
 from fleet_core.runtime.adapters import Adapter
-from fleet_core.runtime.cleanup import CleanupResult, remove_worktree
-from fleet_core.runtime.proc import CommandError, run
+from fleet_core.runtime.cleanup import CleanupResult, remove_checkout
+from fleet_core.runtime.contained import Confinement
+from fleet_core.runtime.proc import CommandError
+from fleet_core.runtime.sandbox import Sandbox
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.tmux import SESSION_PREFIX, Tmux
 from fleet_core.runtime.validation import path_under, validate_branch
@@ -60,8 +65,9 @@ class RuntimePaths:
         return self.data_dir / "snapshots"
 
     @property
-    def locks(self) -> Path:
-        return self.data_dir / "locks"
+    def homes(self) -> Path:
+        """Agents' persistent HOMEs, one per operator and agent type (their CLIs' logins)."""
+        return self.data_dir / "homes"
 
     @property
     def tmux_socket(self) -> str:
@@ -130,15 +136,21 @@ class LocalRuntime:
         *,
         host_id: str,
         kill_grace_s: float = 5.0,
+        sandbox: Sandbox | None = None,
+        unsandboxed_reason: str | None = None,
     ) -> None:
         self.paths = paths
         self.adapters = adapters
         self.secrets = secrets
         self.host_id = host_id
         self.kill_grace_s = kill_grace_s
+        self.sandbox = sandbox
+        self.confinement = Confinement(sandbox, paths.data_dir)
+        # Why agents run without a sandbox (None when they run in one): shown, never silent.
+        self.unsandboxed_reason = None if sandbox else (unsandboxed_reason or "sandbox off")
         self.tmux = Tmux(paths.tmux_socket, paths.data_dir / "tmux.conf")
-        self.locks = g.RepoLocks(paths.locks)
         self._default_branches: dict[Path, str] = {}
+        self._published: dict[UUID, str] = {}  # task -> the last commit pushed
 
     def run_dir(self, task_id: UUID) -> Path:
         return path_under(self.paths.runs, str(task_id), field="task_id")
@@ -153,12 +165,14 @@ class LocalRuntime:
         return await self.spawn(spec, resume=True)
 
     async def spawn(self, spec: SpawnSpec, *, resume: bool = False) -> AgentHandle:
-        """Worktree on a new branch from the base, optional setup, then the agent in tmux.
+        """The task's own checkout (a clone sharing the repository's objects) on a new branch
+        from the base, optional setup, then the agent in tmux (in the sandbox when there is one).
 
-        The tmux session and its launcher start while `git worktree add` runs; the launcher
-        waits for the `go` file, written once the worktree (and setup) are ready. Everything
-        created is removed again when a step fails. With `resume`, the task's existing
-        worktree (or its existing branch) is used, and never removed on failure."""
+        The tmux session and its launcher start while the clone is made; the launcher waits
+        for the `go` file, written once the checkout (and setup) are ready. Everything created
+        is removed again when a step fails. With `resume`, the task's existing checkout is
+        used (or a new one on the branch its earlier attempt published), never removed on
+        failure."""
         validate_branch(spec.branch)
         adapter = self.adapters.get(spec.agent_type)
         if adapter is None:
@@ -175,33 +189,35 @@ class LocalRuntime:
             raise resolved
         repo, common = located
         base_ref = resolved
-        worktree = path_under(self.paths.worktrees, str(spec.task_id), field="worktree")
+        checkout = path_under(self.paths.worktrees, str(spec.task_id), field="worktree")
         rd = self.run_dir(spec.task_id)
-        if rd.exists() or (worktree.exists() and not resume):
+        if rd.exists() or (checkout.exists() and not resume):
             raise BadInputError("task_id", f"{spec.task_id} was already spawned here")
         handle = AgentHandle(
-            spec.task_id, session_name(spec.task_id), worktree, spec.branch, self.host_id, base_ref
+            spec.task_id, session_name(spec.task_id), checkout, spec.branch, self.host_id, base_ref
         )
         rd.mkdir(parents=True, mode=0o700)
-        if resume and worktree.is_dir():
+        reuse = resume and checkout.is_dir()
+        if reuse:
             prepare = _nothing()
         else:
-            start = None if resume else base_ref  # resume: check out the existing branch
-            prepare = self._add_worktree(repo, common, spec.branch, worktree, start)
+            start = base_ref
+            if resume and await g.ref_exists(repo, f"refs/heads/{spec.branch}"):
+                start = f"refs/heads/{spec.branch}"  # the earlier attempt's published work
+            prepare = self._clone(repo, spec.branch, checkout, start)
         results = await asyncio.gather(
-            prepare, self._launch(spec, adapter, handle, rd), return_exceptions=True
+            prepare, self._launch(spec, adapter, handle, rd, common), return_exceptions=True
         )
         try:
             for outcome in results:
                 if isinstance(outcome, BaseException):
                     raise outcome
             if spec.setup:
-                await self._setup(worktree, spec.setup, spec.setup_timeout_s)
+                await self._setup(checkout, common, spec.setup, spec.setup_timeout_s)
             _release(rd, True)
             await self._wait_started(spec.task_id, rd)
         except BaseException:
-            added = not resume and not isinstance(results[0], BaseException)
-            await self._undo(repo, handle, worktree_added=added)
+            await self._undo(handle, checkout_created=not reuse)
             raise
         return handle
 
@@ -213,42 +229,72 @@ class LocalRuntime:
             self._default_branches[path] = await g.default_branch(path)
         return self._default_branches[path]
 
-    async def _add_worktree(
-        self, repo: Path, common: Path, branch: str, worktree: Path, base_ref: str | None
-    ) -> None:
-        """A new branch from `base_ref`, or (None) a worktree for the existing `branch`."""
-        self.paths.worktrees.mkdir(parents=True, exist_ok=True)
-        args = ["-b", branch, str(worktree), base_ref] if base_ref else [str(worktree), branch]
-        async with self.locks.hold(repo, common):
-            try:
-                await g.git(repo, "worktree", "add", *args)
-            except CommandError as exc:
-                if "already exists" in exc.output:
-                    raise BadInputError("branch", f"{branch!r} already exists") from None
-                raise SpawnError("worktree", str(exc), output=exc.output) from None
-
-    async def _setup(self, worktree: Path, argv: list[str], timeout: float) -> None:
+    async def _clone(self, repo: Path, branch: str, checkout: Path, start: str) -> None:
+        self.paths.worktrees.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            await run(argv, cwd=worktree, timeout=timeout)
+            await co.create(repo, checkout, branch, start, self.agent_owner)
+        except CommandError as exc:
+            raise SpawnError("checkout", str(exc), output=exc.output) from None
+
+    @property
+    def agent_owner(self) -> RunAs:
+        """Who owns checkouts and HOMEs: the agent user when fleet runs as root."""
+        return self.sandbox.run_as if self.sandbox else RunAs()
+
+    def _objects(self, common: Path) -> list[Path]:
+        """The repository's object store, which a shared clone reads (bound read-only)."""
+        return [(common / "objects").resolve()]
+
+    async def _setup(self, checkout: Path, common: Path, argv: list[str], timeout: float) -> None:
+        """The repository's setup command, in the task's checkout, in the sandbox, with the
+        base environment only."""
+        try:
+            await self.confinement.run(
+                argv,
+                cwd=checkout,
+                writable=[checkout],
+                readable=self._objects(common),
+                timeout=timeout,
+            )
         except CommandError as exc:
             raise SpawnError("setup", str(exc), output=exc.output) from None
         except OSError as exc:
             raise SpawnError("setup", f"cannot run {argv[0]}: {exc}") from None
 
+    def _home(self, operator_id: str, agent: AgentType) -> Path:
+        home = path_under(self.paths.homes, operator_id, field="operator_id") / agent.value
+        if not home.is_dir():
+            home.mkdir(parents=True, mode=0o700)
+            owner = self.agent_owner
+            if owner.uid is not None:
+                os.chown(home, owner.uid, owner.gid or 0)
+        return home
+
     async def _launch(
-        self, spec: SpawnSpec, adapter: Adapter, handle: AgentHandle, rd: Path
+        self, spec: SpawnSpec, adapter: Adapter, handle: AgentHandle, rd: Path, common: Path
     ) -> None:
         """Secrets, the 0600 files and the tmux session whose launcher waits for `go`."""
         env = await self.secrets.issue(
             task_id=spec.task_id, operator_id=spec.operator_id, adapter=adapter,
             attempt=spec.attempt,
         )  # fmt: skip
+        argv = adapter.argv(spec.model)
+        slirp = seccomp = ""
+        if self.sandbox is not None:
+            env = self.sandbox.env(env)
+            argv = self.sandbox.wrap(
+                argv, cwd=handle.worktree_path, writable=[handle.worktree_path],
+                readable=self._objects(common) + _runtime_of(spec.agent_type),
+                home=self._home(spec.operator_id, spec.agent_type),
+            )  # fmt: skip
+            slirp = self.sandbox.slirp_path or ""
+            seccomp = str(self.confinement.seccomp)
         _write_fields(rd / "env", [f"{k}={v}" for k, v in env.items()])
         _write_private(rd / "prompt", spec.prompt.encode())
         gate_s = spec.setup_timeout_s + GATE_MARGIN_S
-        argv = adapter.argv(spec.model)
+        cwd = handle.worktree_path if self.sandbox is None else Path("/")
         _write_fields(
-            rd / "spec", [str(gate_s), str(handle.worktree_path), str(spec.task_id), *argv]
+            rd / "spec", [str(gate_s), str(cwd), str(spec.task_id), slirp, seccomp, *argv]
         )
         # The launcher needs only the standard library: run its file without `site`.
         launcher = [sys.executable, "-S", launch.__file__, str(rd)]
@@ -276,17 +322,14 @@ class LocalRuntime:
             await asyncio.sleep(0.002)
         raise SpawnError("process", f"the agent did not start within {START_TIMEOUT_S:.0f} s")
 
-    async def _undo(self, repo: Path, handle: AgentHandle, *, worktree_added: bool) -> None:
+    async def _undo(self, handle: AgentHandle, *, checkout_created: bool) -> None:
         rd = self.run_dir(handle.task_id)
         with contextlib.suppress(OSError):
             _release(rd, False)  # a waiting launcher exits without starting
         with contextlib.suppress(Exception):
             await self.tmux.kill_session(handle.session)
-        if worktree_added:
-            with contextlib.suppress(Exception):
-                async with self.locks.hold(repo):
-                    await g.git(repo, "worktree", "remove", "--force", str(handle.worktree_path))
-                    await g.git(repo, "branch", "-D", handle.branch, check=False)
+        if checkout_created and handle.worktree_path.exists():
+            await asyncio.to_thread(shutil.rmtree, handle.worktree_path, True)
         _remove_dir(rd)
 
     # -- observe -----------------------------------------------------------------------------
@@ -369,18 +412,34 @@ class LocalRuntime:
         await self.tmux.kill_session(name)
         return True
 
+    async def publish(self, repository: Path, task_id: UUID, branch: str) -> bool:
+        """Push the task's branch when its checkout has a commit not pushed yet (the agent
+        commits; the engine pushes). True when it pushed."""
+        checkout = path_under(self.paths.worktrees, str(task_id), field="worktree")
+        if not checkout.is_dir():
+            return False
+        sha = await co.head(self.paths.data_dir, checkout, branch)
+        if sha is None or self._published.get(task_id) == sha:
+            return False
+        repo = (await g.repo_paths(repository))[0]
+        await co.publish(self.paths.data_dir, repo, checkout, branch)
+        self._published[task_id] = sha
+        return True
+
     async def cleanup(
         self, task_id: UUID, repository: Path, branch: str, base_branch: str | None = None
     ) -> CleanupResult:
-        """Kill what still runs, snapshot unpushed or uncommitted work, remove the worktree,
+        """Kill what still runs, snapshot unpushed or uncommitted work, remove the checkout,
         delete the branch only if merged into its base, and drop the run directory."""
         await self.kill(task_id)
-        repo, common = await g.repo_paths(repository)
+        repo, _ = await g.repo_paths(repository)
         base_ref = await g.base_ref(repo, base_branch or await g.default_branch(repo))
-        worktree = path_under(self.paths.worktrees, str(task_id), field="worktree")
-        async with self.locks.hold(repo, common):
-            result = await remove_worktree(repo, worktree, branch, base_ref, self.paths.snapshots)
+        checkout = path_under(self.paths.worktrees, str(task_id), field="worktree")
+        result = await remove_checkout(
+            self.paths.data_dir, repo, checkout, branch, base_ref, self.paths.snapshots
+        )
         _remove_dir(self.run_dir(task_id))
+        self._published.pop(task_id, None)
         return result
 
 
@@ -410,6 +469,16 @@ async def _terminate_group(pid: int, grace_s: float) -> bool:
             break
         await asyncio.sleep(0.01)
     return True
+
+
+def _runtime_of(agent: AgentType) -> list[Path]:
+    """What an agent needs to see that may live in a hidden place: the demo agent is fleet's
+    own Python (a venv under /root, say)."""
+    if agent is not AgentType.DEMO:
+        return []
+    here = Path(__file__).resolve().parent.parent
+    found = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), here}
+    return sorted(found)
 
 
 async def _nothing() -> None:
