@@ -99,6 +99,9 @@ async def test_demo_agent_runs_commits_pushes_and_hides_its_prompt(
     assert not await rt.is_alive(s.task_id)
     assert handle.worktree_path.is_dir() and handle.host_id == "test-host"
     assert git(handle.worktree_path, "rev-parse", "--abbrev-ref", "HEAD").strip() == s.branch
+    assert git(origin_of(repo), "branch", "--list", s.branch) == ""  # agents do not push
+    assert await rt.publish(repo, s.task_id, s.branch)  # the engine does
+    assert not await rt.publish(repo, s.task_id, s.branch)  # once per new commit
     pushed = git(origin_of(repo), "show", f"{s.branch}:fleet-demo/{s.task_id}.md")
     assert pushed == s.prompt
     leftovers = {p.name for p in rt.run_dir(s.task_id).iterdir()}
@@ -131,6 +134,7 @@ async def test_hostile_prompts_arrive_byte_exact_and_run_nothing(
     for s in specs:
         status = await wait_exit(rt, s.task_id)
         assert status.code == 0, await rt.logs(s.task_id)
+        await rt.publish(repo, s.task_id, s.branch)
         blob = subprocess.run(
             ["git", "-C", str(origin_of(repo)), "show", f"{s.branch}:fleet-demo/{s.task_id}.md"],
             check=True, capture_output=True,
@@ -206,7 +210,9 @@ async def test_twenty_spawns_at_once_into_one_repository(rt: LocalRuntime, repo:
     assert len({h.worktree_path for h in handles}) == 20
     statuses = [await wait_exit(rt, s.task_id) for s in specs]
     assert [s.code for s in statuses] == [0] * 20
-    assert len(git(repo, "worktree", "list").splitlines()) == 21
+    assert all((h.worktree_path / ".git").is_dir() for h in handles)  # clones, not worktrees
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+    await asyncio.gather(*(rt.publish(repo, s.task_id, s.branch) for s in specs))
     branches = git(origin_of(repo), "branch", "--list", "fleet/*").split()
     assert sorted(branches) == sorted(s.branch for s in specs)
 
@@ -226,13 +232,15 @@ async def test_hang_and_stall_stay_alive_until_killed(rt: LocalRuntime, repo: Pa
     hang, stall = spec(repo, "work [demo:hang]"), spec(repo, "think [demo:stall]")
     await rt.spawn(hang)
     await rt.spawn(stall)
-    for _ in range(200):  # the hanging agent pushes, then never ends
-        if hang.branch in git(origin_of(repo), "branch", "--list", hang.branch):
+    for _ in range(200):  # the hanging agent says so, then never ends
+        if "waiting forever" in await rt.logs(hang.task_id):
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
     assert await rt.is_alive(hang.task_id) and await rt.is_alive(stall.task_id)
-    assert git(repo, "rev-list", "--count", f"main..{stall.branch}").strip() == "0"
+    for s in (hang, stall):  # neither commits
+        checkout = rt.paths.worktrees / str(s.task_id)
+        assert git(checkout, "rev-list", "--count", "origin/main..HEAD").strip() == "0"
     assert await rt.exit_status(stall.task_id) is None
     assert await rt.kill(hang.task_id) and await rt.kill(stall.task_id)
     for s in (hang, stall):
@@ -353,6 +361,7 @@ async def test_cleanup_of_clean_merged_work_deletes_the_branch(
     s = spec(repo, "tiny change")
     await rt.spawn(s)
     await wait_exit(rt, s.task_id)
+    await rt.publish(repo, s.task_id, s.branch)
     git(repo, "merge", "-q", "--ff-only", s.branch)
     result = await rt.cleanup(s.task_id, repo, s.branch)
     assert result.snapshot_dir is None and result.branch_deleted and result.worktree_removed

@@ -189,6 +189,8 @@ class LocalRuntime:
             raise resolved
         repo, common = located
         base_ref = resolved
+        if not resume and await g.ref_exists(repo, f"refs/heads/{spec.branch}"):
+            raise BadInputError("branch", f"{spec.branch!r} already exists")
         checkout = path_under(self.paths.worktrees, str(spec.task_id), field="worktree")
         rd = self.run_dir(spec.task_id)
         if rd.exists() or (checkout.exists() and not resume):
