@@ -95,8 +95,10 @@ async def test_spawn_runs_the_agent_with_the_hashed_prompt(make, repo: Path, db:
         (EventType.SPAWNED, None),
     ]
     assert seen[-1].data["routing_reason"] == "agent_type_default"
-    # The demo agent pushed the prompt it was given: its hash is the one stored on the task.
+    # The demo agent committed the prompt it was given (the engine pushes it): its hash is
+    # the one stored on the task.
     await eventually(lambda: c.runtime.exit_status(rec.id))
+    assert await c.runtime.publish(repo, rec.id, rec.branch)
     pushed = git(origin_of(repo), "show", f"{rec.branch}:fleet-demo/{rec.id}.md")
     assert hashlib.sha256(pushed.encode()).hexdigest() == rec.prompt_hash
     assert "Fix the parser crash on empty input" in pushed and "## Safety" in pushed

@@ -47,6 +47,7 @@ from fleet_core.router import ModelRouter, Route
 from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.cleanup import CleanupResult
+from fleet_core.runtime.limits import AgentLimits
 from fleet_core.runtime.local import LocalRuntime, RuntimePaths
 from fleet_core.runtime.policy import sandbox_for
 from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
@@ -144,6 +145,7 @@ class Conductor:
             kill_grace_s=settings.kill_grace_seconds,
             sandbox=sandbox,
             unsandboxed_reason=unsandboxed,
+            agent_limits=AgentLimits(settings.agent_memory_mb, settings.agent_pids),
         )
         limits = Limits({**DEFAULT_TIER_LIMITS, **settings.tier_limits}, settings.global_cap)
         forges = ForgeSet(

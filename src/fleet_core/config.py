@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     sandbox_network: NetworkMode = NetworkMode.SLIRP
     # When fleet runs as root, agents run as this unprivileged user (created if missing).
     agent_user: str = Field(default="fleet-agent", pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
+    # Per local agent (a cgroup each, where the machine has one): memory and process count.
+    agent_memory_mb: int | None = Field(default=None, ge=64, le=1_048_576)
+    agent_pids: int | None = Field(default=None, ge=16, le=1_000_000)
     # Per agent type: command = [...] (with {model}, {prompt_file}) and env = [names it may see].
     agents: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
     # Values for the agents' variables; the environment is used for names not set here.

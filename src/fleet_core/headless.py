@@ -17,6 +17,7 @@ from fleet_core.api.app import create_app
 from fleet_core.auth.keys import KeyStore
 from fleet_core.config import Settings
 from fleet_core.engine import running_engine
+from fleet_core.runtime.sandbox import SandboxMode
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Server(uvicorn.Server):
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
+    if settings.sandbox is None:  # a server never starts an agent unsandboxed unless told
+        settings = settings.model_copy(update={"sandbox": SandboxMode.REQUIRED})
     async with running_engine(settings) as engine:
         keys = KeyStore(engine.db, KeyStore.load_master_key(settings))
         await keys.ensure_signing_key()

@@ -159,6 +159,7 @@ class TaskRecord(BaseModel):
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    sandbox: str | None = None  # "bwrap", or "none" when the agent ran unsandboxed
 
     @property
     def short_id(self) -> str:
@@ -236,6 +237,7 @@ class TaskUpdate(BaseModel):
     last_activity_at: datetime | None = None
     spawned_at: datetime | None = None
     completed_at: datetime | None = None
+    sandbox: str | None = Field(default=None, pattern=r"^(bwrap|none)$")
 
     def assignments(self, first_param: int) -> tuple[list[str], list[Any]]:
         """SET clauses for the fields given explicitly (None clears), numbered from first_param."""

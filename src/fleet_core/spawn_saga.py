@@ -101,6 +101,7 @@ class SpawnSaga:
                     "worktree_path": str(handle.worktree_path),
                     "host_id": handle.host_id,
                     "spawned_at": datetime.now(UTC),
+                    "sandbox": handle.sandbox,
                 },
             )
 
@@ -169,6 +170,7 @@ class SpawnSaga:
             attempt=rec.retry_count + 1,
             setup=config.setup,
             setup_timeout_s=config.setup_timeout_seconds,
+            sandbox=rec.sandbox,
         )
         if retry:
             return await self.runtime.respawn(spec)

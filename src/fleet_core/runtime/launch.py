@@ -3,8 +3,8 @@
     python -m fleet_core.runtime.launch RUN_DIR     (the runtime runs this file with -S)
 
 RUN_DIR (0700) holds `spec` (gate timeout, cwd, task id, slirp4netns path or "", seccomp
-filter path or "", argv), `env` (the agent's variables) and `prompt`, each 0600 and
-NUL-separated. A sandboxed argv (bubblewrap's, see runtime/sandbox.py) holds the marker
+filter path or "", the cgroup.procs files to join (newline-separated) or "", argv), `env`
+(the agent's variables) and `prompt`, each 0600 and NUL-separated. A sandboxed argv (bubblewrap's, see runtime/sandbox.py) holds the marker
 `{fleet-fds}` where the launcher puts the options that pass descriptors: the seccomp filter,
 the prompt file (copied into the sandbox's private /run), and --info-fd/--block-fd, with which
 it starts slirp4netns for the sandbox's network namespace before the agent runs. The launcher
@@ -134,7 +134,7 @@ def start_network(slirp: str, child: int) -> int:
 
 
 def main(run_dir: str) -> int:
-    gate, cwd, task_id, slirp, seccomp, *argv = read_fields(os.path.join(run_dir, "spec"))
+    gate, cwd, task_id, slirp, seccomp, cgroups, *argv = read_fields(os.path.join(run_dir, "spec"))
     env_path = os.path.join(run_dir, "env")
     prompt_path = os.path.join(run_dir, "prompt")
     go = released(run_dir, float(gate))
@@ -191,6 +191,9 @@ def main(run_dir: str) -> int:
           + (" (sandboxed)" if sandboxed else ""), flush=True)  # fmt: skip
     net_pid = pid = 0
     try:
+        for procs in filter(None, cgroups.split("\n")):  # limits: the agent is born inside
+            with open(procs, "w") as fh:
+                fh.write(str(os.getpid()))
         os.chdir(cwd)
         pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions)
         for fd in keep:

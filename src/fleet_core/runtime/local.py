@@ -26,7 +26,7 @@ from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
 from fleet_core.runtime import checkout as co
 from fleet_core.runtime import git as g
-from fleet_core.runtime import launch
+from fleet_core.runtime import launch, limits
 from fleet_core.runtime.adapters import Adapter
 from fleet_core.runtime.cleanup import CleanupResult, remove_checkout
 from fleet_core.runtime.contained import Confinement
@@ -87,6 +87,7 @@ class SpawnSpec:
     attempt: int = 1
     setup: list[str] | None = None
     setup_timeout_s: float = 600.0
+    sandbox: str | None = None  # how an earlier attempt ran: "bwrap" binds this one too
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class AgentHandle:
     branch: str
     host_id: str
     base_ref: str
+    sandbox: str = "none"  # "bwrap" when the agent runs in the sandbox
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class LocalRuntime:
         kill_grace_s: float = 5.0,
         sandbox: Sandbox | None = None,
         unsandboxed_reason: str | None = None,
+        agent_limits: limits.AgentLimits | None = None,
     ) -> None:
         self.paths = paths
         self.adapters = adapters
@@ -146,6 +149,7 @@ class LocalRuntime:
         self.kill_grace_s = kill_grace_s
         self.sandbox = sandbox
         self.confinement = Confinement(sandbox, paths.data_dir)
+        self.limits = agent_limits or limits.AgentLimits()
         # Why agents run without a sandbox (None when they run in one): shown, never silent.
         self.unsandboxed_reason = None if sandbox else (unsandboxed_reason or "sandbox off")
         self.tmux = Tmux(paths.tmux_socket, paths.data_dir / "tmux.conf")
@@ -162,6 +166,7 @@ class LocalRuntime:
         and branch, with the previous attempt's work, stay and are reused."""
         await self.kill(spec.task_id)
         _remove_dir(self.run_dir(spec.task_id))
+        limits.remove(spec.task_id)
         return await self.spawn(spec, resume=True)
 
     async def spawn(self, spec: SpawnSpec, *, resume: bool = False) -> AgentHandle:
@@ -179,6 +184,12 @@ class LocalRuntime:
             raise BadInputError("agent_type", f"no command configured for {spec.agent_type.value}")
         if spec.base_branch:
             validate_branch(spec.base_branch, "base_branch")
+        if spec.sandbox == "bwrap" and self.sandbox is None:
+            raise SpawnError(
+                "sandbox",
+                f"this task ran in the sandbox and never continues without it; here agents "
+                f"run unsandboxed ({self.unsandboxed_reason})",
+            )
         base = spec.base_branch or await self._default_branch(spec.repository)
         located, resolved = await asyncio.gather(
             g.repo_paths(spec.repository), g.base_ref(spec.repository, base), return_exceptions=True
@@ -196,8 +207,9 @@ class LocalRuntime:
         if rd.exists() or (checkout.exists() and not resume):
             raise BadInputError("task_id", f"{spec.task_id} was already spawned here")
         handle = AgentHandle(
-            spec.task_id, session_name(spec.task_id), checkout, spec.branch, self.host_id, base_ref
-        )
+            spec.task_id, session_name(spec.task_id), checkout, spec.branch, self.host_id,
+            base_ref, "bwrap" if self.sandbox else "none",
+        )  # fmt: skip
         rd.mkdir(parents=True, mode=0o700)
         reuse = resume and checkout.is_dir()
         if reuse:
@@ -295,8 +307,9 @@ class LocalRuntime:
         _write_private(rd / "prompt", spec.prompt.encode())
         gate_s = spec.setup_timeout_s + GATE_MARGIN_S
         cwd = handle.worktree_path if self.sandbox is None else Path("/")
+        cgroups = "\n".join(map(str, limits.create(spec.task_id, self.limits)))
         _write_fields(
-            rd / "spec", [str(gate_s), str(cwd), str(spec.task_id), slirp, seccomp, *argv]
+            rd / "spec", [str(gate_s), str(cwd), str(spec.task_id), slirp, seccomp, cgroups, *argv]
         )
         # The launcher needs only the standard library: run its file without `site`.
         launcher = [sys.executable, "-S", launch.__file__, str(rd)]
@@ -333,6 +346,7 @@ class LocalRuntime:
         if checkout_created and handle.worktree_path.exists():
             await asyncio.to_thread(shutil.rmtree, handle.worktree_path, True)
         _remove_dir(rd)
+        limits.remove(handle.task_id)
 
     # -- observe -----------------------------------------------------------------------------
 
@@ -441,6 +455,7 @@ class LocalRuntime:
             self.paths.data_dir, repo, checkout, branch, base_ref, self.paths.snapshots
         )
         _remove_dir(self.run_dir(task_id))
+        limits.remove(task_id)
         self._published.pop(task_id, None)
         return result
 
