@@ -4,11 +4,12 @@
 
 RUN_DIR (0700) holds `spec` (gate timeout, cwd, task id, slirp4netns path or "", seccomp
 filter path or "", the cgroup.procs files to join (newline-separated) or "", argv), `env`
-(the agent's variables) and `prompt`, each 0600 and NUL-separated. A sandboxed argv (bubblewrap's, see runtime/sandbox.py) holds the marker
-`{fleet-fds}` where the launcher puts the options that pass descriptors: the seccomp filter,
-the prompt file (copied into the sandbox's private /run), and --info-fd/--block-fd, with which
-it starts slirp4netns for the sandbox's network namespace before the agent runs. The launcher
-itself stays outside the sandbox. The env and prompt files are removed on every exit path.
+(the agent's variables) and `prompt`, each 0600 and NUL-separated. A sandboxed argv
+(bubblewrap's, see runtime/sandbox.py) holds the marker `{fleet-fds}` where the launcher puts
+the options that pass descriptors: the seccomp filter, the prompt file (copied into the
+sandbox's private /run), and --info-fd/--block-fd, with which it starts slirp4netns for the
+sandbox's network namespace before the agent runs. The launcher stays outside the sandbox.
+The env and prompt files are removed on every exit path.
 
 The launcher starts while the runtime still creates the checkout and waits for the file `go`:
 "1" starts the agent, anything else ends the launcher quietly, no `go` within the gate timeout
