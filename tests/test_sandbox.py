@@ -316,3 +316,71 @@ def test_host_loopback_is_really_listening(loopback: Loopback) -> None:
     with socket.create_connection(("127.0.0.1", loopback.port), timeout=3) as s:
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert s.recv(20).startswith(b"HTTP/")
+
+
+HOG = "b = bytearray(400 * 1024 * 1024)\nprint('allocated', flush=True)"
+FORKS = (
+    "import os, time\nn = 0\nfor _ in range(100):\n    try:\n        pid = os.fork()\n"
+    "    except OSError as e:\n        print('fork refused:', e, flush=True)\n        break\n"
+    "    if pid == 0:\n        time.sleep(3)\n        os._exit(0)\n    n += 1\n"
+    "print('forked', n, flush=True)\n"
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are made by the engine as root")
+async def test_memory_and_process_limits_bind_one_agent(
+    tmp_path: Path, db: Database, pg: Pg, repo: Path
+) -> None:
+    from fleet_core.runtime.limits import AgentLimits
+
+    data_dir = tmp_path / "data"
+    rt = LocalRuntime(
+        RuntimePaths.under(data_dir),
+        build_adapters({"custom": {"command": [sys.executable, "-I", "-S", "-c", "{model}"]}}),
+        SecretProvider(db, environ={}),
+        host_id="test-host",
+        sandbox=the_sandbox(data_dir, pg, NetworkMode.NONE),
+        agent_limits=AgentLimits(memory_mb=100, pids=30),
+    )
+    try:
+        hog = SpawnSpec(**{**spec(repo, AgentType.CUSTOM).__dict__, "model": HOG})
+        forks = SpawnSpec(**{**spec(repo, AgentType.CUSTOM).__dict__, "model": FORKS})
+        await rt.spawn(hog)
+        await rt.spawn(forks)
+        for _ in range(400):
+            done = [await rt.exit_status(s.task_id) for s in (hog, forks)]
+            if all(done):
+                break
+            await asyncio.sleep(0.05)
+        hog_exit, forks_exit = done
+        assert hog_exit is not None and hog_exit.code == 137 and hog_exit.oom
+        assert "allocated" not in await rt.logs(hog.task_id)
+        log = await rt.logs(forks.task_id)
+        assert forks_exit is not None and "fork refused" in log, log
+        forked = int(log.split("forked ", 1)[1].split()[0])
+        assert forked < 30
+    finally:
+        await rt.tmux.kill_server()
+
+
+async def test_a_sandboxed_task_never_continues_unsandboxed(
+    tmp_path: Path, db: Database, repo: Path
+) -> None:
+    from fleet_core.errors import SpawnError
+
+    rt = LocalRuntime(
+        RuntimePaths.under(tmp_path / "data"),
+        build_adapters(),
+        SecretProvider(db, environ={}),
+        host_id="test-host",
+        sandbox=None,
+        unsandboxed_reason="bubblewrap is not installed",
+    )
+    try:
+        s = SpawnSpec(**{**spec(repo).__dict__, "sandbox": "bwrap"})
+        with pytest.raises(SpawnError, match="never continues without it") as err:
+            await rt.respawn(s)
+        assert err.value.step == "sandbox"
+        assert not (rt.paths.worktrees / str(s.task_id)).exists()
+    finally:
+        await rt.tmux.kill_server()

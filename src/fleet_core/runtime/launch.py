@@ -134,6 +134,14 @@ def start_network(slirp: str, child: int) -> int:
     return pid
 
 
+def command_name(argv: list[str]) -> str:
+    """The agent's own command in a sandbox command line: after bwrap's `--` (and setpriv's)."""
+    at = argv.index("--") + 1
+    if os.path.basename(argv[at]) == "setpriv":
+        at = argv.index("--", at) + 1
+    return argv[at]
+
+
 def main(run_dir: str) -> int:
     gate, cwd, task_id, slirp, seccomp, cgroups, *argv = read_fields(os.path.join(run_dir, "spec"))
     env_path = os.path.join(run_dir, "env")
@@ -187,7 +195,7 @@ def main(run_dir: str) -> int:
         at = argv.index(FDS)
         argv = argv[:at] + fds + argv[at + 1 :]
     started = time.time()
-    name = argv[-1] if sandboxed else argv[0]
+    name = command_name(argv) if sandboxed else argv[0]
     print(f"fleet: starting {os.path.basename(name)} for task {task_id}"
           + (" (sandboxed)" if sandboxed else ""), flush=True)  # fmt: skip
     net_pid = pid = 0
