@@ -49,7 +49,8 @@ async def run_contained(
     rd = Path(tempfile.mkdtemp(prefix="cmd-", dir=run_root))
     try:
         wrapped = sandbox.wrap(list(argv), cwd=cwd, writable=writable, readable=readable)
-        fields = ["0", "/", "command", sandbox.slirp_path or "", str(seccomp or ""), "", *wrapped]
+        fields = [launch.SPEC_VERSION, "0", "/", "command", sandbox.slirp_path or "",
+                  str(seccomp or ""), "", *wrapped]  # fmt: skip
         _write(rd / "spec", fields)
         _write(rd / "env", [f"{k}={v}" for k, v in sandbox.env(dict(env or {})).items()])
         _write(rd / "go", ["1"], sep="")

@@ -2,9 +2,9 @@
 
     python -m fleet_core.runtime.launch RUN_DIR     (the runtime runs this file with -S)
 
-RUN_DIR (0700) holds `spec` (gate timeout, cwd, task id, slirp4netns path or "", seccomp
-filter path or "", the cgroup.procs files to join (newline-separated) or "", argv), `env`
-(the agent's variables) and `prompt`, each 0600 and NUL-separated. A sandboxed argv
+RUN_DIR (0700) holds `spec` (SPEC_VERSION, gate timeout, cwd, task id, slirp4netns path or
+"", seccomp filter path or "", the cgroup.procs files to join (newline-separated) or "",
+argv), `env` (the agent's variables) and `prompt`, each 0600 and NUL-separated. A sandboxed argv
 (bubblewrap's, see runtime/sandbox.py) holds the marker `{fleet-fds}` where the launcher puts
 the options that pass descriptors: the seccomp filter, the prompt file (copied into the
 sandbox's private /run), and --info-fd/--block-fd, with which it starts slirp4netns for the
@@ -32,6 +32,7 @@ import time
 BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "SHELL",
             "TMPDIR", "TZ", "COLORTERM")  # fmt: skip
 PROMPT_FILE = "{prompt_file}"
+SPEC_VERSION = "fleet-spec-2"  # the first field of `spec`: engine and launcher agree
 FDS = "{fleet-fds}"  # in a sandbox command line: where the descriptors' options go
 PROMPT_INSIDE = "/run/fleet/prompt"
 OOM_EXIT = 137
@@ -201,6 +202,8 @@ def main(run_dir: str) -> int:
     net_pid = pid = 0
     try:
         for procs in filter(None, cgroups.split("\n")):  # limits: the agent is born inside
+            if not (procs.startswith("/sys/fs/cgroup/") and procs.endswith("/cgroup.procs")):
+                raise OSError(f"not a cgroup: {procs}")
             with open(procs, "w") as fh:
                 fh.write(str(os.getpid()))
         os.chdir(cwd)

@@ -309,7 +309,17 @@ class LocalRuntime:
         cwd = handle.worktree_path if self.sandbox is None else Path("/")
         cgroups = "\n".join(map(str, limits.create(spec.task_id, self.limits)))
         _write_fields(
-            rd / "spec", [str(gate_s), str(cwd), str(spec.task_id), slirp, seccomp, cgroups, *argv]
+            rd / "spec",
+            [
+                launch.SPEC_VERSION,
+                str(gate_s),
+                str(cwd),
+                str(spec.task_id),
+                slirp,
+                seccomp,
+                cgroups,
+                *argv,
+            ],
         )
         # The launcher needs only the standard library: run its file without `site`.
         launcher = [sys.executable, "-S", launch.__file__, str(rd)]
