@@ -1,10 +1,13 @@
-"""Spawning an agent ÷ the bare minimum it must do, in the same run.
+"""Spawning an agent ÷ the bare minimum it must do, and sandboxed ÷ unsandboxed, in one run.
 
 spawn: LocalRuntime.spawn of the demo agent, until the launcher reports the agent process
-started (validation, git checks, `git worktree add` under the repo lock, secrets with their
-audit row, 0600 files, tmux session, launcher start).
-baseline: `git worktree add -b` + `tmux new-session -d` (running `sleep`), nothing else.
-Medians of N of each, interleaved; goal: spawn ÷ baseline <= 1.3.
+started (validation, git checks, the per-task `git clone --shared`, secrets with their audit
+row, 0600 files, tmux session, launcher start); once without a sandbox and once in the
+sandbox (bubblewrap, setpriv to the agent user when root, slirp4netns up before the agent
+runs, the seccomp filter).
+baseline: `git clone --shared` + `tmux new-session -d` (running `sleep`), nothing else.
+Medians of N of each, interleaved; goals: spawn ÷ baseline <= 1.3, sandboxed ÷ unsandboxed
+<= 1.2.
 
     python benchmarks/bench_spawn.py [-n 20]
 """
@@ -25,7 +28,9 @@ from fleet_core.db.connect import cluster_for, open_database
 from fleet_core.models import AgentType
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.local import LocalRuntime, RuntimePaths, SpawnSpec
+from fleet_core.runtime.policy import sandbox_for
 from fleet_core.runtime.proc import run
+from fleet_core.runtime.sandbox import SandboxMode
 from fleet_core.runtime.secrets import SecretProvider
 
 ID = ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
@@ -52,49 +57,57 @@ async def main(n: int) -> None:
     settings = Settings(data_dir=root / "data")
     db = await open_database(settings)
     repo = make_repo(root)
+    secrets = SecretProvider(db, environ={"FLEET_DEMO_DELAY": "0"})
     rt = LocalRuntime(
-        RuntimePaths.under(settings.data_dir),
-        build_adapters(),
-        SecretProvider(db, environ={"FLEET_DEMO_DELAY": "0"}),
-        host_id="bench",
+        RuntimePaths.under(settings.data_dir), build_adapters(), secrets, host_id="bench"
     )
+    sandbox, _ = sandbox_for(settings, SandboxMode.REQUIRED)
+    boxed = LocalRuntime(
+        RuntimePaths.under(root / "boxed"), build_adapters(), secrets, host_id="bench",
+        sandbox=sandbox,
+    )  # fmt: skip
     sock = "fleet-bench-" + uuid.uuid4().hex[:8]
     bare_dir = root / "bare"
     bare_dir.mkdir()
 
-    async def spawn_once() -> float:
+    async def spawn_once(runtime: LocalRuntime = rt) -> float:
         tid = uuid.uuid4()
         t0 = time.perf_counter()
-        await rt.spawn(SpawnSpec(tid, "bench", repo, f"fleet/s-{tid.hex[:12]}", AgentType.DEMO,
-                                 "demo", "bench prompt [demo:stall]"))  # fmt: skip
+        branch = f"fleet/s-{tid.hex[:12]}"
+        prompt = "bench prompt [demo:stall]"
+        await runtime.spawn(SpawnSpec(tid, "bench", repo, branch, AgentType.DEMO, "demo", prompt))
         return time.perf_counter() - t0
 
     async def bare_once() -> float:
         name = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
-        await run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", f"bare/{name}",
-                   str(bare_dir / name), "main"])  # fmt: skip
+        await run(["git", "clone", "-q", "--shared", str(repo), str(bare_dir / name)])
         await run(["tmux", "-L", sock, "new-session", "-d", "-s", name, "-c", str(bare_dir / name),
                    "sleep", "600"])  # fmt: skip
         return time.perf_counter() - t0
 
     await spawn_once()  # warm-up: tmux servers, imports, prepared statements
+    await spawn_once(boxed)
     await bare_once()
-    spawns, bares = [], []
+    spawns, boxes, bares = [], [], []
     try:
         for _ in range(n):
             bares.append(await bare_once())
             spawns.append(await spawn_once())
+            boxes.append(await spawn_once(boxed))
     finally:
         await run(["tmux", "-L", sock, "kill-server"], check=False)
         await rt.tmux.kill_server()
+        await boxed.tmux.kill_server()
         await db.close()
         cluster_for(settings).destroy()
-    s, b = statistics.median(spawns), statistics.median(bares)
-    print(f"n={n}")
-    print(f"spawn (demo agent started) median {s * 1000:6.1f} ms  (min {min(spawns) * 1000:.1f})")
-    print(f"bare worktree add + tmux   median {b * 1000:6.1f} ms  (min {min(bares) * 1000:.1f})")
+    s, x, b = (statistics.median(v) for v in (spawns, boxes, bares))
+    print(f"n={n}; sandbox network: {settings.sandbox_network.value}")
+    print(f"spawn, no sandbox        median {s * 1000:6.1f} ms  (min {min(spawns) * 1000:.1f})")
+    print(f"spawn, sandboxed         median {x * 1000:6.1f} ms  (min {min(boxes) * 1000:.1f})")
+    print(f"bare clone + tmux        median {b * 1000:6.1f} ms  (min {min(bares) * 1000:.1f})")
     print(f"ratio spawn / bare: {s / b:.2f}  (goal <= 1.3)")
+    print(f"ratio sandboxed / unsandboxed: {x / s:.2f}  (goal <= 1.2)")
 
 
 if __name__ == "__main__":

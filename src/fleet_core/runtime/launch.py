@@ -144,7 +144,14 @@ def command_name(argv: list[str]) -> str:
 
 
 def main(run_dir: str) -> int:
-    gate, cwd, task_id, slirp, seccomp, cgroups, *argv = read_fields(os.path.join(run_dir, "spec"))
+    fields = read_fields(os.path.join(run_dir, "spec"))
+    if not fields or fields[0] != SPEC_VERSION:  # written by another version of fleet
+        print(f"fleet: this launcher reads {SPEC_VERSION}, the spec is another", flush=True)
+        discard(os.path.join(run_dir, "env"), os.path.join(run_dir, "prompt"))
+        record(os.path.join(run_dir, "exit"), exit_code=125, error="spec version mismatch",
+               ended_at=stamp())  # fmt: skip
+        return 125
+    gate, cwd, task_id, slirp, seccomp, cgroups, *argv = fields[1:]
     env_path = os.path.join(run_dir, "env")
     prompt_path = os.path.join(run_dir, "prompt")
     go = released(run_dir, float(gate))
