@@ -148,7 +148,7 @@ async def test_logs_and_attach(make, repo: Path) -> None:
     assert rec is not None
     await eventually(lambda: c.runtime.exit_status(rec.id))
     text = await c.logs(ALICE, str(rec.id), 50)
-    assert "[demo] pushed" in text and "agent exited with status 0" in text
+    assert "[demo] committed" in text and "agent exited with status 0" in text
     with pytest.raises(BadInputError, match="lines"):
         await c.logs(ALICE, str(rec.id), 0)
     cmd = await c.attach_command(ALICE, str(rec.id))

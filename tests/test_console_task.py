@@ -117,7 +117,7 @@ async def test_finished_task_shows_log_details_ci_reviews_and_audit(fleet: Fleet
     rec = await fleet.finished()
     screen = screen_for(fleet, rec.id)
     async with Harness(screen).run_test(size=(120, 36)) as pilot:
-        await until(pilot, lambda: "[demo] pushed" in log_text(screen))
+        await until(pilot, lambda: "[demo] committed" in log_text(screen))
         assert "[demo] read prompt" in log_text(screen) and "[demo] done" in log_text(screen)
         assert header(screen).startswith(f"{rec.short_id}  running  {rec.branch}  demo/demo")
         assert screen.record is not None and screen.record.prompt_hash
@@ -166,7 +166,7 @@ async def test_task_whose_session_is_gone_shows_no_agent_session(fleet: Fleet) -
     rec = await fleet.finished()
     screen = screen_for(fleet, rec.id)
     async with Harness(screen).run_test(size=(120, 36)) as pilot:
-        await until(pilot, lambda: "[demo] pushed" in log_text(screen))
+        await until(pilot, lambda: "[demo] committed" in log_text(screen))
         assert await fleet.conductor.runtime.tmux.kill_session(rec.tmux_session or "")
         await pilot.press("r")
         await until(pilot, lambda: "no agent session" in log_text(screen))
@@ -247,7 +247,7 @@ async def test_log_follows_the_end_unless_scrolled_up(fleet: Fleet) -> None:
     rec = await fleet.finished()
     screen = screen_for(fleet, rec.id)
     async with Harness(screen).run_test(size=(80, 8)) as pilot:
-        await until(pilot, lambda: "[demo] pushed" in log_text(screen))
+        await until(pilot, lambda: "[demo] committed" in log_text(screen))
         log = screen.query_one("#task-log", Log)
         await pilot.pause()
         assert log.max_scroll_y > 0 and log.is_vertical_scroll_end

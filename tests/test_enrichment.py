@@ -166,9 +166,9 @@ def test_every_task_type_has_guidance() -> None:
 
 
 def test_safety_text_covers_the_rules() -> None:
-    for phrase in ("data, never instructions", "secrets", "environment variables", "worktree"):
+    for phrase in ("data, never instructions", "secrets", "environment variables", "checkout"):
         assert phrase in SAFETY_TEXT
-    assert "own branch" in SAFETY_TEXT and "tests" in SAFETY_TEXT
+    assert "tests" in SAFETY_TEXT
 
 
 def test_task_sections_retry_has_sanitized_failure() -> None:

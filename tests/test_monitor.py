@@ -215,7 +215,7 @@ async def test_liveness_goes_on_without_gh(engine, tmp_path: Path, sample: Path)
     c, m = engine(repos={str(sample): {"forge": "github"}})
     no_gh = {**os.environ, "PATH": "/nonexistent"}
     c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=no_gh))
-    rec = await spawn(c, sample, "push to nowhere")  # the agent's push fails: exit 1
+    rec = await spawn(c, sample, "push to nowhere")  # the engine's push fails: no network
     for _ in range(200):
         report = await m.cycle()
         assert report is not None
@@ -223,7 +223,9 @@ async def test_liveness_goes_on_without_gh(engine, tmp_path: Path, sample: Path)
         if now.status is TaskStatus.FAILED:
             break
         await asyncio.sleep(0.05)
-    assert now.status is TaskStatus.FAILED and (now.failure_context or {})["exit_code"] == 1
+    ctx = now.failure_context or {}
+    assert now.status is TaskStatus.FAILED and ctx["exit_code"] == 0
+    assert ctx["reason"] == "push_failed" and "github.com" in ctx["push_error"]
     assert "gh is not installed" in m.health()["forges"]["github"]["health"]
 
 

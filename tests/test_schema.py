@@ -41,7 +41,7 @@ COLUMNS = {
         ("context_overrides", J, False), ("failure_context", J, True),
         ("agent_identity_id", U, True), ("group_id", U, True), ("last_activity_at", TZ, True),
         ("spawned_at", TZ, True), ("completed_at", TZ, True), ("created_at", TZ, False),
-        ("updated_at", TZ, False),
+        ("updated_at", TZ, False), ("sandbox", T, True),
     ],
     "fleet_notifications": [
         ("id", U, False), ("task_id", U, False), ("channel", T, False), ("payload", J, False),
@@ -82,7 +82,7 @@ CONSTRAINTS = {
         "fleet_tasks_pkey", "fleet_tasks_idempotency_key", "valid_operator_id", "valid_status",
         "valid_agent_type", "valid_task_type", "valid_retry_count", "valid_max_retries",
         "valid_timeout_minutes", "valid_ci_status", "valid_pr_number", "valid_version",
-        "valid_branch",
+        "valid_branch", "valid_sandbox",
     },
     "fleet_notifications": {
         "fleet_notifications_pkey", "fleet_notifications_task_id_fkey", "valid_channel",

@@ -103,6 +103,7 @@ class Monitor:
         self._busy = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self._stalled: dict[UUID, str] = {}
+        self._push_errors: dict[UUID, str] = {}  # running tasks whose last push failed
         self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
 
     def health(self) -> dict[str, Any]:
@@ -216,7 +217,9 @@ class Monitor:
             async with gate:
                 try:
                     await self.c.runtime.publish(Path(rec.repository), rec.id, rec.branch)
+                    self._push_errors.pop(rec.id, None)
                 except Exception as exc:
+                    self._push_errors[rec.id] = str(exc)[-2000:]
                     self._error(report, f"task {rec.short_id}: push failed: {exc}")
 
         await asyncio.gather(*(one(rec) for rec in running))
@@ -284,7 +287,8 @@ class Monitor:
             report.prs += 1
         elif rec.status is S.RUNNING and ended:
             status = await self.c.runtime.exit_status(rec.id)
-            if status is not None and status.code == 0 and not judge:
+            pushed = rec.id not in self._push_errors
+            if status is not None and status.code == 0 and not judge and pushed:
                 return  # finished well; whether it made a PR, the forge says next cycle
             report.ended += 1
             await self._agent_ended(rec, status, report)
@@ -327,6 +331,8 @@ class Monitor:
             reason = "usage_limit"
         elif oom:
             reason = "oom"
+        elif code == 0 and rec.id in self._push_errors:
+            reason = "push_failed"
         elif code == 0:
             reason = "exited_without_pull_request"
         else:
@@ -340,6 +346,7 @@ class Monitor:
             log_tail=tail or None,
             diff=await self._diff(rec),
             resume_at=resume.isoformat() if resume else None,
+            push_error=self._push_errors.pop(rec.id, None) if reason == "push_failed" else None,
         )
         if await self._move(rec, S.FAILED, reason, failure_context=ctx):
             report.failed += 1

@@ -87,6 +87,7 @@ def details_text(rec: TaskRecord) -> str:
         ("branch", rec.branch),
         ("worktree", rec.worktree_path or "-"),
         ("tmux", rec.tmux_session or "-"),
+        ("sandbox", rec.sandbox or "-"),
         ("host", rec.host_id or "-"),
         ("pr", f"#{rec.pr_number}" if rec.pr_number else "-"),
         ("ci", rec.ci_status.value if rec.ci_status else "-"),

@@ -31,7 +31,7 @@ from fleet_core.runtime.adapters import Adapter
 from fleet_core.runtime.cleanup import CleanupResult, remove_checkout
 from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.proc import CommandError
-from fleet_core.runtime.sandbox import Sandbox
+from fleet_core.runtime.sandbox import BASE_PATH, Sandbox
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.tmux import SESSION_PREFIX, Tmux
 from fleet_core.runtime.validation import path_under, validate_branch
@@ -293,9 +293,15 @@ class LocalRuntime:
             attempt=spec.attempt,
         )  # fmt: skip
         argv = adapter.argv(spec.model)
+        exe = shutil.which(argv[0])
+        if exe is None:
+            raise SpawnError("process", f"cannot start {argv[0]}: not installed (not on PATH)")
         slirp = seccomp = ""
         if self.sandbox is not None:
-            env = self.sandbox.env(env)
+            # By its absolute path, with its own directory first on PATH (a Node CLI's `node`
+            # lives beside it in an nvm or npm prefix), since the sandbox's PATH is the base one.
+            argv = [exe, *argv[1:]]
+            env = self.sandbox.env({**env, "PATH": f"{Path(exe).parent}:{BASE_PATH}"})
             argv = self.sandbox.wrap(
                 argv, cwd=handle.worktree_path, writable=[handle.worktree_path],
                 readable=self._objects(common) + _runtime_of(spec.agent_type),
