@@ -13,7 +13,7 @@ CREATE TABLE fleet_secrets (
     ciphertext  BYTEA NOT NULL,
     set_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    CONSTRAINT fleet_secrets_operator_name UNIQUE (operator_id, name),
+    CONSTRAINT fleet_secrets_pkey PRIMARY KEY (operator_id, name),
     CONSTRAINT valid_secret_operator_id CHECK (operator_id <> ''),
     CONSTRAINT valid_secret_name CHECK (name ~ '^[A-Z_][A-Z0-9_]{0,127}$'),
     CONSTRAINT valid_secret_nonce CHECK (octet_length(nonce) = 12),
