@@ -4,10 +4,13 @@ real CLI), and the master key's fingerprint refusing a wrong FLEET_KEY_ENCRYPTIO
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import os
+import pty
+import signal
 import subprocess
 import sys
 import uuid
@@ -332,3 +335,41 @@ async def test_the_cli_spawn_passes_a_stored_secret_to_the_agent(
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+async def test_on_a_terminal_the_value_is_prompted_for_without_echo(
+    su: asyncpg.Connection, pg: Pg
+) -> None:
+    value = f"typed-{uuid.uuid4().hex}"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `fleet secrets set` on the pty
+        env = {**os.environ, "FLEET_OPERATOR": "alice"}
+        os.execve(sys.executable, [sys.executable, "-m", "fleet_core", "secrets", "set",
+                                   "TYPED_TOKEN"], env)  # fmt: skip
+
+    async def converse() -> bytes:
+        seen = b""
+        while b"not echoed" not in seen:
+            seen += await asyncio.to_thread(os.read, fd, 1024)
+        os.write(fd, value.encode() + b"\n")
+        while True:
+            try:
+                chunk = await asyncio.to_thread(os.read, fd, 1024)
+            except OSError:  # EIO: the child closed the terminal
+                return seen
+            if not chunk:
+                return seen
+            seen += chunk
+
+    try:
+        seen = await asyncio.wait_for(converse(), 60)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert b"stored TYPED_TOKEN for alice" in seen and value.encode() not in seen
+    row = await su.fetchrow("SELECT nonce, ciphertext FROM fleet_secrets")
+    plain = AESGCM(file_key(pg)).decrypt(row["nonce"], row["ciphertext"], b"alice\0TYPED_TOKEN")
+    assert plain == value.encode()
