@@ -40,6 +40,8 @@ from fleet_core.registry import TaskRegistry  # noqa: E402
 from fleet_core.runtime.local import RuntimePaths  # noqa: E402
 
 TABLES = (
+    "fleet_master_key",
+    "fleet_secrets",
     "fleet_signing_keys",
     "fleet_spawn_queue",
     "fleet_audit",

@@ -62,6 +62,9 @@ EXPECTED = {
     "POST /api/fleet/tasks/{task_id}/merge",
     "GET /api/fleet/tasks/{task_id}/logs",
     "DELETE /api/fleet/tasks/{task_id}",
+    "GET /api/fleet/secrets",
+    "PUT /api/fleet/secrets/{name}",
+    "DELETE /api/fleet/secrets/{name}",
     "GET /healthz",
     "GET /.well-known/jwks.json",
 }

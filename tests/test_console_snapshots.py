@@ -37,7 +37,8 @@ SEEDED = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 WAIT_S = 15.0
 until = functools.partial(pilot_until, timeout=WAIT_S)
 TABLES = (
-    "fleet_spawn_queue, fleet_audit, fleet_outbox, fleet_notifications, fleet_config, fleet_tasks"
+    "fleet_spawn_queue, fleet_audit, fleet_outbox, fleet_notifications, fleet_config, fleet_tasks, "
+    "fleet_master_key"
 )
 AGENTS = [
     ("claude_code", "claude-sonnet-4"),

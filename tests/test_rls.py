@@ -18,6 +18,7 @@ TENANT_TABLES = (
     "fleet_outbox",
     "fleet_audit",
     "fleet_spawn_queue",
+    "fleet_secrets",
 )
 
 
@@ -32,6 +33,11 @@ async def seed(su: asyncpg.Connection, alice: TaskRegistry):
     await su.execute(
         "INSERT INTO fleet_spawn_queue (operator_id, tier, request) VALUES ('alice', 'builder', '{}')"
     )
+    await su.execute(
+        "INSERT INTO fleet_secrets (operator_id, name, nonce, ciphertext) "
+        "VALUES ('alice', 'API_KEY', $1, $2)",
+        bytes(12), bytes(32),
+    )  # fmt: skip
     return done
 
 
@@ -68,6 +74,8 @@ async def test_other_tables_are_isolated(
         assert await conn.execute("DELETE FROM fleet_notifications") == "DELETE 0"
         assert await conn.execute("DELETE FROM fleet_config") == "DELETE 0"
         assert await conn.execute("DELETE FROM fleet_spawn_queue") == "DELETE 0"
+        assert await conn.execute("DELETE FROM fleet_secrets") == "DELETE 0"
+        assert await conn.execute("UPDATE fleet_secrets SET nonce = nonce") == "UPDATE 0"
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with db.tx(Tenant.operator("bob")) as conn:
             await conn.execute(

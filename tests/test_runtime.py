@@ -32,7 +32,7 @@ def make_runtime(tmp_path: Path, db: Database, **adapter_overrides) -> LocalRunt
     return LocalRuntime(
         RuntimePaths.under(tmp_path / "data"),
         build_adapters(adapter_overrides),
-        SecretProvider(db, environ=environ),
+        SecretProvider(db, environ=environ, local_operator="alice"),
         host_id="test-host",
         kill_grace_s=1.0,
     )

@@ -75,6 +75,13 @@ COLUMNS = {
         ("created_at", TZ, False), ("not_before", TZ, False), ("signing_until", TZ, True),
         ("verify_until", TZ, True),
     ],
+    "fleet_secrets": [
+        ("operator_id", T, False), ("name", T, False), ("nonce", "bytea", False),
+        ("ciphertext", "bytea", False), ("set_at", TZ, False), ("updated_at", TZ, False),
+    ],
+    "fleet_master_key": [
+        ("id", "boolean", False), ("fingerprint", T, False), ("created_at", TZ, False),
+    ],
 }  # fmt: skip
 
 CONSTRAINTS = {
@@ -100,6 +107,13 @@ CONSTRAINTS = {
     },
     "fleet_signing_keys": {
         "fleet_signing_keys_pkey", "valid_signing_key_kid", "valid_signing_key_window",
+    },
+    "fleet_secrets": {
+        "fleet_secrets_pkey", "valid_secret_operator_id", "valid_secret_name",
+        "valid_secret_nonce", "valid_secret_ciphertext",
+    },
+    "fleet_master_key": {
+        "fleet_master_key_pkey", "one_master_key", "valid_master_key_fingerprint",
     },
 }  # fmt: skip
 
@@ -131,8 +145,14 @@ INDEXES = {
     "fleet_spawn_queue_order_idx": "INDEX fleet_spawn_queue_order_idx ON public.fleet_spawn_queue USING btree (operator_id, id)",
     "fleet_signing_keys_pkey": "UNIQUE INDEX fleet_signing_keys_pkey ON public.fleet_signing_keys USING btree (kid)",
     "fleet_signing_keys_one_signer": "UNIQUE INDEX fleet_signing_keys_one_signer ON public.fleet_signing_keys USING btree ((true)) WHERE (signing_until IS NULL)",
+    "fleet_secrets_pkey": "UNIQUE INDEX fleet_secrets_pkey ON public.fleet_secrets USING btree (operator_id, name)",
+    "fleet_master_key_pkey": "UNIQUE INDEX fleet_master_key_pkey ON public.fleet_master_key USING btree (id)",
 }  # fmt: skip
-TRIGGERS = {("fleet_tasks", "fleet_tasks_updated_at"), ("fleet_config", "fleet_config_updated_at")}
+TRIGGERS = {
+    ("fleet_tasks", "fleet_tasks_updated_at"),
+    ("fleet_config", "fleet_config_updated_at"),
+    ("fleet_secrets", "fleet_secrets_updated_at"),
+}
 
 
 async def describe(conn: asyncpg.Connection) -> dict[str, object]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from fleet_core.auth.secret_store import SecretStore
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import (
@@ -140,7 +141,12 @@ class Conductor:
         runtime = LocalRuntime(
             RuntimePaths.from_settings(settings),
             build_adapters(settings.agents),
-            SecretProvider(db, settings.secrets),
+            SecretProvider(
+                db,
+                settings.secrets,
+                store=SecretStore.for_settings(settings, db),
+                local_operator=settings.operator,
+            ),
             host_id=settings.host_id,
             kill_grace_s=settings.kill_grace_seconds,
             sandbox=sandbox,

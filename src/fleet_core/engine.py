@@ -52,6 +52,7 @@ async def running_engine(
     conductor = Conductor.from_settings(settings, db, bus=bus)
     monitor = Monitor(conductor, config or monitor_config(settings))
     try:
+        await conductor.runtime.secrets.ready()  # a wrong master key stops here, one line
         reconciled = ReconcileReport([], [])
         if background:
             reconciled = await monitor.start()

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
+from fleet_core.auth.secret_store import SecretNotFoundError
 from fleet_core.errors import (
     ActiveTaskDeletionError,
     AmbiguousTaskIdError,
@@ -39,6 +40,7 @@ STATUS: list[tuple[type[FleetError], int]] = [
     (DeniedError, 403),  # SpawnDeniedError and tier checks
     (TaskNotFoundError, 404),
     (NoSessionError, 404),
+    (SecretNotFoundError, 404),
     (InvalidTransitionError, 409),
     (StaleVersionError, 409),
     (ActiveTaskDeletionError, 409),
@@ -55,7 +57,7 @@ DESCRIPTIONS = {
     400: "Bad input: `field` names what was refused",
     401: "No valid bearer token",
     403: "Denied: the caller's tier is too low, or a spawn is over the limit",
-    404: "No such task (or not the caller's)",
+    404: "No such task or secret (or not the caller's)",
     409: "The task's state does not allow this now",
     503: "The forge is rate-limited: try again after Retry-After seconds",
 }
