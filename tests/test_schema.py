@@ -75,6 +75,10 @@ COLUMNS = {
         ("created_at", TZ, False), ("not_before", TZ, False), ("signing_until", TZ, True),
         ("verify_until", TZ, True),
     ],
+    "fleet_tokens": [
+        ("jti", T, False), ("operator_id", T, False), ("tier", T, False),
+        ("issued_at", TZ, False), ("expires_at", TZ, False), ("revoked_at", TZ, True),
+    ],
 }  # fmt: skip
 
 CONSTRAINTS = {
@@ -100,6 +104,10 @@ CONSTRAINTS = {
     },
     "fleet_signing_keys": {
         "fleet_signing_keys_pkey", "valid_signing_key_kid", "valid_signing_key_window",
+    },
+    "fleet_tokens": {
+        "fleet_tokens_pkey", "valid_token_jti", "valid_token_operator_id", "valid_token_tier",
+        "valid_token_lifetime",
     },
 }  # fmt: skip
 
@@ -131,6 +139,8 @@ INDEXES = {
     "fleet_spawn_queue_order_idx": "INDEX fleet_spawn_queue_order_idx ON public.fleet_spawn_queue USING btree (operator_id, id)",
     "fleet_signing_keys_pkey": "UNIQUE INDEX fleet_signing_keys_pkey ON public.fleet_signing_keys USING btree (kid)",
     "fleet_signing_keys_one_signer": "UNIQUE INDEX fleet_signing_keys_one_signer ON public.fleet_signing_keys USING btree ((true)) WHERE (signing_until IS NULL)",
+    "fleet_tokens_pkey": "UNIQUE INDEX fleet_tokens_pkey ON public.fleet_tokens USING btree (jti)",
+    "fleet_tokens_issued_idx": "INDEX fleet_tokens_issued_idx ON public.fleet_tokens USING btree (issued_at DESC)",
 }  # fmt: skip
 TRIGGERS = {("fleet_tasks", "fleet_tasks_updated_at"), ("fleet_config", "fleet_config_updated_at")}
 

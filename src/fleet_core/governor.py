@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fleet_core import spawn_queue
+from fleet_core.auth.records import set_operator_tier
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
@@ -244,13 +245,7 @@ class Governor:
 
     async def set_tier(self, operator_id: str, tier: Tier | None) -> None:
         """Store the highest tier the operator may act with (None: whatever they claim)."""
-        async with self.db.tx(Tenant.admin()) as conn:
-            await conn.execute(
-                "INSERT INTO fleet_config (operator_id, tier) VALUES ($1, $2) "
-                "ON CONFLICT (operator_id) DO UPDATE SET tier = EXCLUDED.tier",
-                operator_id,
-                tier.value if tier else None,
-            )
+        await set_operator_tier(self.db, operator_id, tier)
         self.invalidate(operator_id)
 
     # -- internals -----------------------------------------------------------------------------

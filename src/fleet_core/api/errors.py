@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from fleet_core.errors import (
     ActiveTaskDeletionError,
@@ -24,7 +25,9 @@ from fleet_core.errors import (
     InvalidTransitionError,
     MergeRefusedError,
     NoSessionError,
+    NotFoundError,
     OtherHostError,
+    RepositoryUnavailableError,
     RetryBudgetSpentError,
     StaleVersionError,
     TaskNotFoundError,
@@ -34,11 +37,13 @@ from fleet_core.saga import SagaError
 
 STATUS: list[tuple[type[FleetError], int]] = [
     (AuthError, 401),
+    (RepositoryUnavailableError, 404),  # before BadInputError, its base
     (BadInputError, 400),
     (AmbiguousTaskIdError, 400),
     (DeniedError, 403),  # SpawnDeniedError and tier checks
     (TaskNotFoundError, 404),
     (NoSessionError, 404),
+    (NotFoundError, 404),
     (InvalidTransitionError, 409),
     (StaleVersionError, 409),
     (ActiveTaskDeletionError, 409),
@@ -55,7 +60,7 @@ DESCRIPTIONS = {
     400: "Bad input: `field` names what was refused",
     401: "No valid bearer token",
     403: "Denied: the caller's tier is too low, or a spawn is over the limit",
-    404: "No such task (or not the caller's)",
+    404: "No such task (or not the caller's), token, or repository available to the caller",
     409: "The task's state does not allow this now",
     503: "The forge is rate-limited: try again after Retry-After seconds",
 }
@@ -92,11 +97,25 @@ HTTP_CODES = {
 
 def status_of(exc: FleetError) -> int:
     if isinstance(exc, SagaError) and isinstance(exc.cause, FleetError):
+        if isinstance(exc.cause, BadInputError):
+            # The request was accepted; the task's repository or base no longer allows the
+            # step (a retry whose repository is gone): a conflict with the task's state.
+            return 409
         return status_of(exc.cause)  # a spawn step that failed answers as its cause would
     for kind, code in STATUS:
         if isinstance(exc, kind):
             return code
     return 500
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods that some route of the app answers for this request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -109,7 +128,8 @@ def install(app: FastAPI) -> None:
             until = exc.until if exc.until.tzinfo else exc.until.replace(tzinfo=UTC)
             wait = (until - datetime.now(UTC)).total_seconds()
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
-        return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
+        doc = exc.public_dict() if isinstance(exc, RepositoryUnavailableError) else exc.to_dict()
+        return JSONResponse(doc, status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -123,9 +143,12 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = exc.status_code
         doc: dict[str, Any] = {"error": HTTP_CODES.get(code, f"http_{code}"), "message": exc.detail}
+        headers = dict(exc.headers or {})
         if code == 400:
             doc["field"] = "body"  # FastAPI's only 400: a body it could not parse
-        return JSONResponse(doc, status_code=code, headers=exc.headers)
+        if code == 405:  # every method of the path, not only those of the route matched first
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(doc, status_code=code, headers=headers or None)
 
     build = app.openapi
 
