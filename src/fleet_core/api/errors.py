@@ -4,6 +4,7 @@ declared as such in the OpenAPI document (`ErrorBody`, `responses`)."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 from fleet_core.errors import (
     ActiveTaskDeletionError,
@@ -109,13 +109,19 @@ def status_of(exc: FleetError) -> int:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods that some route of the app answers for this request's path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """The methods the OpenAPI document declares for this request's path (every route of the
+    path, not only the one matched first)."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, item in request.app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{pattern}$"), sorted(m.upper() for m in item)))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    return sorted({m for regex, methods in table if regex.match(path) for m in methods})
 
 
 def install(app: FastAPI) -> None:
