@@ -127,7 +127,9 @@ async def status(
     statuses = parse_statuses(status, "status")
     if all:
         if not actor.tier.at_least(ADMIN_TIER):
-            raise DeniedError(f"all=true needs tier {ADMIN_TIER.value}")
+            raise DeniedError(
+                f"all=true needs tier {ADMIN_TIER.value}; {actor.operator_id} is {actor.tier.value}"
+            )
         actor = Actor(actor.operator_id, actor.tier, admin=True)
     summary = await conductor_of(request).status(actor, statuses=statuses, limit=limit)
     # Serialised once, straight from the model (the response_model documents the shape).
