@@ -91,10 +91,10 @@ async def issue_token(
 
 
 def describe(delta: timedelta) -> str:
-    """`1d`, `24h`, `90m`, `45s`: the largest whole unit."""
+    """`7d`, `24h`, `90m`, `45s`: the largest whole unit (hours up to two days)."""
     seconds = int(delta.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
+        if seconds and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
