@@ -2,19 +2,24 @@
 
 A real uvicorn on 127.0.0.1 over the real engine and the session's embedded PostgreSQL (the
 pattern of test_api.py). schemathesis builds hypothesis strategies for every operation under
-/api/fleet plus /healthz and /.well-known/jwks.json from /openapi.json: valid inputs
+/api/fleet plus /healthz, /metrics and /.well-known/jwks.json from /openapi.json: valid inputs
 (positive) and inputs that break the schema (negative), a bounded number of each, derandomized
-so CI sees the same cases every run. Every request carries a builder token for alice. Checks:
-no 5xx, the status code, content type and body conform to what the document declares,
-(negative cases) invalid input is refused with a 4xx, and (seeded ids) bob's task is 404 to
-alice whatever she does to it while hers are always found.
+so CI sees the same cases every run; then its coverage phase (boundary values, missing
+parameters, undeclared methods such as OPTIONS). Requests carry a builder token for alice (an
+admin's for the admin routes) unless the case is about a missing or broken Authorization
+header. Every check schemathesis has runs on every response (`--checks all`): no 5xx; status
+code, content type, headers and body as declared; schema-valid input accepted (no 400) and
+invalid input refused; missing auth refused; an undeclared method answered 405 with a
+matching `Allow`; and (seeded ids) bob's task is 404 to alice whatever she does to it while
+hers are always found.
 
 The hypothesis loop is synchronous (schemathesis sends with requests), so it runs in a worker
 thread while the server keeps serving on the test's event loop.
 
 No agent starts in a real repository: every `repository` the fuzzer makes is replaced by a
-path that does not exist (a spawn is then refused as bad input), and the seeded tasks that the
-fixed-id cases act on (stop, retry, merge, delete, logs) point at a missing repository too.
+path that does not exist (a spawn is then answered 404 `repository_not_found`), and the seeded
+tasks that the fixed-id cases act on (stop, retry, merge, delete, logs) point at a missing
+repository too (a retry then answers 409).
 """
 
 from __future__ import annotations
