@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fleet_core import spawn_queue
-from fleet_core.auth.records import set_operator_tier
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
@@ -245,6 +244,8 @@ class Governor:
 
     async def set_tier(self, operator_id: str, tier: Tier | None) -> None:
         """Store the highest tier the operator may act with (None: whatever they claim)."""
+        from fleet_core.auth.records import set_operator_tier  # the auth package only when used
+
         await set_operator_tier(self.db, operator_id, tier)
         self.invalidate(operator_id)
 
