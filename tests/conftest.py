@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from fleet_core.runtime.local import RuntimePaths  # noqa: E402
 TABLES = (
     "fleet_master_key",
     "fleet_secrets",
+    "fleet_tokens",
     "fleet_signing_keys",
     "fleet_spawn_queue",
     "fleet_audit",
@@ -198,14 +200,18 @@ def api_settings(pg: Pg, tmp_path: Path, host_id: str) -> Settings:
 
 
 @asynccontextmanager
-async def api_server(settings: Settings) -> AsyncIterator[tuple[str, Engine, KeyStore]]:
+async def api_server(
+    settings: Settings, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[tuple[str, Engine, KeyStore]]:
     """A real uvicorn on a free port over the real engine (no monitor); yields its base URL,
-    the engine and the key store; stops both and the agents' tmux server afterwards."""
+    the engine and the key store; stops both and the agents' tmux server afterwards. `clock`
+    times the app's caches (token records, metrics)."""
     async with running_engine(settings, background=False) as engine:
         keys = KeyStore(engine.db, KeyStore.load_master_key(settings))
         await keys.ensure_signing_key()
         port = free_port()
-        config = uvicorn.Config(create_app(engine, keys), host="127.0.0.1", port=port,
+        app = create_app(engine, keys, clock=clock)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port,
                                 log_config=None, access_log=False, lifespan="off")  # fmt: skip
         server = Server(config)
         serving = asyncio.create_task(server.serve())

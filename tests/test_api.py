@@ -27,6 +27,19 @@ from fleet_core.config import Settings
 from fleet_core.models import Tier
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told (the app's caches read it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class Api:
     client: httpx.AsyncClient
@@ -166,33 +179,132 @@ async def test_jwks_health_metrics_openapi(api: Api) -> None:
     assert r.status_code == 200 and "max-age=" in r.headers["cache-control"]
     keys = r.json()["keys"]
     assert keys and all(k["alg"] == "ES256" and k["kid"] for k in keys)
-    health = (await api.client.get("/healthz")).json()
-    assert health["database"] == "ok" and "running" in health["monitor"]
     metrics = await api.client.get("/metrics")
     assert metrics.status_code == 200 and "fleet_tasks" in metrics.text
+    assert metrics.headers["content-type"].startswith("text/plain")
     assert "fleet_monitor_cycle_seconds_bucket" in metrics.text
     spec = (await api.client.get("/openapi.json")).json()
     assert spec["openapi"].startswith("3.") and "/api/fleet/spawn" in spec["paths"]
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_health_says_only_ok_without_a_token(api: Api, repo: Path) -> None:
+    h = await api.as_()
+    r = await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=h)
+    assert r.status_code == 201, r.text
+    # The monitor does not run in this fixture: degraded, and nothing more without a token.
+    r = await api.client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"ok": False, "status": "degraded"}
+    builder = (await api.client.get("/healthz", headers=h)).json()
+    assert builder["database"] == "ok" and builder["monitor"]["running"] is False
+    assert "last_error" not in builder["monitor"] and "forges" not in builder["monitor"]
+    admin = (await api.client.get("/healthz", headers=await api.as_("root", Tier.SOVEREIGN))).json()
+    assert {"last_error", "forges"} <= set(admin["monitor"])
+    bad = await api.client.get("/healthz", headers={"Authorization": "Bearer not.a.jwt"})
+    assert bad.status_code == 401 and bad.json()["error"] == "unauthorized"
+
+
+async def test_metrics_figures_are_cached(pg: Pg, su: Any, tmp_path: Path, repo: Path) -> None:
+    clock = FakeClock()
+    settings = api_settings(pg, tmp_path, "metrics-host")
+    async with api_server(settings, clock=clock) as (url, _engine, keys):  # noqa: SIM117
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            api = Api(client, keys, settings)
+
+            async def proposed_gauge() -> str:
+                text = (await client.get("/metrics")).text
+                return next(line for line in text.splitlines()
+                            if line.startswith('fleet_tasks{status="running"}'))  # fmt: skip
+
+            assert await proposed_gauge() == 'fleet_tasks{status="running"} 0.0'
+            r = await client.post(
+                "/api/fleet/spawn", json=spawn_body(repo), headers=await api.as_()
+            )
+            assert r.status_code == 201, r.text
+            clock.advance(4.9)  # scrapes within 5 s are served the figures read before
+            assert await proposed_gauge() == 'fleet_tasks{status="running"} 0.0'
+            clock.advance(0.2)
+            assert await proposed_gauge() == 'fleet_tasks{status="running"} 1.0'
+
+
+async def test_options_and_unknown_methods_answer_405_with_allow(api: Api) -> None:
+    h = await api.as_()
+    path = f"/api/fleet/tasks/{uuid.uuid4()}"
+    for method in ("OPTIONS", "PATCH", "PUT"):
+        r = await api.client.request(method, path, headers=h)
+        assert r.status_code == 405, (method, r.text)
+        assert r.headers["allow"] == "DELETE, GET"  # both routes of the path, not the first
+        assert r.json()["error"] == "method_not_allowed"
+    r = await api.client.options("/api/fleet/spawn")
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")
+
+
+async def test_unavailable_repositories_get_one_answer(api: Api, tmp_path: Path) -> None:
+    h = await api.as_()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    plain_dir = tmp_path / "plain"
+    plain_dir.mkdir()
+    answers = []
+    for where in ("relative/path", "0", str(tmp_path / "missing"), str(a_file), str(plain_dir)):
+        r = await api.client.post("/api/fleet/spawn", json=spawn_body(Path(where)), headers=h)
+        doc = r.json()
+        answers.append((r.status_code, doc["error"], doc["field"],
+                        doc["message"].replace(repr(where), "<repo>")))  # fmt: skip
+    assert set(answers) == {(404, "repository_not_found", "repository",
+                             "no repository <repo> is available to you")}  # fmt: skip
 
 
 async def test_events_stream(api: Api, repo: Path) -> None:
     h = await api.as_()
     lines: list[str] = []
+    ready = asyncio.Event()
 
     async def listen() -> None:
         async with api.client.stream("GET", "/api/fleet/events", headers=h) as r:
             assert r.status_code == 200
             async for line in r.aiter_lines():
                 lines.append(line)
+                if line == ": connected":
+                    ready.set()  # subscribed: every event from now on is delivered
                 if line.startswith("event: spawned"):
                     return
 
     listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(ready.wait(), 10)
     await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=h)
     await asyncio.wait_for(listener, 10)
     assert any(line.startswith("data: ") and '"status_changed"' in line for line in lines)
+
+
+async def test_events_stream_never_carries_another_operators_events(api: Api, repo: Path) -> None:
+    alice, bob = await api.as_("alice"), await api.as_("bob")
+    seen: list[dict[str, Any]] = []
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        async with api.client.stream("GET", "/api/fleet/events", headers=bob) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if line == ": connected":
+                    ready.set()
+                if line.startswith("data: "):
+                    seen.append(json.loads(line.removeprefix("data: ")))
+                    if seen[-1]["type"] == "spawned":
+                        return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.wait_for(ready.wait(), 10)
+    r = await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=alice)
+    assert r.status_code == 201, r.text
+    # Then bob's own spawn: the bus delivers in order, so once bob's stream has his `spawned`
+    # event, every event of alice's spawn has been through his filter.
+    r = await api.client.post("/api/fleet/spawn", json=spawn_body(repo), headers=bob)
+    assert r.status_code == 201, r.text
+    await asyncio.wait_for(listener, 10)
+    assert seen and {e["operator_id"] for e in seen} == {"bob"}
+    assert {e["task_id"] for e in seen if e.get("task_id")} == {r.json()["id"]}
 
 
 async def test_request_ids(api: Api) -> None:

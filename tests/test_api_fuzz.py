@@ -2,19 +2,24 @@
 
 A real uvicorn on 127.0.0.1 over the real engine and the session's embedded PostgreSQL (the
 pattern of test_api.py). schemathesis builds hypothesis strategies for every operation under
-/api/fleet plus /healthz and /.well-known/jwks.json from /openapi.json: valid inputs
+/api/fleet plus /healthz, /metrics and /.well-known/jwks.json from /openapi.json: valid inputs
 (positive) and inputs that break the schema (negative), a bounded number of each, derandomized
-so CI sees the same cases every run. Every request carries a builder token for alice. Checks:
-no 5xx, the status code, content type and body conform to what the document declares,
-(negative cases) invalid input is refused with a 4xx, and (seeded ids) bob's task is 404 to
-alice whatever she does to it while hers are always found.
+so CI sees the same cases every run; then its coverage phase (boundary values, missing
+parameters, undeclared methods such as OPTIONS). Requests carry a builder token for alice (an
+admin's for the admin routes) unless the case is about a missing or broken Authorization
+header. Every check schemathesis has runs on every response (`--checks all`): no 5xx; status
+code, content type, headers and body as declared; schema-valid input accepted (no 400) and
+invalid input refused; missing auth refused; an undeclared method answered 405 with a
+matching `Allow`; and (seeded ids) bob's task is 404 to alice whatever she does to it while
+hers are always found.
 
 The hypothesis loop is synchronous (schemathesis sends with requests), so it runs in a worker
 thread while the server keeps serving on the test's event loop.
 
 No agent starts in a real repository: every `repository` the fuzzer makes is replaced by a
-path that does not exist (a spawn is then refused as bad input), and the seeded tasks that the
-fixed-id cases act on (stop, retry, merge, delete, logs) point at a missing repository too.
+path that does not exist (a spawn is then answered 404 `repository_not_found`), and the seeded
+tasks that the fixed-id cases act on (stop, retry, merge, delete, logs) point at a missing
+repository too (a retry then answers 409).
 """
 
 from __future__ import annotations
@@ -34,13 +39,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation.meta import negated_parameters
 
 from conftest import Pg, api_server, api_settings, new_task
 from fleet_core.auth.tokens import issue_token
@@ -51,7 +52,8 @@ from fleet_core.models import CiStatus, Tier
 from fleet_core.registry import TaskRegistry
 
 MAX_EXAMPLES = 25  # per operation and generation mode
-FUZZED = ("/api/fleet/", "/healthz", "/.well-known/jwks.json")
+FUZZED = ("/api/fleet/", "/healthz", "/metrics", "/.well-known/jwks.json")
+ADMIN = "/api/fleet/admin/"  # fuzzed with an admin's token (root's), after the others
 STREAMS = {"/api/fleet/events"}  # never ends: checked by hand below
 EXPECTED = {
     "POST /api/fleet/spawn",
@@ -65,16 +67,16 @@ EXPECTED = {
     "GET /api/fleet/secrets",
     "PUT /api/fleet/secrets/{name}",
     "DELETE /api/fleet/secrets/{name}",
+    "GET /api/fleet/admin/tokens",
+    "POST /api/fleet/admin/tokens/{jti}/revoke",
+    "PUT /api/fleet/admin/operators/{operator}/tier",
     "GET /healthz",
+    "GET /metrics",
     "GET /.well-known/jwks.json",
 }
-POSITIVE_CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
-NEGATIVE_CHECKS = [*POSITIVE_CHECKS, negative_data_rejection]
+load_all_checks()
+# Every check schemathesis has (`--checks all`), in both generation modes.
+CHECKS_ALL = list(CHECKS.get_all())
 S = TaskStatus
 # Seeded tasks of alice's, by the path from `proposed` that puts them where they are.
 SEEDS: dict[str, list[TaskStatus]] = {
@@ -91,6 +93,7 @@ HOLDING: dict[str, list[TaskStatus]] = {"proposed": [], "running": [S.SPAWNING, 
 class Served:
     base_url: str
     token: str
+    admin_token: str
     engine: Engine
     nowhere: Path
 
@@ -107,7 +110,8 @@ class Findings:
 async def served(pg: Pg, su: Any, tmp_path: Path) -> AsyncIterator[Served]:
     async with api_server(api_settings(pg, tmp_path, "fuzz-host")) as (url, engine, keys):
         token = await issue_token(keys, "alice", Tier.BUILDER)
-        yield Served(url, token, engine, tmp_path / "no-such-repository")
+        admin = await issue_token(keys, "root", Tier.SOVEREIGN)
+        yield Served(url, token, admin, engine, tmp_path / "no-such-repository")
 
 
 async def seed(engine: Engine, nowhere: Path, *, holding: bool) -> tuple[list[str], str]:
@@ -141,14 +145,15 @@ async def make_task(reg: TaskRegistry, name: str, path: list[TaskStatus], nowher
 
 
 def fuzz(served: Served, spec: dict[str, Any], loop: asyncio.AbstractEventLoop) -> Findings:
-    """Every fuzzed operation in both generation modes; failures are collected, not raised.
-    Runs in a worker thread; the seeding goes through the server's loop."""
+    """Every fuzzed operation in both generation modes, then schemathesis' coverage phase
+    (boundary values, missing parameters, undeclared methods); failures are collected, not
+    raised. Runs in a worker thread; the seeding goes through the server's loop."""
     schema = schemathesis.openapi.from_dict(spec)
-    auth = {"Authorization": f"Bearer {served.token}"}
     session = requests.Session()
     found = Findings()
     operations = [op.ok() for op in schema.get_all_operations()]
     targets = [op for op in operations if op.path.startswith(FUZZED) and op.path not in STREAMS]
+    targets.sort(key=lambda op: op.path.startswith(ADMIN))
     assert {f"{op.method.upper()} {op.path}" for op in targets} == EXPECTED
 
     def no_real_repository(case: Any) -> Any:
@@ -159,21 +164,65 @@ def fuzz(served: Served, spec: dict[str, Any], loop: asyncio.AbstractEventLoop) 
 
     for op in targets:
         label = f"{op.method.upper()} {op.path}"
-        for mode, checks in ((GenerationMode.POSITIVE, POSITIVE_CHECKS),
-                             (GenerationMode.NEGATIVE, NEGATIVE_CHECKS)):  # fmt: skip
+        token = served.admin_token if op.path.startswith(ADMIN) else served.token
+        auth = {"Authorization": f"Bearer {token}"}
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            checks = list(CHECKS_ALL)
             strategy = op.as_strategy(generation_mode=mode)
             if "{task_id}" in op.path and mode is GenerationMode.POSITIVE:
-                # Random ids (400, 404) and fresh seeded tasks in every state, so that each
+                # Random ids (404) and fresh seeded tasks in every state, so that each
                 # verb meets each state before an earlier verb has moved the tasks on.
                 made = seed(served.engine, served.nowhere, holding=not op.path.endswith("/retry"))
                 ids, foreign = asyncio.run_coroutine_threadsafe(made, loop).result(30)
                 fixed = [op.as_strategy(generation_mode=mode, path_parameters={"task_id": t})
                          for t in [*ids, foreign]]  # fmt: skip
                 strategy = st.one_of(strategy, *fixed)
-                checks = [*checks, not_found_unless(ids, foreign)]
-            run_operation(f"{label} [{mode.value}]", mode, checks, strategy.map(no_real_repository),
-                          auth, session, served.base_url, found)  # fmt: skip
+                checks.append(not_found_unless(ids, foreign))
+            cases = strategy.map(no_real_repository).map(
+                lambda case, auth=auth: with_auth(case, auth)
+            )
+            run_operation(f"{label} [{mode.value}]", mode, checks, cases, session,
+                          served.base_url, found)  # fmt: skip
+        run_coverage(schema, op, label, auth, session, served, found)
     return found
+
+
+def with_auth(case: Any, auth: dict[str, str]) -> Any:
+    """The case with our token, unless the case is about a missing or broken Authorization
+    header (then the server must refuse it, and does with 401)."""
+    negated = {(name.lower(), loc) for name, loc in negated_parameters(case.meta)}
+    if ("authorization", ParameterLocation.HEADER) not in negated:
+        case.headers = {**(case.headers or {}), **auth}
+    return case
+
+
+def run_coverage(
+    schema: Any,
+    op: Any,
+    label: str,
+    auth: dict[str, str],
+    session: requests.Session,
+    served: Served,
+    found: Findings,
+) -> None:
+    """schemathesis' coverage phase for one operation, every check on each of its cases."""
+    key = f"{label} [coverage]"
+    cases = schema.iter_coverage_cases(
+        op,
+        generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+        generation_config=schema.config.generation_for(operation=op, phase="coverage"),
+    )
+    for case in cases:
+        if isinstance(case.body, dict) and isinstance(case.body.get("repository"), str):
+            case.body = {**case.body, "repository": str(served.nowhere / "fuzzed")}
+        case = with_auth(case, auth)
+        response = case.call(base_url=served.base_url, session=session, timeout=30)
+        found.calls[key] = found.calls.get(key, 0) + 1
+        found.statuses.setdefault(key, set()).add(response.status_code)
+        try:
+            case.validate_response(response, checks=CHECKS_ALL)
+        except (Exception, BaseExceptionGroup) as exc:
+            found.failures.append(f"{key} {case.method} {case.formatted_path}:\n{exc}")
 
 
 def not_found_unless(own: list[str], foreign: str) -> Callable[..., None]:
@@ -199,7 +248,6 @@ def run_operation(
     mode: GenerationMode,
     checks: list[Callable[..., Any]],
     strategy: Any,
-    auth: dict[str, str],
     session: requests.Session,
     base_url: str,
     found: Findings,
@@ -214,10 +262,10 @@ def run_operation(
     )
     @given(case=strategy)
     def run(case: Any) -> None:
-        response = case.call(base_url=base_url, session=session, headers=auth, timeout=30)
+        response = case.call(base_url=base_url, session=session, timeout=30)
         found.calls[key] = found.calls.get(key, 0) + 1
         found.statuses.setdefault(key, set()).add(response.status_code)
-        case.validate_response(response, checks=checks, headers=auth)
+        case.validate_response(response, checks=checks)
 
     try:
         run()
@@ -248,6 +296,7 @@ async def test_fuzz_api_from_openapi(served: Served) -> None:
     summary = "\n".join(f"{k}: {n} calls, statuses {sorted(found.statuses[k])}"
                         for k, n in sorted(found.calls.items()))  # fmt: skip
     assert not found.failures, "\n\n".join(found.failures) + "\n\n" + summary
-    # Every operation was called in both modes, except those with nothing to negate.
-    assert len(found.calls) + len(found.unnegatable) == 2 * len(EXPECTED), summary
+    # Every operation was called in both modes and the coverage phase, except those with
+    # nothing to negate.
+    assert len(found.calls) + len(found.unnegatable) == 3 * len(EXPECTED), summary
     print(summary)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from fleet_core.sanitize import PATH_MARKER, REDACTED, REDACTED_PRIVATE_KEY, sanitize
+from fleet_core.sanitize import (
+    PATH_MARKER,
+    REDACTED,
+    REDACTED_PEM,
+    REDACTED_PRIVATE_KEY,
+    sanitize,
+)
 
 WORKTREE = "/data/worktrees/T42"
 
@@ -199,6 +205,88 @@ def test_path_rules(text: str, expected: str) -> None:
 def test_worktree_given_as_path_with_trailing_slash() -> None:
     assert sanitize(f"{WORKTREE}/b.py", worktree=Path(WORKTREE + "/")) == "b.py"
     assert sanitize(f"{WORKTREE}/b.py") == f"{PATH_MARKER}/b.py"
+
+
+# One vector per token shape, in prose where no other rule would see it (no `key=`, shorter
+# than the 40-character rule for random strings).
+GOOGLE_KEY = "AIzaSyD9xQ2mL7vB4nK8pR3tW6yZ1cF5hJ0gE3a"
+HF_TOKEN = "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"
+SLACK_BOT = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
+SLACK_APP = "xapp-1-A02LXD1E9LZ-2626893234179"  # shorter than the rule for random strings
+SLACK_REFRESH = "xoxe-1-My0xLTIyNDQ5MTE2NDYx"
+SLACK_ROTATING = "xoxe.xoxp-1-Mi0yLTIyNDQ5MTE2NDYxNDctMjI0NTMz"
+CERT_BODY = "MIIBszCCAVmgAwIBAgIUYw8iFpGdq0jX2s3Q1ZJpIuQvS7owCgYIKoZIzj0EAwIw"
+PGP_BODY = "lQVYBGXk2iQBDADJ6m8bQfV3sd5yW7+Q0kNwJr3Zp5gXc2hA9sN1bS4pQeKz"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "expected"),
+    [
+        (f"maps client uses {GOOGLE_KEY} today", GOOGLE_KEY, "maps client uses [REDACTED] today"),
+        (f'"{GOOGLE_KEY}"', GOOGLE_KEY, '"[REDACTED]"'),
+        (f"logged in to the Hub as {HF_TOKEN}.", HF_TOKEN, "logged in to the Hub as [REDACTED]."),
+        (f"notify via {SLACK_BOT} now", SLACK_BOT, "notify via [REDACTED] now"),
+        (f"socket mode {SLACK_APP} ok", SLACK_APP, "socket mode [REDACTED] ok"),
+        (f"refresh {SLACK_REFRESH} ok", SLACK_REFRESH, "refresh [REDACTED] ok"),
+        (f"rotating {SLACK_ROTATING} ok", SLACK_ROTATING, "rotating [REDACTED] ok"),
+        (
+            f"ca:\n-----BEGIN CERTIFICATE-----\n{CERT_BODY}\n-----END CERTIFICATE-----\ndone",
+            CERT_BODY,
+            f"ca:\n{REDACTED_PEM}\ndone",
+        ),
+        (
+            f"-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n{CERT_BODY}\n"
+            "-----END EC PRIVATE KEY-----",
+            CERT_BODY,
+            REDACTED_PRIVATE_KEY,
+        ),
+        (
+            f"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n{PGP_BODY}\n"
+            "-----END PGP PRIVATE KEY BLOCK-----\nnext",
+            PGP_BODY,
+            f"{REDACTED_PRIVATE_KEY}\nnext",
+        ),
+        (
+            f"-----BEGIN PUBLIC KEY-----\n{CERT_BODY}\n-----END PUBLIC KEY-----",
+            CERT_BODY,
+            REDACTED_PEM,
+        ),
+        (f"cut -----BEGIN CERTIFICATE-----\n{CERT_BODY}", CERT_BODY, f"cut {REDACTED_PEM}"),
+    ],
+    ids=[
+        "google",
+        "google-quoted",
+        "huggingface",
+        "slack-bot",
+        "slack-app",
+        "slack-refresh",
+        "slack-rotating",
+        "pem-certificate",
+        "pem-encrypted-ec",
+        "pem-pgp-private",
+        "pem-public",
+        "pem-cut",
+    ],
+)
+def test_token_shapes(text: str, secret: str, expected: str) -> None:
+    clean = sanitize(text)
+    assert secret not in clean
+    assert clean == expected
+    assert sanitize(clean) == clean
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "AIza is how the key starts; AIzaShort is not one",
+        "the hf_hub_download helper and hf_transfer",
+        "xapp-1 and xoxe are prefixes",
+        "-----BEGIN and -----END alone are not a block",
+        "--------------------------------------------------",
+    ],
+)
+def test_near_miss_token_shapes_stay(text: str) -> None:
+    assert sanitize(text) == text
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,10 @@ COLUMNS = {
     "fleet_master_key": [
         ("id", "boolean", False), ("fingerprint", T, False), ("created_at", TZ, False),
     ],
+    "fleet_tokens": [
+        ("jti", T, False), ("operator_id", T, False), ("tier", T, False),
+        ("issued_at", TZ, False), ("expires_at", TZ, False), ("revoked_at", TZ, True),
+    ],
 }  # fmt: skip
 
 CONSTRAINTS = {
@@ -115,6 +119,10 @@ CONSTRAINTS = {
     "fleet_master_key": {
         "fleet_master_key_pkey", "one_master_key", "valid_master_key_fingerprint",
     },
+    "fleet_tokens": {
+        "fleet_tokens_pkey", "valid_token_jti", "valid_token_operator_id", "valid_token_tier",
+        "valid_token_lifetime",
+    },
 }  # fmt: skip
 
 _SLOT = ", ".join(f"'{s}'::text" for s in [
@@ -147,6 +155,8 @@ INDEXES = {
     "fleet_signing_keys_one_signer": "UNIQUE INDEX fleet_signing_keys_one_signer ON public.fleet_signing_keys USING btree ((true)) WHERE (signing_until IS NULL)",
     "fleet_secrets_pkey": "UNIQUE INDEX fleet_secrets_pkey ON public.fleet_secrets USING btree (operator_id, name)",
     "fleet_master_key_pkey": "UNIQUE INDEX fleet_master_key_pkey ON public.fleet_master_key USING btree (id)",
+    "fleet_tokens_pkey": "UNIQUE INDEX fleet_tokens_pkey ON public.fleet_tokens USING btree (jti)",
+    "fleet_tokens_issued_idx": "INDEX fleet_tokens_issued_idx ON public.fleet_tokens USING btree (issued_at DESC)",
 }  # fmt: skip
 TRIGGERS = {
     ("fleet_tasks", "fleet_tasks_updated_at"),

@@ -27,6 +27,7 @@ from fleet_core.errors import (
     MergeRefusedError,
     NoSessionError,
     OtherHostError,
+    RepositoryUnavailableError,
     SpawnDeniedError,
     StaleVersionError,
 )
@@ -263,8 +264,11 @@ class Conductor:
     async def _repository(self, path_text: str) -> Path:
         path = Path(path_text).expanduser()
         if not path.is_absolute():
-            raise BadInputError("repository", f"{path_text!r} must be an absolute path")
-        top, _common = await g.repo_paths(path)
+            raise RepositoryUnavailableError(path_text, f"{path_text!r} must be an absolute path")
+        try:
+            top, _common = await g.repo_paths(path)
+        except BadInputError as exc:  # not a directory, not a git work tree
+            raise RepositoryUnavailableError(path_text, exc.message) from None
         self._repo_config(top)  # a broken .fleet.toml is reported before anything is written
         return top
 

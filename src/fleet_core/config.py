@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     gh: str = Field(default="gh", min_length=1)  # the GitHub CLI: a name on PATH or a path
     ci_timeout_seconds: float = Field(default=600.0, gt=0, le=7200)
     key_encryption_key: SecretStr | None = None  # base64 of 32 bytes; unset: <data_dir>/keys
+    # API tokens: the longest lifetime `fleet token issue --ttl` may give (at most 30 days),
+    # and how long a server trusts what it read about a token (revoked? the operator's stored
+    # tier?) before reading it again: a revocation or downgrade binds within that time.
+    token_max_ttl_hours: float = Field(default=24.0, ge=1 / 60, le=720)
+    auth_cache_seconds: float = Field(default=30.0, gt=0, le=60)
 
     @field_validator("database_url", "engine_database_url")
     @classmethod

@@ -68,6 +68,33 @@ class TaskNotFoundError(FleetError):
         self.task_id = task_id
 
 
+class NotFoundError(FleetError):
+    """Something other than a task that the caller named does not exist (a token id)."""
+
+    exit_code = EXIT_NOT_FOUND
+    code = "not_found"
+
+
+class RepositoryUnavailableError(BadInputError):
+    """The named repository cannot be used: not an absolute path, not a directory, not a git
+    work tree. The CLI says which (exit 2); the API answers every case alike (404), so that
+    its answers reveal nothing about the server's file system."""
+
+    code = "repository_not_found"
+
+    def __init__(self, named: str, message: str) -> None:
+        super().__init__("repository", message)
+        self.named = named
+
+    def public_dict(self) -> dict[str, Any]:
+        """The one answer the API gives, whatever the reason."""
+        return {
+            "error": self.code,
+            "field": self.field,
+            "message": f"no repository {self.named[:200]!r} is available to you",
+        }
+
+
 class AmbiguousTaskIdError(FleetError):
     exit_code = EXIT_BAD_INPUT
     code = "ambiguous_id"

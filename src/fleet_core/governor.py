@@ -244,13 +244,9 @@ class Governor:
 
     async def set_tier(self, operator_id: str, tier: Tier | None) -> None:
         """Store the highest tier the operator may act with (None: whatever they claim)."""
-        async with self.db.tx(Tenant.admin()) as conn:
-            await conn.execute(
-                "INSERT INTO fleet_config (operator_id, tier) VALUES ($1, $2) "
-                "ON CONFLICT (operator_id) DO UPDATE SET tier = EXCLUDED.tier",
-                operator_id,
-                tier.value if tier else None,
-            )
+        from fleet_core.auth.records import set_operator_tier  # the auth package only when used
+
+        await set_operator_tier(self.db, operator_id, tier)
         self.invalidate(operator_id)
 
     # -- internals -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from fleet_core.lifecycle import TaskStatus
 
@@ -72,31 +72,45 @@ OperatorId = Annotated[str, StringConstraints(pattern=OPERATOR_ID_RE.pattern)]
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
+# A string with something in it besides white space (the request strips it).
+NOT_BLANK = r"\S"
+OverrideKey = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NOT_BLANK)]
+OverrideValue = Annotated[str, StringConstraints(max_length=20_000)]
+# pydantic would put the keys' pattern in `patternProperties`, which does not constrain names.
+OVERRIDES_SCHEMA = {
+    "type": "object",
+    "title": "Context Overrides",
+    "maxProperties": 20,
+    "propertyNames": {"minLength": 1, "maxLength": 100, "pattern": NOT_BLANK},
+    "additionalProperties": {"type": "string", "maxLength": 20_000},
+}
+
+
 class SpawnRequest(BaseModel):
-    """What a caller asks for; limits from the sprint plan."""
+    """What a caller asks for; limits from the sprint plan. Every limit the server checks on
+    the body is declared here (so in the OpenAPI document)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    description: str = Field(min_length=1, max_length=5000)
-    repository: str = Field(min_length=1, max_length=500)
+    description: str = Field(min_length=1, max_length=5000, pattern=NOT_BLANK)
+    repository: str = Field(
+        min_length=1,
+        max_length=500,
+        pattern=NOT_BLANK,
+        description="The repository to work in: an absolute path to a git work tree that the "
+        "server can use. Any other string is answered 404 `repository_not_found`, the same "
+        "answer whatever the reason.",
+    )
     task_type: TaskType
     agent_type: AgentType | None = None
     model: str | None = Field(default=None, min_length=1, max_length=100)
     base_branch: str | None = Field(default=None, min_length=1, max_length=200)
     max_retries: int = Field(default=3, ge=0, le=10)
     timeout_minutes: int = Field(default=120, ge=5, le=480)
-    context_overrides: dict[str, str] = Field(default_factory=dict, max_length=20)
+    context_overrides: Annotated[
+        dict[OverrideKey, OverrideValue], WithJsonSchema(OVERRIDES_SCHEMA)
+    ] = Field(default_factory=dict, max_length=20)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-
-    @field_validator("context_overrides")
-    @classmethod
-    def _overrides_bounded(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, text in value.items():
-            if not key.strip() or len(key) > 100:
-                raise ValueError("keys must be 1-100 characters")
-            if len(text) > 20_000:
-                raise ValueError(f"value of {key!r} is longer than 20000 characters")
-        return value
 
 
 class NewTask(BaseModel):

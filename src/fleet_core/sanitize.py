@@ -19,7 +19,11 @@ the text remains useful. Choices on the ambiguous rules:
   (`.` for the worktree itself). `~/...`, relative paths and URLs are kept.
 
 - An HTTP request path (`GET /api/v1/x`) cannot be told from a host path: `[PATH]/x`.
-- A PEM block cut off before its END line is redacted to the end of the text.
+- Every PEM block is redacted (a private key as `[REDACTED PRIVATE KEY]`, a certificate or
+  any other as `[REDACTED PEM BLOCK]`); one cut off before its END line, to the end of the text.
+- Token shapes redacted wherever they appear: AWS key ids, GitHub, OpenAI/Anthropic (`sk-`),
+  Slack (`xox?-`, `xoxe-`, `xapp-`), GitLab, Docker Hub, Google API keys (`AIza` + 35),
+  Hugging Face (`hf_`) and JWTs.
 
 The output is a fixed point: `sanitize(sanitize(x)) == sanitize(x)`.
 """
@@ -33,19 +37,21 @@ from pathlib import Path
 
 REDACTED = "[REDACTED]"
 REDACTED_PRIVATE_KEY = "[REDACTED PRIVATE KEY]"
+REDACTED_PEM = "[REDACTED PEM BLOCK]"  # a certificate, public key or other armored block
 PATH_MARKER = "[PATH]"
 
-_PEM = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-    re.DOTALL,
-)
+# Any PEM block (keys, certificates, PGP armor): from BEGIN to the END of the same label.
+_PEM = re.compile(r"-----BEGIN ([A-Z0-9][A-Z0-9 ._-]*)-----.*?(?:-----END \1-----|\Z)", re.DOTALL)
 _URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]+:)[^\s@/'\"]+(?=@)")
 _TOKEN_SHAPES = re.compile(
     r"\b(?:"
     r"(?:AKIA|ASIA)[0-9A-Z]{16}"
     r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
     r"|sk-(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}"
-    r"|xox[abpors]-[A-Za-z0-9-]{10,}"
+    r"|xox[abpors]-[A-Za-z0-9-]{10,}|xoxe(?:\.xox[bp])?-[A-Za-z0-9-]{10,}"  # Slack
+    r"|xapp-[0-9]+-[A-Za-z0-9-]{10,}"  # Slack app-level tokens
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google API keys
+    r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
     r"|glpat-[A-Za-z0-9_-]{20,}|dckr_pat_[A-Za-z0-9_-]{20,}"
     r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
     r")"
@@ -78,6 +84,10 @@ _MARKERS = (REDACTED, PATH_MARKER)
 # A replacement can expose a new match (a token glued to a value just redacted), so the rules
 # run again until nothing changes; real text settles after one or two passes.
 _MAX_PASSES = 5
+
+
+def _pem(m: re.Match[str]) -> str:
+    return REDACTED_PRIVATE_KEY if "PRIVATE KEY" in m[1] else REDACTED_PEM
 
 
 def _keep_quotes(value: str) -> str:
@@ -144,7 +154,7 @@ def sanitize(text: str, *, worktree: str | Path | None = None) -> str:
 
 
 def _sanitize_once(text: str, paths: Callable[[re.Match[str]], str]) -> str:
-    text = _PEM.sub(REDACTED_PRIVATE_KEY, text)
+    text = _PEM.sub(_pem, text)
     text = _URL_USERINFO.sub(lambda m: m[1] + REDACTED, text)
     text = _TOKEN_SHAPES.sub(REDACTED, text)
     text = _SCHEME_CREDENTIAL.sub(_scheme_credential, text)

@@ -3,21 +3,32 @@ health and metrics, over one running engine and its key store."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 
 from fleet_core import __version__
-from fleet_core.api import errors, routes, secret_routes
+from fleet_core.api import admin_routes, errors, routes, secret_routes
+from fleet_core.api.identity import ADMIN_TIER, OPTIONAL_BEARER, optional_caller
 from fleet_core.api.metrics import Metrics
+from fleet_core.auth.access import Access
 from fleet_core.auth.keys import KeyStore
+from fleet_core.conductor import Actor
 from fleet_core.engine import Engine
 
 JWKS_MAX_AGE_S = 300
+ADMIN_ONLY_HEALTH = ("last_error", "forges")
 
 
-def create_app(engine: Engine, keys: KeyStore) -> FastAPI:
+def create_app(
+    engine: Engine, keys: KeyStore, *, clock: Callable[[], float] = time.monotonic
+) -> FastAPI:
+    """The app over a running engine. `clock` times its caches: what it read about tokens
+    (`auth_cache_seconds`) and the metrics' figures (5 s)."""
     app = FastAPI(
         title="fleet",
         version=__version__,
@@ -26,10 +37,12 @@ def create_app(engine: Engine, keys: KeyStore) -> FastAPI:
     )
     app.state.engine = engine
     app.state.keys = keys
-    app.state.metrics = Metrics(engine)
+    app.state.access = Access(engine.db, cache_s=engine.settings.auth_cache_seconds, clock=clock)
+    app.state.metrics = Metrics(engine, clock=clock)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(secret_routes.router)
+    app.include_router(admin_routes.router)
     app.middleware("http")(app.state.metrics.middleware)
 
     @app.get("/.well-known/jwks.json", tags=["auth"])
@@ -39,9 +52,18 @@ def create_app(engine: Engine, keys: KeyStore) -> FastAPI:
         headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE_S}"}
         return JSONResponse(doc, headers=headers)
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, Any]:
-        """Database reachable, monitor running, forges' health and budget."""
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        response_model=Health,
+        response_model_exclude_none=True,
+        responses=errors.responses(401),
+        openapi_extra=OPTIONAL_BEARER,
+    )
+    async def healthz(actor: Annotated[Actor | None, Depends(optional_caller)]) -> Health:
+        """`ok` and `status` (ok or degraded) for anyone; with a valid token also the database
+        and the monitor's counts; its last error and the forges' state (which may name any
+        operator's repository or task) for admins only."""
         try:
             async with engine.db.pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
@@ -50,11 +72,30 @@ def create_app(engine: Engine, keys: KeyStore) -> FastAPI:
             database = f"error: {type(exc).__name__}"
         monitor = engine.monitor.health()
         ok = database == "ok" and bool(monitor.get("running"))
-        return {"ok": ok, "database": database, "monitor": monitor}
+        health = Health(ok=ok, status="ok" if ok else "degraded")
+        if actor is None:
+            return health
+        if not actor.tier.at_least(ADMIN_TIER):
+            monitor = {k: v for k, v in monitor.items() if k not in ADMIN_ONLY_HEALTH}
+        return health.model_copy(update={"database": database, "monitor": monitor})
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+    )
     async def metrics(request: Request) -> Response:
+        """Prometheus metrics; the figures read from the database and tmux are refreshed at
+        most once per 5 seconds, whatever the scrape rate."""
         body, content_type = await request.app.state.metrics.render()
         return Response(body, media_type=content_type)
 
     return app
+
+
+class Health(BaseModel):
+    ok: bool
+    status: Literal["ok", "degraded"]
+    database: str | None = None  # with a token
+    monitor: dict[str, Any] | None = None  # with a token

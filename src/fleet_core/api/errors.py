@@ -4,6 +4,7 @@ declared as such in the OpenAPI document (`ErrorBody`, `responses`)."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,9 @@ from fleet_core.errors import (
     InvalidTransitionError,
     MergeRefusedError,
     NoSessionError,
+    NotFoundError,
     OtherHostError,
+    RepositoryUnavailableError,
     RetryBudgetSpentError,
     StaleVersionError,
     TaskNotFoundError,
@@ -35,12 +38,14 @@ from fleet_core.saga import SagaError
 
 STATUS: list[tuple[type[FleetError], int]] = [
     (AuthError, 401),
+    (RepositoryUnavailableError, 404),  # before BadInputError, its base
     (BadInputError, 400),
     (AmbiguousTaskIdError, 400),
     (DeniedError, 403),  # SpawnDeniedError and tier checks
     (TaskNotFoundError, 404),
     (NoSessionError, 404),
     (SecretNotFoundError, 404),
+    (NotFoundError, 404),
     (InvalidTransitionError, 409),
     (StaleVersionError, 409),
     (ActiveTaskDeletionError, 409),
@@ -57,7 +62,8 @@ DESCRIPTIONS = {
     400: "Bad input: `field` names what was refused",
     401: "No valid bearer token",
     403: "Denied: the caller's tier is too low, or a spawn is over the limit",
-    404: "No such task or secret (or not the caller's)",
+    404: "No such task or secret (or not the caller's), token, or repository available to the "
+    "caller",
     409: "The task's state does not allow this now",
     503: "The forge is rate-limited: try again after Retry-After seconds",
 }
@@ -94,11 +100,31 @@ HTTP_CODES = {
 
 def status_of(exc: FleetError) -> int:
     if isinstance(exc, SagaError) and isinstance(exc.cause, FleetError):
+        if isinstance(exc.cause, BadInputError):
+            # The request was accepted; the task's repository or base no longer allows the
+            # step (a retry whose repository is gone): a conflict with the task's state.
+            return 409
         return status_of(exc.cause)  # a spawn step that failed answers as its cause would
     for kind, code in STATUS:
         if isinstance(exc, kind):
             return code
     return 500
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document declares for this request's path (every route of the
+    path, not only the one matched first)."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, item in request.app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{pattern}$"), sorted(m.upper() for m in item)))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    return sorted({m for regex, methods in table if regex.match(path) for m in methods})
 
 
 def install(app: FastAPI) -> None:
@@ -111,7 +137,8 @@ def install(app: FastAPI) -> None:
             until = exc.until if exc.until.tzinfo else exc.until.replace(tzinfo=UTC)
             wait = (until - datetime.now(UTC)).total_seconds()
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
-        return JSONResponse(exc.to_dict(), status_code=status_of(exc), headers=headers)
+        doc = exc.public_dict() if isinstance(exc, RepositoryUnavailableError) else exc.to_dict()
+        return JSONResponse(doc, status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -125,9 +152,12 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = exc.status_code
         doc: dict[str, Any] = {"error": HTTP_CODES.get(code, f"http_{code}"), "message": exc.detail}
+        headers = dict(exc.headers or {})
         if code == 400:
             doc["field"] = "body"  # FastAPI's only 400: a body it could not parse
-        return JSONResponse(doc, status_code=code, headers=exc.headers)
+        if code == 405:  # every method of the path, not only those of the route matched first
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(doc, status_code=code, headers=headers or None)
 
     build = app.openapi
 

@@ -6,6 +6,8 @@ carried by every log record written while the request runs."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +29,8 @@ from fleet_core.lifecycle import TaskStatus
 from fleet_core.logs import request_id
 from fleet_core.registry import TaskRegistry
 
+log = logging.getLogger(__name__)
+REFRESH_S = 5.0
 COUNTED = {
     EventType.SPAWNED: "spawns",
     EventType.SPAWN_DENIED: "denials",
@@ -37,8 +41,19 @@ COUNTED = {
 
 
 class Metrics:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        refresh_s: float = REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.engine = engine
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.refreshes = 0  # how many times the gauges were read from the database and tmux
+        self._refreshed_at: float | None = None
+        self._refresh_lock = asyncio.Lock()
         self.registry = r = CollectorRegistry()
         self.tasks = Gauge("fleet_tasks", "Tasks by status", ["status"], registry=r)
         self.events = Counter("fleet_events", "Engine events", ["kind"], registry=r)
@@ -85,7 +100,21 @@ class Metrics:
         return response
 
     async def render(self) -> tuple[bytes, str]:
-        """Gauges read at scrape time (counts over every operator), then the text format."""
+        """The text format. The gauges read from the database (counts over every operator) and
+        tmux are refreshed at most once per `refresh_s`, however often it is scraped; a failed
+        refresh is logged and the previous figures are served."""
+        async with self._refresh_lock:
+            now = self.clock()
+            if self._refreshed_at is None or now - self._refreshed_at >= self.refresh_s:
+                self._refreshed_at = now
+                self.refreshes += 1
+                try:
+                    await self._refresh()
+                except Exception:
+                    log.exception("metrics refresh failed")
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    async def _refresh(self) -> None:
         counts = await TaskRegistry(self.engine.db, Tenant.admin()).count_by_status()
         for status in TaskStatus:
             self.tasks.labels(status.value).set(counts.get(status, 0))
@@ -97,4 +126,3 @@ class Metrics:
             if forge.get("remaining") is not None:
                 self.forge_left.labels(name).set(forge["remaining"])
         self.alive.set(len(await self.engine.conductor.runtime.alive_tasks()))
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -6,20 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from fleet_core.api.errors import responses
 from fleet_core.api.identity import ADMIN_TIER, at_least
+from fleet_core.auth.access import Access
+from fleet_core.auth.tokens import Claims
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.engine import Engine
-from fleet_core.errors import DeniedError
+from fleet_core.errors import AuthError, DeniedError
 from fleet_core.events import FleetEvent
-from fleet_core.lifecycle import parse_statuses
+from fleet_core.lifecycle import TaskStatus, parse_statuses
 from fleet_core.models import SpawnRequest, TaskRecord, Tier
+from fleet_core.registry import PREFIX_RE
 
 router = APIRouter(prefix="/api/fleet", responses=responses(401))
 Observer = Annotated[Actor, Depends(at_least(Tier.OBSERVER))]
@@ -27,6 +31,15 @@ Builder = Annotated[Actor, Depends(at_least(Tier.BUILDER))]
 SSE_KEEPALIVE_S = 15.0
 EVENT_STREAM = "text/event-stream"
 ACTS = responses(400, 403, 404, 409)  # a builder's verbs on one task
+TaskId = Annotated[
+    str,
+    Path(
+        pattern=PREFIX_RE.pattern,
+        description="A task id, or a unique prefix of it of 4 or more hex characters",
+    ),
+]
+_ONE_STATUS = "|".join(s.value for s in TaskStatus)
+STATUSES_RE = f"^({_ONE_STATUS})(,({_ONE_STATUS}))*$"
 
 
 class Queued(BaseModel):
@@ -67,7 +80,11 @@ def conductor_of(request: Request) -> Conductor:
     "/spawn",
     status_code=201,
     response_model=TaskRecord,
-    responses={202: {"model": Queued}, 200: {"model": TaskRecord}, **responses(400, 403, 409)},
+    responses={
+        202: {"model": Queued},
+        200: {"model": TaskRecord},
+        **responses(400, 403, 404, 409),
+    },
 )
 async def spawn(
     request: Request,
@@ -95,7 +112,13 @@ async def spawn(
 async def status(
     request: Request,
     actor: Observer,
-    status: Annotated[str | None, Query(description="statuses, comma-separated")] = None,
+    status: Annotated[
+        str | None,
+        Query(
+            pattern=STATUSES_RE,
+            description=f"Statuses, comma-separated, each one of: {', '.join(TaskStatus)}",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     all: bool = False,
 ) -> Any:
@@ -104,7 +127,9 @@ async def status(
     statuses = parse_statuses(status, "status")
     if all:
         if not actor.tier.at_least(ADMIN_TIER):
-            raise DeniedError(f"all=true needs tier {ADMIN_TIER.value}")
+            raise DeniedError(
+                f"all=true needs tier {ADMIN_TIER.value}; {actor.operator_id} is {actor.tier.value}"
+            )
         actor = Actor(actor.operator_id, actor.tier, admin=True)
     summary = await conductor_of(request).status(actor, statuses=statuses, limit=limit)
     # Serialised once, straight from the model (the response_model documents the shape).
@@ -112,31 +137,31 @@ async def status(
 
 
 @router.get("/tasks/{task_id}", response_model=TaskRecord, responses=responses(400, 404))
-async def show(request: Request, task_id: str, actor: Observer) -> Any:
+async def show(request: Request, task_id: TaskId, actor: Observer) -> Any:
     return (await conductor_of(request).show(actor, task_id)).model_dump(mode="json")
 
 
 @router.post("/tasks/{task_id}/stop", response_model=TaskRecord, responses=ACTS)
-async def stop(request: Request, task_id: str, actor: Builder) -> Any:
+async def stop(request: Request, task_id: TaskId, actor: Builder) -> Any:
     return (await conductor_of(request).stop(actor, task_id)).model_dump(mode="json")
 
 
 @router.post("/tasks/{task_id}/retry", response_model=TaskRecord, responses=ACTS)
-async def retry(request: Request, task_id: str, actor: Builder) -> Any:
+async def retry(request: Request, task_id: TaskId, actor: Builder) -> Any:
     return (await conductor_of(request).retry(actor, task_id)).model_dump(mode="json")
 
 
 @router.post(
     "/tasks/{task_id}/merge", response_model=TaskRecord, responses={**ACTS, **responses(503)}
 )
-async def merge(request: Request, task_id: str, actor: Builder) -> Any:
+async def merge(request: Request, task_id: TaskId, actor: Builder) -> Any:
     return (await conductor_of(request).merge(actor, task_id)).model_dump(mode="json")
 
 
 @router.get("/tasks/{task_id}/logs", responses=responses(400, 404, 409))
 async def logs(
     request: Request,
-    task_id: str,
+    task_id: TaskId,
     actor: Observer,
     lines: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Logs:
@@ -145,7 +170,7 @@ async def logs(
 
 
 @router.delete("/tasks/{task_id}", response_model=Deleted, responses=ACTS)
-async def delete(request: Request, task_id: str, actor: Builder) -> Any:
+async def delete(request: Request, task_id: TaskId, actor: Builder) -> Any:
     gone = await conductor_of(request).delete(actor, task_id)
     snapshot = gone.cleanup.snapshot_dir if gone.cleanup else None
     return Deleted(task=gone.task, snapshot=str(snapshot) if snapshot else None).model_dump(
@@ -160,9 +185,14 @@ async def delete(request: Request, task_id: str, actor: Builder) -> Any:
 )
 async def events(request: Request, actor: Observer) -> StreamingResponse:
     """Server-sent events of the engine's bus: the caller's own tasks (every operator's for
-    an admin), one `data:` line of JSON per event."""
+    an admin), one `data:` line of JSON per event. The first line is the comment `: connected`,
+    sent once the stream is subscribed (events from then on are delivered). Before each event
+    and keep-alive the token is checked again: a revoked or expired token ends the stream with
+    an `error` event, and a downgraded admin sees only their own tasks from then on."""
     bus = engine_of(request).bus
     queue: asyncio.Queue[FleetEvent] = asyncio.Queue(maxsize=1000)
+    claims: Claims = request.state.claims
+    access: Access = request.app.state.access
     everyone = actor.tier.at_least(ADMIN_TIER)
 
     def deliver(event: FleetEvent) -> None:
@@ -171,6 +201,12 @@ async def events(request: Request, actor: Observer) -> StreamingResponse:
 
     off = bus.subscribe("*", deliver)
 
+    async def still_admin() -> bool:
+        """Whether the token still binds at the admin tier; AuthError if it no longer binds."""
+        if claims.expires_at <= datetime.now(UTC):
+            raise AuthError("token expired")
+        return (await access.tier_of(claims)).at_least(ADMIN_TIER)
+
     async def stream() -> AsyncIterator[str]:
         try:
             yield ": connected\n\n"
@@ -178,9 +214,16 @@ async def events(request: Request, actor: Observer) -> StreamingResponse:
                 try:
                     event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
                 except TimeoutError:
+                    event = None
+                try:
+                    admin = await still_admin()
+                except AuthError as exc:
+                    yield f"event: error\ndata: {json.dumps(exc.to_dict())}\n\n"
+                    return
+                if event is None:
                     yield ": keep-alive\n\n"
-                    continue
-                yield f"event: {event.type.value}\ndata: {json.dumps(event.to_dict())}\n\n"
+                elif admin or event.operator_id == actor.operator_id:
+                    yield f"event: {event.type.value}\ndata: {json.dumps(event.to_dict())}\n\n"
         finally:
             off()
 

@@ -15,6 +15,8 @@ from typing import Any
 import jwt
 
 from fleet_core.auth.keys import KeyStore
+from fleet_core.auth.records import record_token
+from fleet_core.db.database import Tenant
 from fleet_core.errors import AuthError, BadInputError
 from fleet_core.models import OPERATOR_ID_RE, Tier
 
@@ -22,7 +24,8 @@ ISSUER = "fleet"
 AUDIENCE = "fleet-api"
 ALGORITHM = "ES256"
 MIN_TTL = timedelta(minutes=1)
-MAX_TTL = timedelta(days=30)
+MAX_TTL = timedelta(days=30)  # whatever the setting says
+DEFAULT_MAX_TTL = timedelta(hours=24)
 LEEWAY = timedelta(seconds=30)
 MAX_TOKEN_CHARS = 8192
 MAX_KID_CHARS = 128
@@ -39,9 +42,16 @@ class Claims:
 
 
 async def issue_token(
-    store: KeyStore, operator_id: str, tier: Tier, ttl: timedelta = timedelta(hours=1)
+    store: KeyStore,
+    operator_id: str,
+    tier: Tier,
+    ttl: timedelta = timedelta(hours=1),
+    *,
+    max_ttl: timedelta = DEFAULT_MAX_TTL,
 ) -> str:
-    """A signed token for `operator_id` at `tier`, valid for `ttl` (1 minute to 30 days)."""
+    """A signed token for `operator_id` at `tier`, valid for `ttl` (1 minute to `max_ttl`, the
+    `token_max_ttl_hours` setting, itself at most 30 days). Its jti is recorded before the
+    token is returned: a token that is not on record is refused by the API."""
     if not isinstance(operator_id, str) or not OPERATOR_ID_RE.match(operator_id):
         raise BadInputError(
             "operator",
@@ -54,21 +64,39 @@ async def issue_token(
         raise BadInputError(
             "tier", f"{tier!r} is not one of {', '.join(t.value for t in Tier)}"
         ) from None
-    if not MIN_TTL <= ttl <= MAX_TTL:
-        raise BadInputError("ttl", f"must be between 1 minute and 30 days, not {ttl}")
+    max_ttl = min(max_ttl, MAX_TTL)
+    if not MIN_TTL <= ttl <= max_ttl:
+        raise BadInputError(
+            "ttl",
+            f"must be between 1 minute and {describe(max_ttl)} (the longest lifetime allowed, "
+            f"setting token_max_ttl_hours), not {describe(ttl)}",
+        )
     kid, key = await store.signer()
     now = int(store.clock().timestamp())
-    claims = {
+    jti, exp = str(uuid.uuid4()), now + int(ttl.total_seconds())
+    claims: dict[str, Any] = {
         "sub": operator_id,
         "tier": tier.value,
         "aud": AUDIENCE,
         "iss": ISSUER,
         "iat": now,
         "nbf": now,
-        "exp": now + int(ttl.total_seconds()),
-        "jti": str(uuid.uuid4()),
+        "exp": exp,
+        "jti": jti,
     }
+    issued, expires = datetime.fromtimestamp(now, UTC), datetime.fromtimestamp(exp, UTC)
+    async with store.db.tx(Tenant.admin()) as conn:
+        await record_token(conn, jti, operator_id, tier, issued, expires)
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+def describe(delta: timedelta) -> str:
+    """`7d`, `24h`, `90m`, `45s`: the largest whole unit (hours up to two days)."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _header(token: str) -> dict[str, Any]:

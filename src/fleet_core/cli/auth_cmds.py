@@ -1,4 +1,5 @@
-"""`fleet token issue` and `fleet keys rotate | list`: the API's tokens and signing keys."""
+"""`fleet token issue | list | revoke` and `fleet keys rotate | list`: the API's tokens and
+signing keys."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from fleet_core.auth import records
 from fleet_core.auth.keys import KeyInfo, KeyStore
 from fleet_core.auth.tokens import issue_token
 from fleet_core.cli.context import ADMIN_TIER, opened
@@ -21,7 +23,8 @@ T = TypeVar("T")
 DURATION_RE = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 # issue_token's field → the flag a user typed.
-FLAGS = {"operator": "--operator", "tier": "--tier", "ttl": "--ttl", "overlap": "--overlap"}
+FLAGS = {"operator": "--operator", "tier": "--tier", "ttl": "--ttl", "overlap": "--overlap",
+         "jti": "JTI"}  # fmt: skip
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +33,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     issue = tok_verbs.add_parser("issue", help="print a signed token for an operator")
     issue.add_argument("--operator", required=True, help="the operator the token acts as")
     issue.add_argument("--tier", required=True, choices=[t.value for t in Tier])
-    issue.add_argument("--ttl", default="1h", help="lifetime like 30m, 1h, 7d (default 1h)")
+    issue.add_argument(
+        "--ttl",
+        default="1h",
+        help="lifetime like 30m, 1h, 7d (default 1h; at most token_max_ttl_hours)",
+    )
+    tls = tok_verbs.add_parser("list", help="every token issued, newest first, with its state")
+    tls.add_argument("--operator", help="only this operator's tokens")
+    tls.add_argument("--json", action="store_true")
+    rev = tok_verbs.add_parser("revoke", help="refuse a token from now on (every server, < 1 min)")
+    rev.add_argument("jti", metavar="JTI", help="the token's id, as `fleet token list` shows it")
+    rev.add_argument("--json", action="store_true")
     keys = sub.add_parser("keys", help="the API's signing keys")
     keys_verbs = keys.add_subparsers(dest="keys_verb", required=True, metavar="VERB")
     rot = keys_verbs.add_parser("rotate", help="start signing with a new key")
@@ -88,7 +101,8 @@ def key_json(info: KeyInfo) -> dict[str, object]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.verb == "token":
-        return token_issue(args, settings)
+        verbs = {"issue": token_issue, "list": token_list, "revoke": token_revoke}
+        return verbs[args.token_verb](args, settings)
     if args.keys_verb == "rotate":
         return keys_rotate(args, settings)
     return keys_list(args, settings)
@@ -98,7 +112,38 @@ def token_issue(args: argparse.Namespace, settings: Settings) -> int:
     _require_admin(settings, "issuing tokens")
     ttl = parse_duration(args.ttl, "--ttl")
     tier = Tier(args.tier)
-    print(with_store(settings, lambda s: issue_token(s, args.operator, tier, ttl)))
+    max_ttl = timedelta(hours=settings.token_max_ttl_hours)
+    print(with_store(settings, lambda s: issue_token(s, args.operator, tier, ttl, max_ttl=max_ttl)))
+    return 0
+
+
+def token_list(args: argparse.Namespace, settings: Settings) -> int:
+    _require_admin(settings, "listing tokens")
+    infos = with_store(settings, lambda s: records.list_tokens(s.db, operator_id=args.operator))
+    if args.json:
+        print(dumps([i.to_dict() for i in infos]))
+        return 0
+    if not infos:
+        print("No tokens issued yet.")
+        return 0
+    rows = [
+        (i.jti, i.operator_id, i.tier.value, i.state, str(d["issued_at"]), str(d["expires_at"]))
+        for i in infos
+        for d in [i.to_dict()]
+    ]
+    print(table(rows, ("JTI", "OPERATOR", "TIER", "STATE", "ISSUED", "EXPIRES")))
+    return 0
+
+
+def token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    _require_admin(settings, "revoking tokens")
+    jti = records.check_jti(args.jti, "JTI")  # bad input before the database is opened
+    info = with_store(settings, lambda s: records.revoke_token(s.db, jti))
+    if args.json:
+        print(dumps(info.to_dict()))
+        return 0
+    print(f"revoked {info.jti} ({info.operator_id}, {info.tier.value}); "
+          f"every server refuses it within {settings.auth_cache_seconds:g} s")  # fmt: skip
     return 0
 
 

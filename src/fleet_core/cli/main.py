@@ -7,7 +7,15 @@ import json
 import sys
 
 from fleet_core import __version__
-from fleet_core.cli import agent_cmds, auth_cmds, db_cmd, doctor_cmd, secrets_cmds, task_cmds
+from fleet_core.cli import (
+    agent_cmds,
+    auth_cmds,
+    db_cmd,
+    doctor_cmd,
+    operator_cmds,
+    secrets_cmds,
+    task_cmds,
+)
 from fleet_core.cli.runner import guarded, run_async
 from fleet_core.config import config_path, load_settings
 from fleet_core.errors import BadInputError
@@ -27,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     task_cmds.add_parsers(sub)
     auth_cmds.add_parsers(sub)
     secrets_cmds.add_parsers(sub)
+    operator_cmds.add_parsers(sub)
     db_cmd.add_parser(sub)
     doctor_cmd.add_parser(sub)
     cfg = sub.add_parser("config", help="show the settings in effect, or the file's path")
@@ -53,6 +62,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return auth_cmds.run(args, settings)
     if args.verb == "secrets":
         return secrets_cmds.run(args, settings)
+    if args.verb == "operator":
+        return operator_cmds.run(args, settings)
     if args.verb == "show":
         return task_cmds.show(args, settings)
     verbs = {
