@@ -43,6 +43,9 @@ ROUTES: dict[tuple[str, str], Tier] = {
     ("GET", "/api/fleet/tasks/{task_id}/logs"): O,
     ("DELETE", "/api/fleet/tasks/{task_id}"): B,
     ("GET", "/api/fleet/events"): O,
+    ("GET", "/api/fleet/secrets"): O,
+    ("PUT", "/api/fleet/secrets/{name}"): B,
+    ("DELETE", "/api/fleet/secrets/{name}"): B,
     ("GET", "/api/fleet/admin/tokens"): S,
     ("POST", "/api/fleet/admin/tokens/{jti}/revoke"): S,
     ("PUT", "/api/fleet/admin/operators/{operator}/tier"): S,
@@ -94,12 +97,14 @@ async def call(s: Server, route: tuple[str, str], headers: dict[str, str]) -> tu
     task = await TaskRegistry(s.engine.db, Tenant.operator("alice")).create(
         new_task(branch=f"fleet/access-{uuid.uuid4().hex[:8]}", repository="/nowhere")
     )
-    path = template.format(task_id=task.id, jti=uuid.uuid4(), operator="bob")
+    path = template.format(task_id=task.id, jti=uuid.uuid4(), operator="bob", name="API_KEY")
     body: dict[str, Any] | None = None
     if route == ("POST", "/api/fleet/spawn"):
         body = spawn_body(Path("/nowhere"))
     elif path.endswith("/tier"):
         body = {"tier": "builder"}
+    elif route[0] == "PUT" and "/secrets/" in path:
+        body = {"value": "v"}
     async with s.client.stream(method, path, headers=headers, json=body) as r:
         if r.headers.get("content-type", "").startswith("text/event-stream"):
             return r.status_code, None

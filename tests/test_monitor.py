@@ -341,3 +341,33 @@ async def test_two_engines_never_act_twice(engine, sample: Path) -> None:
         ("proposed", "spawning"), ("spawning", "running"), ("running", "pr_created"),
         ("pr_created", "reviewing"), ("reviewing", "ready"),
     ]  # fmt: skip
+
+
+async def test_the_engine_opens_the_github_pr_of_an_agent_that_ended_well(
+    engine, tmp_path: Path, sample: Path
+) -> None:
+    """The agent commits; the engine pushes (here to a local bare repository standing in for
+    GitHub, through pushInsteadOf) and opens the PR with `gh pr create` (the fake gh)."""
+    bare = tmp_path / "github.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(sample), str(bare)], check=True)
+    url = "https://github.com/acme/widgets.git"
+    git(sample, "remote", "set-url", "origin", url)
+    git(sample, "config", f"url.{bare}.pushInsteadOf", url)
+    fake = Path(__file__).parent / "fake_gh"
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps({"repo": "acme/widgets", "logged_in": True, "prs": []}))
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}",
+           "FAKE_GH_STATE": str(world), "FAKE_GH_LOG": str(tmp_path / "gh.log")}  # fmt: skip
+    c, m = engine(repos={str(sample): {"forge": "github"}})
+    c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=env))
+    rec = await spawn(c, sample, "Add a divide function\n\nwith a test")
+    done = await until(c, m, rec.id, lambda r: r.status is not TaskStatus.RUNNING)
+    assert done.status is TaskStatus.PR_CREATED, done.failure_context
+    prs = json.loads(world.read_text())["prs"]
+    assert [(p["number"], p["branch"], p["base"], p["title"]) for p in prs] == [
+        (done.pr_number, rec.branch, "main", "Add a divide function")
+    ]
+    assert str(rec.id) in prs[0]["body"]
+    assert git(bare, "rev-parse", rec.branch).strip()  # the engine pushed it
+    calls = (tmp_path / "gh.log").read_text()
+    assert '"pr", "create"' in calls

@@ -57,6 +57,7 @@ LOG_TAIL_LINES = 60
 DIFF_KEEP_CHARS = 8000
 WITH_PR = (S.PR_CREATED, S.REVIEWING, S.READY)
 PUBLISH_PARALLEL = 8
+PR_TITLE_CHARS = 72
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,21 @@ class Monitor:
 
         await asyncio.gather(*(one(rec) for rec in running))
 
+    async def _open_pr(self, rec: TaskRecord) -> PullRequest | None:
+        """A PR for the branch of an agent that ended well, where the forge wants one opened.
+        None when it cannot (nothing committed, the forge refused: judged as no PR)."""
+        repo = Path(rec.repository)
+        try:
+            forge = await self.c.forges.for_repo(repo)
+            base = rec.base_branch or await g.default_branch(repo)
+            title = rec.description.strip().splitlines()[0][:PR_TITLE_CHARS] or rec.branch
+            who = f"{rec.agent_type.value}, {rec.model}, attempt {rec.retry_count + 1}"
+            body = f"{rec.description.strip()}\n\n---\nOpened by fleet for task {rec.id} ({who})."
+            return await forge.open_pr(repo, rec.branch, base, title, body)
+        except (ForgeError, OSError) as exc:
+            log.warning("could not open a PR", extra={"task": str(rec.id), "error": str(exc)})
+            return None
+
     async def _alive(self, rec: TaskRecord) -> bool:
         return await self.c.runtime.is_alive(rec.id)
 
@@ -290,6 +306,12 @@ class Monitor:
             pushed = rec.id not in self._push_errors
             if status is not None and status.code == 0 and not judge and pushed:
                 return  # finished well; whether it made a PR, the forge says next cycle
+            if status is not None and status.code == 0 and pushed:
+                opened = await self._open_pr(rec)
+                if opened is not None:  # the engine opens the PR (GitHub); agents never do
+                    await self._move(rec, S.PR_CREATED, "pr_opened", pr_number=opened.number)
+                    report.prs += 1
+                    return
             report.ended += 1
             await self._agent_ended(rec, status, report)
             return

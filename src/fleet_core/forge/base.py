@@ -115,6 +115,13 @@ class Forge(Protocol):
 
     async def diff(self, repo: Path, pr: int) -> str: ...
 
+    async def open_pr(
+        self, repo: Path, branch: str, base: str, title: str, body: str
+    ) -> PullRequest | None:
+        """Open a PR for a pushed branch (the engine does, agents never); None for a forge
+        whose PRs need no opening (the local forge: a pushed branch ahead of its base is one)."""
+        ...
+
     async def comment(self, repo: Path, pr: int, body: str) -> None: ...
 
     async def merge(self, repo: Path, pr: int, *, method: str = "merge") -> MergeResult:

@@ -192,6 +192,21 @@ class GitHubForge:
     async def diff(self, repo: Path, pr: int) -> str:
         return (await self._pr(repo, "diff", pr)).stdout
 
+    async def open_pr(
+        self, repo: Path, branch: str, base: str, title: str, body: str
+    ) -> PullRequest | None:
+        """`gh pr create` for a branch the engine pushed; its URL gives the number."""
+        gh = await self._ready()
+        owner, name = await self._slug(repo)
+        args = ["pr", "create", "-R", f"{owner}/{name}", "--head", branch, "--base", base,
+                "--title", title, "--body-file", "-"]  # fmt: skip
+        result = await self._exec(gh, args, body.encode())
+        url = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        number = url.rsplit("/", 1)[-1]
+        if result.returncode != 0 or not number.isdigit():
+            raise ForgeError(f"gh pr create --head {branch}: {_tail(result)}")
+        return PullRequest(int(number), branch, base, PrState.OPEN, url=url)
+
     async def comment(self, repo: Path, pr: int, body: str) -> None:
         await self._pr(repo, "comment", pr, "--body-file", "-", stdin=body.encode())
 

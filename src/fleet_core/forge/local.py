@@ -158,6 +158,11 @@ class LocalForge:
             right = record["head_sha"]
         return (await self._git(remote.path, "diff", f"{left}...{right}", "--")).stdout
 
+    async def open_pr(
+        self, repo: Path, branch: str, base: str, title: str, body: str
+    ) -> PullRequest | None:
+        return None  # a pushed branch ahead of its base is a PR here
+
     async def comment(self, repo: Path, pr: int, body: str) -> None:
         remote = await self._remote(repo)
         async with self._locks.hold(remote.path, remote.path):
