@@ -385,9 +385,36 @@ async def test_kill_escalates_to_sigkill_for_an_agent_ignoring_sigterm(
         status = await rt.exit_status(s.task_id)
         assert status is not None and status.code == 137 and status.signal == "SIGKILL"
         assert status.killed_by_fleet and not status.oom
+        assert not (rt.run_dir(s.task_id) / "exit.tmp").exists()  # written whole, renamed
         assert await rt.list_active() == []
     finally:
         await rt.tmux.kill_server()
+
+
+PARTIAL_EXIT_RECORDS = [
+    b"exit_co",  # cut inside the first key
+    b"exit_code=13",  # cut inside 137: must not read as 13
+    b"exit_code=\n",
+    b"signal=SIGTERM\n",  # no exit code at all
+    b"exit_code=0\nended_at=2024-13-45T99\n",
+    b"exit_code=\xff\xfe\n",
+]
+
+
+@pytest.mark.parametrize("partial", PARTIAL_EXIT_RECORDS)
+async def test_a_partial_exit_record_reads_as_not_written_yet(
+    rt: LocalRuntime, repo: Path, partial: bytes
+) -> None:
+    s = spec(repo, "think [demo:stall]")
+    await rt.spawn(s)
+    (rt.run_dir(s.task_id) / "exit").write_bytes(partial)
+    assert await rt.exit_status(s.task_id) is None  # the pane still runs
+    assert await rt.is_alive(s.task_id)
+    assert s.task_id in await rt.alive_tasks()
+    (rt.run_dir(s.task_id) / "exit").unlink()
+    assert await rt.kill(s.task_id)
+    status = await rt.exit_status(s.task_id)
+    assert status is not None and status.code == 143
 
 
 def test_repo_config_file_and_user_override(repo: Path) -> None:

@@ -292,19 +292,28 @@ class LocalRuntime:
     # -- observe -----------------------------------------------------------------------------
 
     def _read_exit(self, task_id: UUID) -> ExitStatus | None:
+        """The launcher's (or kill's) exit record; None while there is none. Both write it
+        whole (temp file + rename), but a file that is cut short or garbled (a full disk, a
+        crash of an older version) is read as not written yet rather than raising: the pane's
+        own state then decides."""
         try:
             text = (self.run_dir(task_id) / "exit").read_text()
-        except OSError:
+        except (OSError, ValueError):
             return None
+        if not text.endswith("\n"):
+            return None  # every record ends with a newline: this one was cut short
         doc = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         ended = doc.get("ended_at")
-        return ExitStatus(
-            code=int(doc["exit_code"]),
-            signal=doc.get("signal") or None,
-            ended_at=datetime.fromisoformat(ended) if ended else None,
-            error=doc.get("error") or None,
-            killed_by_fleet=doc.get("killed_by") == "fleet",
-        )
+        try:
+            return ExitStatus(
+                code=int(doc["exit_code"]),
+                signal=doc.get("signal") or None,
+                ended_at=datetime.fromisoformat(ended) if ended else None,
+                error=doc.get("error") or None,
+                killed_by_fleet=doc.get("killed_by") == "fleet",
+            )
+        except (KeyError, ValueError):
+            return None
 
     async def exit_status(self, task_id: UUID) -> ExitStatus | None:
         """The agent's exit, once it has ended (from the launcher's record, else tmux's)."""
@@ -330,7 +339,7 @@ class LocalRuntime:
             task_id = task_of(name)
             if task_id is None or pane.dead:
                 continue
-            if not (self.run_dir(task_id) / "exit").exists():
+            if self._read_exit(task_id) is None:
                 alive.add(task_id)
         return alive
 
@@ -362,10 +371,10 @@ class LocalRuntime:
             )
             rd = self.run_dir(task_id)
             if forced and rd.is_dir() and not (rd / "exit").exists():
-                # SIGKILL took the launcher too: record the exit it could not.
+                # SIGKILL took the launcher too: record the exit it could not, whole.
                 stamp = datetime.now(UTC).isoformat()
-                _write_private(rd / "exit", f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\n"
-                               "killed_by=fleet\n".encode())  # fmt: skip
+                _write_atomic(rd / "exit", f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\n"
+                              "killed_by=fleet\n".encode())  # fmt: skip
         await self.tmux.kill_session(name)
         return True
 
@@ -418,9 +427,14 @@ async def _nothing() -> None:
 
 def _release(rd: Path, go: bool) -> None:
     """Tell the waiting launcher to start (or not); atomic, so it never reads half a file."""
-    tmp = rd / "go.tmp"
-    _write_private(tmp, b"1" if go else b"0")
-    os.replace(tmp, rd / "go")
+    _write_atomic(rd / "go", b"1" if go else b"0")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """A 0600 file that readers see whole or not at all (temp file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    _write_private(tmp, data)
+    os.replace(tmp, path)
 
 
 def _remove_dir(directory: Path) -> None:
