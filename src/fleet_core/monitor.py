@@ -6,7 +6,8 @@ are reported, never killed. Each cycle then, in this order:
 
 1. liveness of this host's running agents (read first, so an agent that pushes and exits is
    judged with the forge's answer taken after its push);
-2. the forges, in batches per repository (one engine at a time, by an advisory lock):
+2. the forges, in batches per repository (one engine at a time, by a transaction-level
+   advisory lock held for the poll):
    PRs for running tasks → pr_created; CI of PRs → stored with a versioned metadata update,
    failing → failed with the checks and log excerpt, passing → reviewing → ready (review
    recorded as skipped until the review pipeline exists);
@@ -220,18 +221,20 @@ class Monitor:
                 by_repo[rec.repository].append(rec)
         if not by_repo:
             return prs, ci, polled
-        async with self.c.db.pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *FORGE_LOCK):
+        # A transaction-level lock, held by a transaction that lasts as long as the poll: it
+        # ends with that transaction whatever interrupts the poll (a cancelled cycle, a broken
+        # connection, a killed engine), since the pool rolls back or drops a connection
+        # released mid-transaction. A session lock would outlive an interrupted unlock on a
+        # pooled connection and stop every engine from polling.
+        async with self.c.db.tx(Tenant.admin()) as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, $2)", *FORGE_LOCK):
                 return prs, ci, polled
-            try:
-                for repo_text, recs in by_repo.items():
-                    try:
-                        await self._poll_repo(Path(repo_text), recs, prs, ci)
-                        polled.add(repo_text)
-                    except (ForgeError, OSError) as exc:
-                        self._error(report, f"forge for {repo_text}: {exc}")
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1, $2)", *FORGE_LOCK)
+            for repo_text, recs in by_repo.items():
+                try:
+                    await self._poll_repo(Path(repo_text), recs, prs, ci)
+                    polled.add(repo_text)
+                except (ForgeError, OSError) as exc:
+                    self._error(report, f"forge for {repo_text}: {exc}")
         return prs, ci, polled
 
     async def _poll_repo(
