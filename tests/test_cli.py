@@ -80,6 +80,9 @@ def test_bad_config_is_named_in_one_line(tmp_path: Path) -> None:
     cfg.write_text("operator = [\n")
     broken = fleet("status", FLEET_CONFIG=str(cfg))
     assert broken.returncode == 2 and str(cfg) in broken.stderr
+    cfg.write_text('[routing.table.docs]\nagent = "codex"\nmodel = "--yolo"\n')
+    bad_model = fleet("status", FLEET_CONFIG=str(cfg))
+    assert bad_model.returncode == 2 and "routing.table.docs.model" in bad_model.stderr
     cfg.write_text('operator = "dora"\n')
     shown = json.loads(fleet("config", "show", FLEET_CONFIG=str(cfg)).stdout)
     assert shown["operator"] == "alice"  # the environment wins over the file
@@ -206,6 +209,8 @@ async def test_bad_input_to_each_verb_exits_2_and_writes_nothing(
         ([*spawn, "--repo", str(repo), "--max-retries", "11", "x"], "--max-retries"),
         ([*spawn, "--repo", str(repo), "--timeout-min", "1", "x"], "--timeout-min"),
         ([*spawn, "--repo", str(repo), "--context", "novalue", "x"], "--context"),
+        ([*spawn, "--repo", str(repo), "--model=--dangerously-skip-permissions", "x"], "--model"),
+        ([*spawn, "--repo", str(repo), "--model", "gpt 5; rm -rf", "x"], "--model"),
         ([*spawn, "--repo", str(repo), "   "], "DESCRIPTION"),
         (["spawn", "--repo", str(repo), "--type", "chores", "x"], "--type"),
         (["spawn", "--repo", str(repo), "--type", "docs", "--agent", "custom", "x"], "--agent"),

@@ -10,7 +10,9 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from fleet_core.errors import BadInputError
 from fleet_core.lifecycle import TaskStatus
+from fleet_core.runtime.validation import MODEL_RE, validate_model
 
 __all__ = [
     "AgentType",
@@ -72,6 +74,13 @@ OperatorId = Annotated[str, StringConstraints(pattern=OPERATOR_ID_RE.pattern)]
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
+def _check_model(value: str) -> str:
+    try:
+        return validate_model(value)
+    except BadInputError as exc:
+        raise ValueError(exc.message) from None
+
+
 class SpawnRequest(BaseModel):
     """What a caller asks for; limits from the sprint plan."""
 
@@ -81,12 +90,19 @@ class SpawnRequest(BaseModel):
     repository: str = Field(min_length=1, max_length=500)
     task_type: TaskType
     agent_type: AgentType | None = None
-    model: str | None = Field(default=None, min_length=1, max_length=100)
+    model: str | None = Field(
+        default=None, min_length=1, max_length=100, json_schema_extra={"pattern": MODEL_RE.pattern}
+    )
     base_branch: str | None = Field(default=None, min_length=1, max_length=200)
     max_retries: int = Field(default=3, ge=0, le=10)
     timeout_minutes: int = Field(default=120, ge=5, le=480)
     context_overrides: dict[str, str] = Field(default_factory=dict, max_length=20)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_model(value)
 
     @field_validator("context_overrides")
     @classmethod
@@ -107,6 +123,11 @@ class NewTask(BaseModel):
     id: UUID = Field(default_factory=uuid4)
     agent_type: AgentType
     model: str = Field(min_length=1, max_length=100)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return _check_model(value)
     task_type: TaskType
     description: str = Field(min_length=1, max_length=5000)
     branch: str = Field(min_length=1, max_length=128)
