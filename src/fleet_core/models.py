@@ -123,11 +123,6 @@ class NewTask(BaseModel):
     id: UUID = Field(default_factory=uuid4)
     agent_type: AgentType
     model: str = Field(min_length=1, max_length=100)
-
-    @field_validator("model")
-    @classmethod
-    def _model_name(cls, value: str) -> str:
-        return _check_model(value)
     task_type: TaskType
     description: str = Field(min_length=1, max_length=5000)
     branch: str = Field(min_length=1, max_length=128)
@@ -140,6 +135,11 @@ class NewTask(BaseModel):
     context_hash: str | None = None
     prompt_hash: str | None = None
     host_id: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return _check_model(value)
 
 
 class TaskRecord(BaseModel):
