@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
 import signal
@@ -439,3 +440,24 @@ async def test_an_engine_killed_while_polling_the_forge_does_not_keep_the_lock(
                 proc.wait(timeout=10)
     rec = await until(c, m, tid, status_is(TaskStatus.PR_CREATED), limit=30)
     assert rec.pr_number == 7
+
+
+async def test_a_failure_context_without_its_log_tail_says_why_in_the_log(
+    engine, sample: Path, su: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A running task of this host whose agent session is gone: it fails, and the log tail
+    that could not be read is reported in the log rather than dropped silently."""
+    c, m = engine()
+    tid = await su.fetchval(
+        "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
+        " branch, repository, status, host_id, spawned_at)"
+        " VALUES ('alice','demo','demo','docs','d','fleet/gone',$1,'running','test-host', now())"
+        " RETURNING id",
+        str(sample),
+    )  # fmt: skip
+    caplog.set_level(logging.INFO, logger="fleet_core.monitor")
+    rec = await until(c, m, tid, status_is(TaskStatus.FAILED))
+    assert (rec.failure_context or {})["reason"] == "agent_exited"
+    assert "log_tail" not in (rec.failure_context or {})
+    missing = [r for r in caplog.records if r.getMessage().startswith("no log tail")]
+    assert missing and all(getattr(r, "task", None) == str(tid) for r in missing)

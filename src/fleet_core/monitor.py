@@ -399,14 +399,16 @@ class Monitor:
             repo = Path(rec.repository)
             base = await g.base_ref(repo, rec.base_branch or await g.default_branch(repo))
             out = await g.git(worktree, "diff", base, "--", ".", check=False)
-        except Exception:
+        except Exception as exc:
+            log.warning("no diff for the failure context: %s", exc, extra={"task": str(rec.id)})
             return None
         return out.stdout[:DIFF_KEEP_CHARS] or None
 
     async def _tail(self, rec: TaskRecord) -> str | None:
         try:
             return await self.c.runtime.logs(rec.id, LOG_TAIL_LINES)
-        except Exception:
+        except Exception as exc:
+            log.warning("no log tail for the failure context: %s", exc, extra={"task": str(rec.id)})
             return None
 
     async def _move(

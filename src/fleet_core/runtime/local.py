@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import sys
@@ -36,6 +37,8 @@ MAX_LOG_LINES = 1000
 START_TIMEOUT_S = 10.0
 GATE_MARGIN_S = 60.0  # how long a launcher waits for `go` beyond the setup timeout
 OOM_EXIT = 137
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -277,17 +280,40 @@ class LocalRuntime:
         raise SpawnError("process", f"the agent did not start within {START_TIMEOUT_S:.0f} s")
 
     async def _undo(self, repo: Path, handle: AgentHandle, *, worktree_added: bool) -> None:
+        """Remove what a failed spawn created. Every step runs whatever the others did, and
+        each failure is logged (with the task, the step and the error): a worktree or branch
+        left behind must never go unnoticed."""
         rd = self.run_dir(handle.task_id)
-        with contextlib.suppress(OSError):
+        extra = {"task": str(handle.task_id), "branch": handle.branch}
+
+        def failed(step: str, error: object) -> None:
+            log.error("undo of a failed spawn: %s failed: %s", step, error,
+                      extra={**extra, "step": step})  # fmt: skip
+
+        try:
             _release(rd, False)  # a waiting launcher exits without starting
-        with contextlib.suppress(Exception):
+        except OSError as exc:
+            failed("release the launcher", exc)
+        try:
             await self.tmux.kill_session(handle.session)
+        except Exception as exc:
+            failed("kill the tmux session", exc)
         if worktree_added:
-            with contextlib.suppress(Exception):
+            try:
                 async with self.locks.hold(repo):
-                    await g.git(repo, "worktree", "remove", "--force", str(handle.worktree_path))
-                    await g.git(repo, "branch", "-D", handle.branch, check=False)
-        _remove_dir(rd)
+                    where = str(handle.worktree_path)
+                    removed = await g.git(repo, "worktree", "remove", "--force", where, check=False)
+                    if removed.returncode != 0:
+                        failed("remove the worktree", (removed.stderr or removed.stdout).strip())
+                    dropped = await g.git(repo, "branch", "-D", handle.branch, check=False)
+                    if dropped.returncode != 0:
+                        failed("delete the branch", (dropped.stderr or dropped.stdout).strip())
+            except Exception as exc:
+                failed("remove the worktree and branch", exc)
+        try:
+            _remove_dir(rd)
+        except OSError as exc:
+            failed("remove the run directory", exc)
 
     # -- observe -----------------------------------------------------------------------------
 
