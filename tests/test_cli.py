@@ -169,7 +169,11 @@ async def test_spawn_status_stop_end_to_end(su: asyncpg.Connection, repo: Path) 
         assert stopped.returncode == 0, stopped.stderr
         assert json.loads(stopped.stdout)["status"] == "cancelled"
         assert subprocess.run(has, capture_output=True).returncode == 1
-        assert fleet("stop", task["id"][:8]).returncode == 5  # not stoppable any more
+        again = fleet("stop", task["id"][:8])  # idempotent: exit 0, the task as it is
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == f"{task['id'][:8]}: already cancelled; no agent running"
+        again_json = fleet("stop", task["id"][:8], "--json")
+        assert again_json.returncode == 0 and json.loads(again_json.stdout)["status"] == "cancelled"
         deleted = fleet("delete", task["id"][:8], "--json")
         assert deleted.returncode == 0 and json.loads(deleted.stdout)["id"] == task["id"]
         assert fleet("show", task["id"][:8]).returncode == 3

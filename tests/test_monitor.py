@@ -461,3 +461,22 @@ async def test_a_failure_context_without_its_log_tail_says_why_in_the_log(
     assert "log_tail" not in (rec.failure_context or {})
     missing = [r for r in caplog.records if r.getMessage().startswith("no log tail")]
     assert missing and all(getattr(r, "task", None) == str(tid) for r in missing)
+
+
+STUBBORN = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN); print('ignoring SIGTERM', flush=True); time.sleep(3600)"]  # fmt: skip
+
+
+async def test_a_timeout_kill_runs_outside_the_cycle_deadline(engine, sample: Path) -> None:
+    """An agent that ignores SIGTERM times out: its kill needs the whole grace (longer than a
+    cycle's deadline) and then SIGKILL. Cycles go on within their deadline meanwhile; the
+    task fails with reason `timeout` and the log tail read before the kill."""
+    config = MonitorConfig(interval_s=0.1, deadline_s=3.0, minute_s=0.3)  # timeout: 1.5 s
+    c, m = engine(config=config, kill_grace_seconds=6.0,
+                  agents={"custom": {"command": STUBBORN}})  # fmt: skip
+    rec = await spawn(c, sample, "ignore me", agent_type="custom")
+    failed = await until(c, m, rec.id, status_is(TaskStatus.FAILED))  # no cycle errors
+    ctx = failed.failure_context or {}
+    assert ctx["reason"] == "timeout" and "ignoring SIGTERM" in ctx["log_tail"]
+    assert not await c.runtime.is_alive(rec.id)
+    assert m.health()["errors"] == 0

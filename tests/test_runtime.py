@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -437,6 +439,56 @@ async def test_a_partial_exit_record_reads_as_not_written_yet(
     assert await rt.kill(s.task_id)
     status = await rt.exit_status(s.task_id)
     assert status is not None and status.code == 143
+
+
+ZOMBIE_AGENT = """
+import os, signal, sys, time
+group = os.getpgrp()
+if os.fork() == 0:  # a helper outside the agent's group that never reaps its child
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if os.fork() == 0:  # the child joins the agent's group: it becomes a zombie there
+        os.setpgid(0, group)
+        with open(sys.argv[1] + ".tmp", "w") as fh:
+            fh.write(f"{os.getppid()} {os.getpid()}")
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        time.sleep(3600)
+        os._exit(0)
+    time.sleep(3600)
+    os._exit(0)
+print("agent with a child in its group", flush=True)
+time.sleep(3600)
+"""
+
+
+async def test_kill_does_not_wait_on_a_group_of_zombies(
+    tmp_path: Path, db: Database, repo: Path
+) -> None:
+    """After SIGTERM the agent's group holds only a zombie (its parent, outside the group,
+    never reaps it): the kill is over then, not after the grace (here an hour)."""
+    pids = tmp_path / "pids"
+    rt = make_runtime(tmp_path, db, custom={"command": [sys.executable, "-c", ZOMBIE_AGENT,
+                                                        str(pids)]})  # fmt: skip
+    rt.kill_grace_s = 3600.0
+    helper = 0
+    try:
+        s = spec(repo, "x", agent_type=AgentType.CUSTOM)
+        await rt.spawn(s)
+        for _ in range(400):
+            if pids.exists():
+                break
+            await asyncio.sleep(0.05)
+        helper, child = map(int, pids.read_text().split())
+        # A guard against a hang only: without the fix this waits the hour's grace.
+        assert await asyncio.wait_for(rt.kill(s.task_id), 120)
+        assert Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] == "Z"  # still there
+        status = await rt.exit_status(s.task_id)
+        assert status is not None and status.code == 143 and not status.killed_by_fleet
+        assert await rt.list_active() == []
+    finally:
+        if helper:
+            os.kill(helper, signal.SIGKILL)
+        await rt.tmux.kill_server()
 
 
 def test_repo_config_file_and_user_override(repo: Path) -> None:
