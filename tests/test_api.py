@@ -98,7 +98,7 @@ async def test_spawn_status_show_logs_stop_delete(api: Api, repo: Path) -> None:
     r = await api.client.post(f"/api/fleet/tasks/{task['id']}/stop", headers=h)
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     r = await api.client.post(f"/api/fleet/tasks/{task['id']}/stop", headers=h)
-    assert r.status_code == 409
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"  # idempotent
     r = await api.client.delete(f"/api/fleet/tasks/{task['id']}", headers=h)
     assert r.status_code == 200 and r.json()["task"]["id"] == task["id"]
     r = await api.client.get(f"/api/fleet/tasks/{task['id']}", headers=h)
@@ -111,6 +111,9 @@ async def test_spawn_errors_denial_queue_and_idempotency(api: Api, repo: Path) -
         "/api/fleet/spawn", json=spawn_body(repo, base_branch="-x"), headers=h
     )
     assert r.status_code == 400 and r.json()["field"] == "base_branch"
+    for model in ("--dangerously-skip-permissions", "gpt 5", "x" * 101):
+        r = await api.client.post("/api/fleet/spawn", json=spawn_body(repo, model=model), headers=h)
+        assert r.status_code == 400 and r.json()["field"] == "model", r.json()
     r = await api.client.post("/api/fleet/spawn", json={"repository": str(repo)}, headers=h)
     assert r.status_code == 400 and r.json()["field"] in ("description", "task_type")
     keyed = {**h, "Idempotency-Key": "job-1"}

@@ -80,6 +80,9 @@ def test_bad_config_is_named_in_one_line(tmp_path: Path) -> None:
     cfg.write_text("operator = [\n")
     broken = fleet("status", FLEET_CONFIG=str(cfg))
     assert broken.returncode == 2 and str(cfg) in broken.stderr
+    cfg.write_text('[routing.table.docs]\nagent = "codex"\nmodel = "--yolo"\n')
+    bad_model = fleet("status", FLEET_CONFIG=str(cfg))
+    assert bad_model.returncode == 2 and "routing.table.docs.model" in bad_model.stderr
     cfg.write_text('operator = "dora"\n')
     shown = json.loads(fleet("config", "show", FLEET_CONFIG=str(cfg)).stdout)
     assert shown["operator"] == "alice"  # the environment wins over the file
@@ -166,7 +169,11 @@ async def test_spawn_status_stop_end_to_end(su: asyncpg.Connection, repo: Path) 
         assert stopped.returncode == 0, stopped.stderr
         assert json.loads(stopped.stdout)["status"] == "cancelled"
         assert subprocess.run(has, capture_output=True).returncode == 1
-        assert fleet("stop", task["id"][:8]).returncode == 5  # not stoppable any more
+        again = fleet("stop", task["id"][:8])  # idempotent: exit 0, the task as it is
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == f"{task['id'][:8]}: already cancelled; no agent running"
+        again_json = fleet("stop", task["id"][:8], "--json")
+        assert again_json.returncode == 0 and json.loads(again_json.stdout)["status"] == "cancelled"
         deleted = fleet("delete", task["id"][:8], "--json")
         assert deleted.returncode == 0 and json.loads(deleted.stdout)["id"] == task["id"]
         assert fleet("show", task["id"][:8]).returncode == 3
@@ -206,6 +213,8 @@ async def test_bad_input_to_each_verb_exits_2_and_writes_nothing(
         ([*spawn, "--repo", str(repo), "--max-retries", "11", "x"], "--max-retries"),
         ([*spawn, "--repo", str(repo), "--timeout-min", "1", "x"], "--timeout-min"),
         ([*spawn, "--repo", str(repo), "--context", "novalue", "x"], "--context"),
+        ([*spawn, "--repo", str(repo), "--model=--dangerously-skip-permissions", "x"], "--model"),
+        ([*spawn, "--repo", str(repo), "--model", "gpt 5; rm -rf", "x"], "--model"),
         ([*spawn, "--repo", str(repo), "   "], "DESCRIPTION"),
         (["spawn", "--repo", str(repo), "--type", "chores", "x"], "--type"),
         (["spawn", "--repo", str(repo), "--type", "docs", "--agent", "custom", "x"], "--agent"),

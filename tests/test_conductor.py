@@ -22,7 +22,6 @@ from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import (
     ActiveTaskDeletionError,
     BadInputError,
-    InvalidTransitionError,
     SpawnDeniedError,
 )
 from fleet_core.events import EventBus, EventType, FleetEvent
@@ -118,11 +117,33 @@ async def test_stop_cancels_kills_and_frees_the_slot(make, repo: Path, db: Datab
         "by": "alice",
         "reason": "stopped",
     }
-    with pytest.raises(InvalidTransitionError):
-        await c.stop(ALICE, str(rec.id))
+    again = await c.stop_task(ALICE, str(rec.id))  # idempotent: the task as it is
+    assert (again.task.status, again.task.version) == (TaskStatus.CANCELLED, done.version)
+    assert again.already_ended and not again.killed
     # Another operator cannot see it at all.
     with pytest.raises(Exception, match="not found"):
         await c.stop(Actor("bob", Tier.SOVEREIGN), str(rec.id))
+
+
+async def test_stop_after_the_monitor_ended_the_task_settles_and_succeeds(
+    make, repo: Path, db: Database
+) -> None:
+    """The monitor abandoned the task a moment before the operator's stop, while its agent
+    still ran: the stop kills the agent and answers with the task as it is (abandoned)."""
+    c = make()
+    rec = (await c.spawn(ALICE, request(repo, "wait [demo:hang]"))).task
+    assert rec is not None and await c.runtime.is_alive(rec.id)
+    failed = await c.moves.move(rec, TaskStatus.FAILED, reason="timeout")
+    abandoned = await c.moves.move(failed, TaskStatus.ABANDONED, reason="retry_budget_exhausted")
+    out = await c.stop_task(ALICE, str(rec.id)[:8])
+    assert out.already_ended and out.killed
+    assert out.task.status is TaskStatus.ABANDONED and out.task.version == abandoned.version
+    assert not await c.runtime.is_alive(rec.id)
+    trail = await audit_trail(db, Tenant.operator("alice"), rec.id)
+    assert [a["event_type"] for a in trail].count("fleet.cancelled") == 0  # not rewritten
+    second = await c.stop_task(ALICE, str(rec.id))
+    assert second.already_ended and not second.killed
+    assert second.task.status is TaskStatus.ABANDONED
 
 
 async def test_delete_only_terminal_and_keeps_unpushed_work(make, repo: Path) -> None:

@@ -145,6 +145,7 @@ async def test_enter_in_last_field_submits(tmp_path: Path) -> None:
         ({"repository": "relative/path"}, "repository", "absolute path"),
         ({"repository": "/no/such/dir"}, "repository", "existing directory"),
         ({"base-branch": "-x"}, "base-branch", "must not start with '-'"),
+        ({"model": "--yolo"}, "model", "not starting with '-'"),
     ],
 )
 async def test_spawn_form_shows_errors_under_the_field(

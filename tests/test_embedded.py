@@ -4,14 +4,22 @@ stale pid files, and says clearly when PostgreSQL is missing."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from conftest import Pg
+from fleet_core.config import Settings
 from fleet_core.db.binaries import find_binaries
-from fleet_core.db.embedded import EmbeddedCluster
+from fleet_core.db.bootstrap import OWNER_ROLE
+from fleet_core.db.cluster_auth import lets_in_without_password
+from fleet_core.db.connect import cluster_for, resolve_target
+from fleet_core.db.database import ENGINE_ROLE
+from fleet_core.db.embedded import ClusterInfo, EmbeddedCluster
 from fleet_core.errors import DatabaseError, PostgresNotFoundError
 
 STARTER = """
@@ -127,3 +135,79 @@ def test_root_refuses_an_unreachable_cluster_dir(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="not reachable by user"):
         c.ensure_running()
     assert oct(private.stat().st_mode & 0o777) == "0o700"  # never chmodded
+
+
+async def _refused(
+    info: ClusterInfo, role: str, tmp_path: Path, password: str | None = None
+) -> str:
+    """Connect to the cluster's socket as `role` without its password file: the error text."""
+    try:
+        conn = await asyncpg.connect(
+            host=str(info.socket_dir), port=info.port, user=role, database="postgres",
+            password=password, passfile=str(tmp_path / "no-such-pgpass"), timeout=10,
+        )  # fmt: skip
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return ""
+
+
+async def test_every_role_needs_its_password(pg: Pg, tmp_path: Path) -> None:
+    """The socket trusts nobody: the superuser and both fleet roles are refused without their
+    password (and with a wrong one); the DSNs, which name the 0600 password file, get in."""
+    info = pg.cluster.info
+    for role in ("postgres", OWNER_ROLE, ENGINE_ROLE):
+        refused = await _refused(info, role, tmp_path)
+        assert refused == f'InvalidPasswordError: password authentication failed for user "{role}"'
+        assert "InvalidPasswordError" in await _refused(info, role, tmp_path, password="guess")
+    st = pg.cluster.passfile.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+    conn = await asyncpg.connect(pg.superuser_dsn)
+    try:
+        methods = await conn.fetch("SELECT DISTINCT auth_method FROM pg_hba_file_rules")
+        assert [r["auth_method"] for r in methods] == ["scram-sha-256"]
+        stored = await conn.fetch("SELECT rolname, rolpassword FROM pg_authid WHERE rolcanlogin")
+        assert {r["rolname"] for r in stored} == {"postgres", OWNER_ROLE, ENGINE_ROLE}
+        assert all(r["rolpassword"].startswith("SCRAM-SHA-256$") for r in stored)
+    finally:
+        await conn.close()
+    for dsn in (pg.owner_dsn, pg.engine_dsn):
+        c = await asyncpg.connect(dsn)
+        await c.close()
+
+
+async def test_a_cluster_that_trusted_its_socket_is_upgraded_at_start(tmp_path: Path) -> None:
+    """A cluster as an older fleet left it (pg_hba.conf `trust`, roles without passwords, no
+    password file): the next start gives every role a password, rewrites pg_hba.conf and
+    reloads, so the socket alone no longer lets anyone in."""
+    settings = Settings(data_dir=tmp_path / "data")
+    cluster = cluster_for(settings)
+    try:
+        target = await resolve_target(settings)
+        su = await asyncpg.connect(cluster.info.dsn())
+        try:  # back to what older versions made
+            (cluster.pgdata / "pg_hba.conf").write_text("local all all trust\n")
+            assert await su.fetchval("SELECT pg_reload_conf()")
+            for role in ("postgres", OWNER_ROLE, ENGINE_ROLE):
+                await su.execute(f'ALTER ROLE "{role}" PASSWORD NULL')
+        finally:
+            await su.close()
+        cluster.passfile.unlink()
+        assert await _refused(cluster.info, "postgres", tmp_path) == ""  # trusted: wide open
+        socket_path = cluster.socket_dir / f".s.PGSQL.{cluster.info.port}"
+        assert lets_in_without_password(socket_path, "postgres") is True
+
+        again = await resolve_target(settings)
+        assert again == target
+        assert cluster.passfile.exists()
+        hba = (cluster.pgdata / "pg_hba.conf").read_text().splitlines()
+        rules = [line.split() for line in hba if line.strip() and not line.startswith("#")]
+        assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
+        for role in ("postgres", OWNER_ROLE, ENGINE_ROLE):
+            assert "InvalidPasswordError" in await _refused(cluster.info, role, tmp_path)
+            assert lets_in_without_password(socket_path, role) is False
+        for dsn in (again.owner_dsn, again.engine_dsn, cluster.info.dsn()):
+            c = await asyncpg.connect(dsn)
+            await c.close()
+    finally:
+        cluster.destroy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -83,3 +84,50 @@ async def test_saga_compensates_in_reverse_and_reports_each() -> None:
         {"step": "a", "ok": True, "error": None},
     ]
     assert doc["cause"] == {"error": "bad_input", "field": "branch", "message": "exists"}
+
+
+@pytest.mark.parametrize("signal", [asyncio.CancelledError, KeyboardInterrupt])
+async def test_saga_compensates_then_reraises_cancellation(signal: type[BaseException]) -> None:
+    undone: list[str] = []
+
+    async def ok() -> str:
+        return "a"
+
+    async def undo(result: str, failure: Failure) -> None:
+        undone.append(f"{result} after {failure.step}: {type(failure.error).__name__}")
+
+    async def interrupted() -> None:
+        raise signal()
+
+    saga = Saga("test")
+    await saga.step("a", ok, undo)
+    with pytest.raises(signal):
+        await saga.step("b", interrupted)
+    assert undone == [f"a after b: {signal.__name__}"]
+
+
+async def test_a_cancelled_saga_task_ends_cancelled() -> None:
+    undone: list[str] = []
+    started = asyncio.Event()
+
+    async def ok() -> str:
+        return "a"
+
+    async def undo(result: str, failure: Failure) -> None:
+        undone.append(result)
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def run() -> None:
+        saga = Saga("test")
+        await saga.step("a", ok, undo)
+        await saga.step("b", hang)
+
+    task = asyncio.create_task(run())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled() and undone == ["a"]

@@ -11,7 +11,7 @@ import pytest
 from conftest import new_task
 from fleet_core.config import load_settings
 from fleet_core.db.database import Database, Tenant
-from fleet_core.errors import ConfigError, SpawnDeniedError
+from fleet_core.errors import ConfigError, SpawnDeniedError, StaleVersionError
 from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.governor import Admitted, Governor, Limits
 from fleet_core.lifecycle import TaskStatus
@@ -219,3 +219,22 @@ async def test_gate_denies_even_with_an_empty_cache(db: Database, su: asyncpg.Co
     gov.precheck("alice", ARCHITECT)
     with pytest.raises(SpawnDeniedError):
         await gov.admit(task(1), operator_id="alice", tier=ARCHITECT)
+
+
+async def test_readmit_on_a_stale_read_changes_nothing(
+    db: Database, su: asyncpg.Connection
+) -> None:
+    """A retry decided on an old read of the task (it changed since) is refused as stale: the
+    failure is not counted and the task does not move (DESIGN §3: every write is versioned)."""
+    gov = Governor(db, Limits(), EventBus())
+    registry = TaskRegistry(db, Tenant.operator("alice"))
+    rec = await registry.create(task(1, max_retries=3))
+    await su.execute("UPDATE fleet_tasks SET status = 'failed' WHERE id = $1", rec.id)
+    read = await registry.get(rec.id)
+    await registry.update_metadata(rec.id, {"ci_status": "failing"}, expected_version=read.version)
+    with pytest.raises(StaleVersionError):
+        await gov.readmit(read, tier=ARCHITECT, count_failure=True, update={})
+    now = await registry.get(rec.id)
+    assert (now.status, now.retry_count, now.version) == (TaskStatus.FAILED, 0, read.version + 1)
+    fresh = await gov.readmit(now, tier=ARCHITECT, count_failure=True, update={})
+    assert fresh is not None and (fresh.status, fresh.retry_count) == (TaskStatus.RETRYING, 1)

@@ -110,8 +110,10 @@ async def test_inv016_terminal_without_audit(
 
 async def test_inv017_retry_budget(db: Database, su: asyncpg.Connection, alice) -> None:
     rec = await alice.create(new_task(max_retries=1))
-    assert await alice.record_failure(rec.id, {"e": 1}) is not None
-    assert await alice.record_failure(rec.id, {"e": 2}) is None  # the guard holds
+    assert await alice.record_failure(rec.id, {"e": 1}, expected_version=0) is not None
+    assert (
+        await alice.record_failure(rec.id, {"e": 2}, expected_version=1) is None
+    )  # the guard holds
     with pytest.raises(asyncpg.CheckViolationError):
         await su.execute("UPDATE fleet_tasks SET retry_count = 5 WHERE id = $1", rec.id)
     assert await verify_inv017(db) == []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from fleet_core.errors import BadInputError
 from fleet_core.models import SpawnRequest, Tier
+from fleet_core.runtime.validation import validate_model
 
 GOOD = {"description": "fix it", "repository": "/srv/repo", "task_type": "bug_fix"}
 
@@ -16,6 +18,13 @@ BAD = [
     ("task_type", {"task_type": "chores"}),
     ("agent_type", {"agent_type": "copilot"}),
     ("model", {"model": "m" * 101}),
+    ("model", {"model": "--dangerously-skip-permissions"}),
+    ("model", {"model": "-m"}),
+    ("model", {"model": "gpt 5"}),
+    ("model", {"model": "x;rm"}),
+    ("model", {"model": "{prompt_file}"}),
+    ("model", {"model": "mod\u00e8le"}),
+    ("model", {"model": "a\nb"}),
     ("base_branch", {"base_branch": "b" * 201}),
     ("max_retries", {"max_retries": 11}),
     ("max_retries", {"max_retries": -1}),
@@ -32,6 +41,25 @@ def test_spawn_request_names_the_bad_field(field: str, bad: dict[str, object]) -
     with pytest.raises(ValidationError) as err:
         SpawnRequest.model_validate({**GOOD, **bad})
     assert [e["loc"][0] for e in err.value.errors()] == [field]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["claude-sonnet-4-5", "gpt-5.1-codex", "openrouter/anthropic/claude-3.5", "ollama:llama3@q4",
+     "a+b", "m" * 100, "  demo  "],
+)  # fmt: skip
+def test_spawn_request_accepts_model_names(name: str) -> None:
+    assert SpawnRequest.model_validate({**GOOD, "model": name}).model == name.strip()
+
+
+@pytest.mark.parametrize("bad", ["", "-x", "--help", "a b", "m" * 101, "é", None, 3, "x\0"])
+def test_one_model_validator_names_the_field(bad: object) -> None:
+    with pytest.raises(BadInputError) as err:
+        validate_model(bad)
+    assert err.value.field == "model" and "not starting with '-'" in err.value.message
+    with pytest.raises(BadInputError) as err:
+        validate_model(bad, "routing.fallback.model")
+    assert err.value.field == "routing.fallback.model"
 
 
 def test_spawn_request_defaults() -> None:

@@ -4,7 +4,10 @@ Real PostgreSQL, git, tmux, the demo agent and the demo's sample repository (uni
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import logging
 import math
 import os
 import signal
@@ -17,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import Pg, git
+from conftest import Pg, eventually, git
 from fleet_core.audit import audit_trail
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
@@ -29,7 +32,7 @@ from fleet_core.forge.github import GitHubForge
 from fleet_core.forge.select import ForgeSet
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import SpawnRequest, TaskRecord, Tier
-from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.monitor import FORGE_LOCK, CycleReport, Monitor, MonitorConfig
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 HERE = Path(__file__).parent
@@ -371,3 +374,141 @@ async def test_the_engine_opens_the_github_pr_of_an_agent_that_ended_well(
     assert git(bare, "rev-parse", rec.branch).strip()  # the engine pushed it
     calls = (tmp_path / "gh.log").read_text()
     assert '"pr", "create"' in calls
+
+
+FORGE_LOCK_HELD = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2"
+    " AND objsubid = 2"
+)
+
+
+def gh_world(tmp_path: Path, prs: list[dict[str, Any]]) -> tuple[Path, dict[str, str]]:
+    """A GitHub repository answered by the fake `gh`; returns the repo and gh's environment."""
+    repo = tmp_path / "gh-repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git(repo, "remote", "add", "origin", "https://github.com/acme/widgets.git")
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps({
+        "repo": "acme/widgets", "logged_in": True, "prs": prs, "comments": [],
+        "rate_limit": {"remaining": 5000, "limit": 5000, "reset_at": "2030-01-01T00:00:00Z"},
+    }))  # fmt: skip
+    env = {"PATH": f"{HERE / 'fake_gh'}:{os.environ['PATH']}", "FAKE_GH_STATE": str(world),
+           "FAKE_GH_LOG": str(tmp_path / "gh.log")}  # fmt: skip
+    return repo, env
+
+
+async def running_row(su: asyncpg.Connection, repo: Path, branch: str) -> Any:
+    return await su.fetchval(
+        "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
+        " branch, repository, status, host_id, spawned_at)"
+        " VALUES ('alice','demo','demo','docs','d',$1,$2,'running','other-host', now())"
+        " RETURNING id",
+        branch, str(repo),
+    )  # fmt: skip
+
+
+async def test_a_forge_poll_cancelled_anywhere_leaves_no_forge_lock(
+    engine, tmp_path: Path, su: asyncpg.Connection
+) -> None:
+    """The cycle's deadline or the engine's stop can cancel the forge poll at any await: the
+    lock must end with the poll wherever that happens (a session lock left on a pooled
+    connection would stop every engine from polling)."""
+    repo, env = gh_world(tmp_path, [])
+    c, m = engine(repos={str(repo): {"forge": "github"}})
+    c.forges = ForgeSet(
+        tmp_path / "forge", repos=c.repos, github=GitHubForge(env={**os.environ, **env})
+    )
+    await running_row(su, repo, "fleet/t-0")
+    tasks = await m.admin.list_live()
+    for k in range(120):
+        poll = asyncio.create_task(m._poll_forges(tasks, CycleReport()))
+        for _ in range(k):
+            await asyncio.sleep(0)
+        poll.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll
+
+        async def free() -> bool:
+            return await su.fetchval(FORGE_LOCK_HELD, *FORGE_LOCK) == 0
+
+        await eventually(free, timeout=10)
+
+
+async def test_an_engine_killed_while_polling_the_forge_does_not_keep_the_lock(
+    engine, tmp_path: Path, su: asyncpg.Connection, pg: Pg
+) -> None:
+    """An engine process holds the forge lock (its `gh` call is blocked) and is SIGKILLed:
+    another engine then takes the lock and polls (its task gets its PR)."""
+    pr = {"number": 7, "branch": "fleet/t-0", "base": "main", "state": "OPEN", "checks": []}
+    repo, env = gh_world(tmp_path, [pr])
+    tid = await running_row(su, repo, "fleet/t-0")
+    doc = {"data_dir": str(tmp_path / "worker"), "dsn": pg.engine_dsn, "repo": str(repo)}
+    c, m = engine(repos={str(repo): {"forge": "github"}})
+    c.forges = ForgeSet(
+        tmp_path / "forge", repos=c.repos, github=GitHubForge(env={**os.environ, **env})
+    )
+
+    async def held() -> bool:
+        return await su.fetchval(FORGE_LOCK_HELD, *FORGE_LOCK) == 1
+
+    with open(env["FAKE_GH_STATE"] + ".lock", "a") as gate:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # the fake gh waits for this lock: the poll hangs
+        with open(tmp_path / "worker.err", "w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "forge_lock_worker.py"), json.dumps(doc)],
+                stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, **env},
+            )  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            await eventually(held)
+            busy = await m._poll_forges(await m.admin.list_live(), CycleReport())
+            assert busy == ({}, {}, set())  # the worker holds the lock: no second poll
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    rec = await until(c, m, tid, status_is(TaskStatus.PR_CREATED), limit=30)
+    assert rec.pr_number == 7
+
+
+async def test_a_failure_context_without_its_log_tail_says_why_in_the_log(
+    engine, sample: Path, su: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A running task of this host whose agent session is gone: it fails, and the log tail
+    that could not be read is reported in the log rather than dropped silently."""
+    c, m = engine()
+    tid = await su.fetchval(
+        "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
+        " branch, repository, status, host_id, spawned_at)"
+        " VALUES ('alice','demo','demo','docs','d','fleet/gone',$1,'running','test-host', now())"
+        " RETURNING id",
+        str(sample),
+    )  # fmt: skip
+    caplog.set_level(logging.INFO, logger="fleet_core.monitor")
+    rec = await until(c, m, tid, status_is(TaskStatus.FAILED))
+    assert (rec.failure_context or {})["reason"] == "agent_exited"
+    assert "log_tail" not in (rec.failure_context or {})
+    missing = [r for r in caplog.records if r.getMessage().startswith("no log tail")]
+    assert missing and all(getattr(r, "task", None) == str(tid) for r in missing)
+
+
+STUBBORN = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN); print('ignoring SIGTERM', flush=True); time.sleep(3600)"]  # fmt: skip
+
+
+async def test_a_timeout_kill_runs_outside_the_cycle_deadline(engine, sample: Path) -> None:
+    """An agent that ignores SIGTERM times out: its kill needs the whole grace (longer than a
+    cycle's deadline) and then SIGKILL. Cycles go on within their deadline meanwhile; the
+    task fails with reason `timeout` and the log tail read before the kill."""
+    config = MonitorConfig(interval_s=0.1, deadline_s=3.0, minute_s=0.3)  # timeout: 1.5 s
+    c, m = engine(config=config, kill_grace_seconds=6.0,
+                  agents={"custom": {"command": STUBBORN}})  # fmt: skip
+    rec = await spawn(c, sample, "ignore me", agent_type="custom")
+    failed = await until(c, m, rec.id, status_is(TaskStatus.FAILED))  # no cycle errors
+    ctx = failed.failure_context or {}
+    assert ctx["reason"] == "timeout" and "ignoring SIGTERM" in ctx["log_tail"]
+    assert not await c.runtime.is_alive(rec.id)
+    assert m.health()["errors"] == 0

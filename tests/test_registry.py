@@ -21,7 +21,7 @@ from fleet_core.errors import (
     TaskNotFoundError,
 )
 from fleet_core.lifecycle import SLOT_HOLDING, TERMINAL, TaskStatus, can_transition
-from fleet_core.models import CiStatus, TaskType
+from fleet_core.models import CiStatus, TaskRecord, TaskType
 from fleet_core.registry import TaskRegistry
 
 S = TaskStatus
@@ -182,14 +182,43 @@ async def test_update_metadata_is_versioned(alice: TaskRegistry) -> None:
 async def test_record_failure_race_never_passes_max(pg, db: Database) -> None:
     reg = TaskRegistry(db, Tenant.operator("alice"))
     rec = await reg.create(new_task(max_retries=3))
-    # Ten separate connections (the pool holds at most ten) racing on one row.
-    results = await asyncio.gather(*(reg.record_failure(rec.id, {"attempt": i}) for i in range(10)))
-    counted = [r for r in results if r is not None]
-    assert len(counted) == 3
-    assert sorted(r.retry_count for r in counted) == [1, 2, 3]
+
+    async def count(i: int) -> TaskRecord | StaleVersionError | None:
+        try:
+            return await reg.record_failure(rec.id, {"attempt": i}, expected_version=rec.version)
+        except StaleVersionError as exc:
+            return exc
+
+    # Ten separate connections (the pool holds at most ten) racing on one row at one version:
+    # exactly one counts, the others are told their read is stale.
+    results = await asyncio.gather(*(count(i) for i in range(10)))
+    counted = [r for r in results if isinstance(r, TaskRecord)]
+    assert len(counted) == 1 and counted[0].retry_count == 1
+    assert sum(isinstance(r, StaleVersionError) for r in results) == 9
+    cur = counted[0]
+    for n in (2, 3):
+        cur = await reg.record_failure(rec.id, {"n": n}, expected_version=cur.version)
+        assert cur is not None and cur.retry_count == n
     final = await reg.get(rec.id)
     assert final.retry_count == 3 and final.version == 3
-    assert await reg.record_failure(rec.id, {"again": True}) is None
+    assert await reg.record_failure(rec.id, {"again": True}, expected_version=3) is None
+    with pytest.raises(StaleVersionError):  # spent, but the stale read is what is reported
+        await reg.record_failure(rec.id, {"again": True}, expected_version=2)
+    assert (await reg.get(rec.id)).failure_context == {"n": 3}
+
+
+async def test_record_failure_checks_the_version(alice: TaskRegistry) -> None:
+    rec = await alice.create(new_task(max_retries=3))
+    moved = await alice.update_metadata(rec.id, {"ci_status": "failing"}, expected_version=0)
+    with pytest.raises(StaleVersionError) as err:
+        await alice.record_failure(rec.id, {"e": 1}, expected_version=rec.version)
+    assert (err.value.expected, err.value.actual) == (0, 1)
+    after = await alice.get(rec.id)
+    assert (after.retry_count, after.version, after.failure_context) == (
+        0,
+        1,
+        moved.failure_context,
+    )
 
 
 async def test_delete_only_terminal(su: asyncpg.Connection, alice: TaskRegistry) -> None:

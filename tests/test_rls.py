@@ -52,7 +52,7 @@ async def test_other_operator_cannot_touch_tasks(
     with pytest.raises(TaskNotFoundError):
         await bob.transition(live.id, TaskStatus.CANCELLED, expected_version=0)
     with pytest.raises(TaskNotFoundError):
-        await bob.record_failure(live.id, {"x": 1})
+        await bob.record_failure(live.id, {"x": 1}, expected_version=0)
     with pytest.raises(TaskNotFoundError):
         await bob.update_metadata(live.id, {"ci_status": "failing"}, expected_version=0)
     done = await alice.transition(live.id, TaskStatus.CANCELLED, expected_version=0)

@@ -454,6 +454,10 @@ def test_config_builds_route_choices() -> None:
         ({"cooldown_seconds": "5m"}, "routing.cooldown_seconds"),
         ({"agent_models": {"cursor": "x"}}, "routing.agent_models.cursor"),
         ({"agent_models": {"codex": None}}, "routing.agent_models.codex"),
+        ({"agent_models": {"codex": "--yolo"}}, "routing.agent_models.codex"),
+        ({"table": {"docs": {"agent": "codex", "model": "-m"}}}, "routing.table.docs.model"),
+        ({"fallback": {"agent": "codex", "model": "gpt 5"}}, "routing.fallback.model"),
+        ({"premium": {"agent": "claude_code", "model": "o;x"}}, "routing.premium.model"),
     ],
 )
 def test_config_bad_values_name_the_dotted_field(doc: dict[str, Any], field: str) -> None:
@@ -502,3 +506,9 @@ def test_describe_is_json_serialisable() -> None:
     assert sorted(described["models"]) == sorted({*ALL_DEFAULT_MODELS, "demo", "custom"})
     clock.advance(300)
     assert router.describe()["models"][CODEX]["breaker"] == "half_open"
+
+
+def test_an_explicit_model_is_validated_like_everywhere_else() -> None:
+    with pytest.raises(BadInputError) as info:
+        ModelRouter().route(TaskType.DOCS, model="--dangerously-skip-permissions")
+    assert info.value.field == "model"

@@ -4,6 +4,9 @@ launcher and the demo agent."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -322,6 +325,27 @@ async def test_failed_setup_or_start_undoes_everything(
         await rt.tmux.kill_server()
 
 
+async def test_an_undo_that_cannot_remove_the_worktree_says_so_in_the_log(
+    rt: LocalRuntime, repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The setup locks its worktree (git refuses `worktree remove --force` then) and fails:
+    the spawn still fails with the setup's error, and each step of the undo that could not be
+    done is logged with the task (nothing is printed)."""
+    lock_then_fail = ["sh", "-c", "git worktree lock --reason held . && exit 3"]
+    s = spec(repo, "x", setup=lock_then_fail)
+    caplog.set_level(logging.INFO, logger="fleet_core.runtime.local")
+    with pytest.raises(SpawnError) as err:
+        await rt.spawn(s)
+    assert err.value.step == "setup"
+    undo = [r for r in caplog.records if r.getMessage().startswith("undo of a failed spawn")]
+    assert [getattr(r, "step", None) for r in undo] == ["remove the worktree", "delete the branch"]
+    assert all(getattr(r, "task", None) == str(s.task_id) for r in undo)
+    assert all(r.levelno == logging.ERROR for r in undo)
+    assert "locked" in undo[0].getMessage()
+    assert (rt.paths.worktrees / str(s.task_id)).is_dir()  # really left behind, and reported
+    git(repo, "worktree", "unlock", str(rt.paths.worktrees / str(s.task_id)))
+
+
 async def test_cleanup_snapshots_unpushed_and_dirty_work(
     rt: LocalRuntime, repo: Path, tmp_path: Path
 ) -> None:
@@ -394,8 +418,85 @@ async def test_kill_escalates_to_sigkill_for_an_agent_ignoring_sigterm(
         status = await rt.exit_status(s.task_id)
         assert status is not None and status.code == 137 and status.signal == "SIGKILL"
         assert status.killed_by_fleet and not status.oom
+        assert not (rt.run_dir(s.task_id) / "exit.tmp").exists()  # written whole, renamed
         assert await rt.list_active() == []
     finally:
+        await rt.tmux.kill_server()
+
+
+PARTIAL_EXIT_RECORDS = [
+    b"exit_co",  # cut inside the first key
+    b"exit_code=13",  # cut inside 137: must not read as 13
+    b"exit_code=\n",
+    b"signal=SIGTERM\n",  # no exit code at all
+    b"exit_code=0\nended_at=2024-13-45T99\n",
+    b"exit_code=\xff\xfe\n",
+]
+
+
+@pytest.mark.parametrize("partial", PARTIAL_EXIT_RECORDS)
+async def test_a_partial_exit_record_reads_as_not_written_yet(
+    rt: LocalRuntime, repo: Path, partial: bytes
+) -> None:
+    s = spec(repo, "think [demo:stall]")
+    await rt.spawn(s)
+    (rt.run_dir(s.task_id) / "exit").write_bytes(partial)
+    assert await rt.exit_status(s.task_id) is None  # the pane still runs
+    assert await rt.is_alive(s.task_id)
+    assert s.task_id in await rt.alive_tasks()
+    (rt.run_dir(s.task_id) / "exit").unlink()
+    assert await rt.kill(s.task_id)
+    status = await rt.exit_status(s.task_id)
+    assert status is not None and status.code == 143
+
+
+ZOMBIE_AGENT = """
+import os, signal, sys, time
+group = os.getpgrp()
+if os.fork() == 0:  # a helper outside the agent's group that never reaps its child
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if os.fork() == 0:  # the child joins the agent's group: it becomes a zombie there
+        os.setpgid(0, group)
+        with open(sys.argv[1] + ".tmp", "w") as fh:
+            fh.write(f"{os.getppid()} {os.getpid()}")
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        time.sleep(3600)
+        os._exit(0)
+    time.sleep(3600)
+    os._exit(0)
+print("agent with a child in its group", flush=True)
+time.sleep(3600)
+"""
+
+
+async def test_kill_does_not_wait_on_a_group_of_zombies(
+    tmp_path: Path, db: Database, repo: Path
+) -> None:
+    """After SIGTERM the agent's group holds only a zombie (its parent, outside the group,
+    never reaps it): the kill is over then, not after the grace (here an hour)."""
+    pids = tmp_path / "pids"
+    rt = make_runtime(tmp_path, db, custom={"command": [sys.executable, "-c", ZOMBIE_AGENT,
+                                                        str(pids)]})  # fmt: skip
+    rt.kill_grace_s = 3600.0
+    helper = 0
+    try:
+        s = spec(repo, "x", agent_type=AgentType.CUSTOM)
+        await rt.spawn(s)
+        for _ in range(400):
+            if pids.exists():
+                break
+            await asyncio.sleep(0.05)
+        helper, child = map(int, pids.read_text().split())
+        # A guard against a hang only: without the fix this waits the hour's grace.
+        assert await asyncio.wait_for(rt.kill(s.task_id), 120)
+        assert Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] == "Z"  # still there
+        status = await rt.exit_status(s.task_id)
+        assert status is not None and status.code == 143 and not status.killed_by_fleet
+        assert await rt.list_active() == []
+    finally:
+        if helper:
+            os.kill(helper, signal.SIGKILL)
         await rt.tmux.kill_server()
 
 

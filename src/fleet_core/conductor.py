@@ -97,6 +97,16 @@ def branch_name(description: str, task_id: UUID) -> str:
     return f"fleet/{slug}-{str(task_id)[:8]}"
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """What `stop` did: `task` as it is now; `already_ended` when it had ended before (its
+    status is the one it ended with); `killed` when an agent process was stopped."""
+
+    task: TaskRecord
+    already_ended: bool
+    killed: bool
+
+
 class Conductor:
     def __init__(
         self,
@@ -361,15 +371,21 @@ class Conductor:
         return await self.registry(actor).summary(status=statuses, limit=limit)
 
     async def stop(self, actor: Actor, ref: str) -> TaskRecord:
-        """Kill the agent (if it runs here) and move the task to cancelled."""
+        return (await self.stop_task(actor, ref)).task
+
+    async def stop_task(self, actor: Actor, ref: str) -> Stopped:
+        """Kill the agent (if it runs here) and move the task to cancelled. Idempotent: a task
+        that has already ended (the monitor may have ended it a moment before) stays as it
+        is, once no agent of it runs here any more (DESIGN §8)."""
         registry = self.registry(actor)
         rec = await registry.resolve(ref)
+        killed = False
         for _ in range(STALE_RETRIES):
             if rec.status in TERMINAL:
-                raise InvalidTransitionError(str(rec.id), rec.status.value, "cancelled")
+                return Stopped(rec, already_ended=True, killed=await self._settle(rec))
             if rec.tmux_session or rec.status in LIVE:
                 self._require_local(rec)
-                await self.runtime.kill(rec.id)
+                killed = await self.runtime.kill(rec.id) or killed
             try:
                 done = await self.moves.move(
                     rec,
@@ -378,12 +394,21 @@ class Conductor:
                     audit_detail={"by": actor.operator_id},
                 )
                 break
-            except StaleVersionError:
-                rec = await registry.get(rec.id)
+            except (StaleVersionError, InvalidTransitionError):
+                rec = await registry.get(rec.id)  # moved meanwhile: look again
         else:
             raise StaleVersionError(str(rec.id), rec.version, None)
         await self._after_slot_freed(done.operator_id)
-        return done
+        return Stopped(done, already_ended=False, killed=killed)
+
+    async def _settle(self, rec: TaskRecord) -> bool:
+        """An ended task whose agent still runs on this host (its end was recorded before the
+        process went): kill it. True when there was one."""
+        if not rec.tmux_session or rec.host_id not in (None, self.runtime.host_id):
+            return False
+        if not await self.runtime.is_alive(rec.id):
+            return False
+        return await self.runtime.kill(rec.id)
 
     async def delete(self, actor: Actor, ref: str) -> Deleted:
         """Remove a terminal task: its worktree (unpushed or uncommitted work snapshotted

@@ -201,7 +201,8 @@ class Governor:
         lock, if a slot is free, count the failure against the retry budget (INV-017's guard)
         and move failed/rejected → retrying, in one transaction. Returns the retrying task;
         None when the budget is spent (nothing changed). Raises SpawnDeniedError when no slot
-        is free (a retry goes before queued spawns: it continues work already admitted)."""
+        is free (a retry goes before queued spawns: it continues work already admitted), and
+        StaleVersionError when `rec` is an old read (nothing changed then either)."""
         tenant = Tenant.operator(rec.operator_id)
         registry = TaskRegistry(self.db, tenant)
         async with self.db.tx(tenant) as conn:
@@ -213,7 +214,7 @@ class Governor:
                 )
             if count_failure:
                 counted = await registry.record_failure(
-                    rec.id, rec.failure_context or {}, conn=conn
+                    rec.id, rec.failure_context or {}, expected_version=rec.version, conn=conn
                 )
                 if counted is None:
                     return None

@@ -8,9 +8,18 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
+from fleet_core.errors import BadInputError
 from fleet_core.lifecycle import TaskStatus
+from fleet_core.runtime.validation import MODEL_RE, validate_model
 
 __all__ = [
     "AgentType",
@@ -86,6 +95,13 @@ OVERRIDES_SCHEMA = {
 }
 
 
+def _check_model(value: str) -> str:
+    try:
+        return validate_model(value)
+    except BadInputError as exc:
+        raise ValueError(exc.message) from None
+
+
 class SpawnRequest(BaseModel):
     """What a caller asks for; limits from the sprint plan. Every limit the server checks on
     the body is declared here (so in the OpenAPI document)."""
@@ -103,7 +119,9 @@ class SpawnRequest(BaseModel):
     )
     task_type: TaskType
     agent_type: AgentType | None = None
-    model: str | None = Field(default=None, min_length=1, max_length=100)
+    model: str | None = Field(
+        default=None, min_length=1, max_length=100, json_schema_extra={"pattern": MODEL_RE.pattern}
+    )
     base_branch: str | None = Field(default=None, min_length=1, max_length=200)
     max_retries: int = Field(default=3, ge=0, le=10)
     timeout_minutes: int = Field(default=120, ge=5, le=480)
@@ -111,6 +129,11 @@ class SpawnRequest(BaseModel):
         dict[OverrideKey, OverrideValue], WithJsonSchema(OVERRIDES_SCHEMA)
     ] = Field(default_factory=dict, max_length=20)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_model(value)
 
 
 class NewTask(BaseModel):
@@ -133,6 +156,11 @@ class NewTask(BaseModel):
     context_hash: str | None = None
     prompt_hash: str | None = None
     host_id: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return _check_model(value)
 
 
 class TaskRecord(BaseModel):

@@ -6,13 +6,15 @@ are reported, never killed. Each cycle then, in this order:
 
 1. liveness of this host's running agents (read first, so an agent that pushes and exits is
    judged with the forge's answer taken after its push);
-2. the forges, in batches per repository (one engine at a time, by an advisory lock):
+2. the forges, in batches per repository (one engine at a time, by a transaction-level
+   advisory lock held for the poll):
    PRs for running tasks → pr_created; CI of PRs → stored with a versioned metadata update,
    failing → failed with the checks and log excerpt, passing → reviewing → ready (review
    recorded as skipped until the review pipeline exists);
 3. agents that ended: exit 0 with a PR is fine; otherwise failed with exit status and log
    tail (137 → OOM; a usage-limit message → paused until its reset);
-4. timeouts (the task's own timeout_minutes) → killed and failed; stalls (no new commit for
+4. timeouts (the task's own timeout_minutes) → log tail read, then killed (beside the cycle,
+   outside its deadline) and failed; stalls (no new commit for
    `stall_s`) → a warning event; interrupted spawns → failed or cancelled;
 5. retries that are due (RetryEngine), then queued spawns.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -105,6 +108,7 @@ class Monitor:
         self._loop: asyncio.Task[None] | None = None
         self._stalled: dict[UUID, str] = {}
         self._push_errors: dict[UUID, str] = {}  # running tasks whose last push failed
+        self._kills: dict[UUID, asyncio.Task[None]] = {}  # timed-out agents being killed
         self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
 
     def health(self) -> dict[str, Any]:
@@ -132,6 +136,9 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
             self._loop = None
+        # Kills under way finish (each is bounded by the kill grace): an agent half-killed
+        # would stay running with its task still `running`.
+        await asyncio.gather(*self._kills.values(), return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -257,18 +264,20 @@ class Monitor:
                 by_repo[rec.repository].append(rec)
         if not by_repo:
             return prs, ci, polled
-        async with self.c.db.pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *FORGE_LOCK):
+        # A transaction-level lock, held by a transaction that lasts as long as the poll: it
+        # ends with that transaction whatever interrupts the poll (a cancelled cycle, a broken
+        # connection, a killed engine), since the pool rolls back or drops a connection
+        # released mid-transaction. A session lock would outlive an interrupted unlock on a
+        # pooled connection and stop every engine from polling.
+        async with self.c.db.tx(Tenant.admin()) as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, $2)", *FORGE_LOCK):
                 return prs, ci, polled
-            try:
-                for repo_text, recs in by_repo.items():
-                    try:
-                        await self._poll_repo(Path(repo_text), recs, prs, ci)
-                        polled.add(repo_text)
-                    except (ForgeError, OSError) as exc:
-                        self._error(report, f"forge for {repo_text}: {exc}")
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1, $2)", *FORGE_LOCK)
+            for repo_text, recs in by_repo.items():
+                try:
+                    await self._poll_repo(Path(repo_text), recs, prs, ci)
+                    polled.add(repo_text)
+                except (ForgeError, OSError) as exc:
+                    self._error(report, f"forge for {repo_text}: {exc}")
         return prs, ci, polled
 
     async def _poll_repo(
@@ -297,6 +306,8 @@ class Monitor:
         now: datetime,
         report: CycleReport,
     ) -> None:
+        if rec.id in self._kills:
+            return  # being killed for its timeout: that kill moves it
         pr = prs.get(rec.id)
         if rec.status is S.RUNNING and pr is not None:
             rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
@@ -408,14 +419,13 @@ class Monitor:
         started = rec.spawned_at or rec.created_at
         limit = rec.timeout_minutes * self.config.minute_s
         if _age(started, now) > limit:
-            await self.c.runtime.kill(rec.id)
-            ctx = failure_context(
-                "timeout", previous=rec, timeout_minutes=rec.timeout_minutes,
-                diff=await self._diff(rec),
-                log_tail=await self._tail(rec),
-            )  # fmt: skip
-            if await self._move(rec, S.FAILED, "timeout", failure_context=ctx):
+            # The kill (its grace, then SIGKILL) runs beside the cycle, never inside its
+            # deadline: a cancelled kill would leave the agent running and the task unfailed.
+            if rec.id not in self._kills:
                 report.timeouts += 1
+                task = asyncio.create_task(self._time_out(rec), name=f"fleet-timeout-{rec.id}")
+                self._kills[rec.id] = task
+                task.add_done_callback(functools.partial(self._killed, rec.id))
             return
         if _age(started, now) < self.config.stall_s or not rec.worktree_path:
             return
@@ -434,6 +444,27 @@ class Monitor:
                 minutes=round((time.time() - int(stamp)) / 60),
             )
 
+    async def _time_out(self, rec: TaskRecord) -> None:
+        """The log tail and diff first (the kill removes the session), then the kill, then
+        running → failed with reason `timeout`."""
+        tail = await self._tail(rec)
+        diff = await self._diff(rec)
+        await self.c.runtime.kill(rec.id)
+        ctx = failure_context(
+            "timeout", previous=rec, timeout_minutes=rec.timeout_minutes, diff=diff, log_tail=tail
+        )
+        await self._move(rec, S.FAILED, "timeout", failure_context=ctx)
+
+    def _killed(self, task_id: UUID, task: asyncio.Task[None]) -> None:
+        self._kills.pop(task_id, None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.errors += 1
+            self.last_error = f"timeout of task {str(task_id)[:8]}: {type(exc).__name__}: {exc}"
+            log.error("timing out a task failed", exc_info=exc, extra={"task": str(task_id)})
+
     async def _diff(self, rec: TaskRecord) -> str | None:
         """What the attempt changed against its base (committed or not), for the retry prompt
         (which sanitizes and cuts it to 2,000 characters)."""
@@ -447,14 +478,16 @@ class Monitor:
             out = await in_checkout(self.c.runtime.paths.data_dir, worktree, "diff",
                                     "--no-ext-diff", "--no-textconv", sha, "--", ".",
                                     check=False)  # fmt: skip
-        except Exception:
+        except Exception as exc:
+            log.warning("no diff for the failure context: %s", exc, extra={"task": str(rec.id)})
             return None
         return out.stdout[:DIFF_KEEP_CHARS] or None
 
     async def _tail(self, rec: TaskRecord) -> str | None:
         try:
             return await self.c.runtime.logs(rec.id, LOG_TAIL_LINES)
-        except Exception:
+        except Exception as exc:
+            log.warning("no log tail for the failure context: %s", exc, extra={"task": str(rec.id)})
             return None
 
     async def _move(

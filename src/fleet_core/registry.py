@@ -340,24 +340,30 @@ class TaskRegistry:
         task_id: UUID | str,
         failure_context: Mapping[str, Any],
         *,
+        expected_version: int,
         conn: Conn | None = None,
     ) -> TaskRecord | None:
-        """Count one failure and store its context, atomically, only while retry_count <
-        max_retries (INV-017). None when the budget is already spent."""
+        """Count one failure and store its context, atomically, only while the task is still at
+        `expected_version` (else StaleVersionError, DESIGN §3) and retry_count < max_retries
+        (INV-017). None when the budget is already spent."""
         tid = _uuid(task_id)
         async with self._conn(conn) as c:
             row = await c.fetchrow(
                 """UPDATE fleet_tasks
-                      SET retry_count = retry_count + 1, failure_context = $2,
+                      SET retry_count = retry_count + 1, failure_context = $3,
                           version = version + 1
-                    WHERE id = $1 AND retry_count < max_retries
+                    WHERE id = $1 AND version = $2 AND retry_count < max_retries
                 RETURNING *""",
                 tid,
+                expected_version,
                 dict(failure_context),
             )
             if row is None:
-                if not await c.fetchval("SELECT 1 FROM fleet_tasks WHERE id = $1", tid):
+                cur = await c.fetchval("SELECT version FROM fleet_tasks WHERE id = $1", tid)
+                if cur is None:
                     raise TaskNotFoundError(str(tid))
+                if cur != expected_version:
+                    raise StaleVersionError(str(tid), expected_version, cur)
                 return None
         return _record(row)
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from fleet_core.errors import BadInputError
 from fleet_core.models import AgentType, TaskType
+from fleet_core.runtime.validation import validate_model
 
 __all__ = ["ModelChoice", "ModelRouter", "Route", "RouteReason"]
 
@@ -285,9 +286,7 @@ def _choice(value: Any, path: str) -> ModelChoice:
 
 
 def _model(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadInputError(path, f"must be a non-blank model name, got {value!r}")
-    return value.strip()
+    return validate_model(value.strip() if isinstance(value, str) else value, path)
 
 
 def _number(doc: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:

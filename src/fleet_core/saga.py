@@ -91,9 +91,14 @@ class Saga:
     ) -> T:
         try:
             result = await forward()
-        except BaseException as exc:
+        except Exception as exc:
             outcomes = await self._compensate(name, exc)
             raise SagaError(name, exc, outcomes) from exc
+        except BaseException as exc:
+            # Cancellation, a timeout's cancel, KeyboardInterrupt, SystemExit: undo what was
+            # done, then let the signal go on unchanged (wrapping it would lose it).
+            await self._compensate(name, exc)
+            raise
         undo: Compensation | None = None
         if compensate is not None:
 

@@ -159,8 +159,15 @@ def spawn(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def stop(args: argparse.Namespace, settings: Settings) -> int:
-    rec = with_conductor(settings, lambda c: c.stop(local_actor(settings), args.id))
-    print(dumps(task_json(rec)) if args.json else f"stopped {rec.short_id}: {rec.status.value}")
+    out = with_conductor(settings, lambda c: c.stop_task(local_actor(settings), args.id))
+    rec = out.task
+    if args.json:
+        print(dumps(task_json(rec)))
+    elif not out.already_ended:
+        print(f"stopped {rec.short_id}: {rec.status.value}")
+    else:
+        agent = "its agent was still running and is stopped" if out.killed else "no agent running"
+        print(f"{rec.short_id}: already {rec.status.value}; {agent}")
     return 0
 
 

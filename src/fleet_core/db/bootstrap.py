@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 import asyncpg
 
@@ -22,14 +23,26 @@ async def _create_role(conn: asyncpg.Connection, name: str, sql: str) -> None:
         await conn.execute(sql)
 
 
-async def bootstrap_embedded(superuser_dsn: str, database: str = DEFAULT_DATABASE) -> None:
-    """As the cluster's superuser: create both roles and the database (owned by the owner)."""
+async def bootstrap_embedded(
+    superuser_dsn: str, database: str = DEFAULT_DATABASE, passwords: Mapping[str, str] | None = None
+) -> None:
+    """As the cluster's superuser: create both roles and the database (owned by the owner),
+    and give every role in `passwords` its password when it has no SCRAM one yet (a new
+    role, or a cluster made when fleet trusted its socket)."""
     conn = await asyncpg.connect(superuser_dsn, timeout=10)
     try:
         await _create_role(
             conn, OWNER_ROLE, f"CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
         )
         await _create_role(conn, ENGINE_ROLE, ENGINE_ROLE_SQL)
+        for role, password in (passwords or {}).items():
+            stored = await conn.fetchval(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role
+            )
+            if not (stored or "").startswith("SCRAM-SHA-256$"):
+                literal = "'" + password.replace("'", "''") + "'"
+                await conn.execute("SET password_encryption = 'scram-sha-256'")  # this session
+                await conn.execute(f'ALTER ROLE "{role}" PASSWORD {literal}')
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
             with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 await conn.execute(f'CREATE DATABASE "{database}" OWNER {OWNER_ROLE}')

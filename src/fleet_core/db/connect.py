@@ -17,7 +17,7 @@ from fleet_core.db.bootstrap import (
     ensure_engine_role,
 )
 from fleet_core.db.database import ENGINE_ROLE, Database
-from fleet_core.db.embedded import EmbeddedCluster
+from fleet_core.db.embedded import SUPERUSER, EmbeddedCluster
 from fleet_core.db.migrate import Migration, Migrator
 from fleet_core.errors import DatabaseError
 
@@ -56,7 +56,11 @@ async def resolve_target(settings: Settings, *, database: str = DEFAULT_DATABASE
         return Target("external", owner, engine)
     cluster = cluster_for(settings)
     info = await asyncio.to_thread(cluster.ensure_running)
-    await _guard(bootstrap_embedded(info.dsn(), database), "the embedded cluster")
+    # Every role logs in with its password (never trust): give them theirs, then make sure
+    # the server asks for them (a cluster of an older fleet trusted its socket until now).
+    passwords = await asyncio.to_thread(cluster.passwords, (SUPERUSER, OWNER_ROLE, ENGINE_ROLE))
+    await _guard(bootstrap_embedded(info.dsn(), database, passwords), "the embedded cluster")
+    await asyncio.to_thread(cluster.require_passwords)
     return Target(
         "embedded",
         info.dsn(OWNER_ROLE, database),

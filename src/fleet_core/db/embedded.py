@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from fleet_core.db import cluster_auth
 from fleet_core.db.binaries import PgBinaries, find_binaries
 from fleet_core.db.sysuser import RunAs, current_user, ensure_system_user, running_as_root
 from fleet_core.errors import DatabaseError
@@ -42,10 +43,14 @@ class ClusterInfo:
     socket_dir: Path
     port: int
     superuser: str
+    passfile: Path | None = None  # the roles' passwords (pgpass format, 0600)
 
     def dsn(self, user: str = SUPERUSER, database: str = "postgres") -> str:
         host = quote(str(self.socket_dir), safe="")
-        return f"postgresql://{user}@/{database}?host={host}&port={self.port}"
+        dsn = f"postgresql://{user}@/{database}?host={host}&port={self.port}"
+        if self.passfile is not None:
+            dsn += f"&passfile={quote(str(self.passfile), safe='')}"
+        return dsn
 
 
 def _digest(path: Path) -> str:
@@ -84,7 +89,8 @@ class EmbeddedCluster:
             # Too long for a Unix socket path: a private (0700, ownership-checked) dir in /tmp.
             tmp = Path("/tmp")  # noqa: S108
             self.socket_dir = tmp / f"fleet-pg-{os.geteuid()}-{_digest(self.root)}"
-        self.info = ClusterInfo(self.socket_dir, PORT, SUPERUSER)
+        self.passfile = self.root / cluster_auth.PASSFILE
+        self.info = ClusterInfo(self.socket_dir, PORT, SUPERUSER, self.passfile)
         self._bins: PgBinaries | None = None
         self._run_as: RunAs | None = None
 
@@ -100,11 +106,35 @@ class EmbeddedCluster:
                 return self.info
             self._prepare_dirs()
             if not (self.pgdata / "PG_VERSION").exists():
-                self._initdb()
+                self._initdb(cluster_auth.load_or_create(self.passfile, (SUPERUSER,)))
             self._clear_stale_pidfile()
             if not self.is_listening():
                 self._start()
         return self.info
+
+    def passwords(self, roles: tuple[str, ...]) -> dict[str, str]:
+        """Each role's password, from the pgpass file (created, or completed, as needed)."""
+        with self._locked():
+            return cluster_auth.load_or_create(self.passfile, roles)
+
+    def require_passwords(self) -> bool:
+        """Make pg_hba.conf ours (SCRAM passwords for every role, never trust) and reload the
+        server when it was not: a cluster made by an older fleet trusted its socket. Call it
+        once every role has its password. True when the file had to change."""
+        with self._locked():
+            if cluster_auth.hba_is_current(self.pgdata):
+                return False
+            log.warning("the embedded cluster trusted its socket: now every role needs its "
+                        "password (%s)", self.passfile)  # fmt: skip
+            cluster_auth.write_hba(self.pgdata, self.run_as)
+            if self.is_listening():
+                self._run(
+                    [self.bins["pg_ctl"], "-D", str(self.pgdata), "reload"],
+                    timeout=STOP_TIMEOUT_S,
+                    what="pg_ctl reload",
+                )
+                cluster_auth.wait_until_asked(self.socket_dir / f".s.PGSQL.{PORT}", SUPERUSER)
+            return True
 
     def stop(self) -> bool:
         """Stop the server if it runs; True when something was stopped."""
@@ -211,28 +241,35 @@ class EmbeddedCluster:
                     "under a world-traversable directory such as /var/lib"
                 )
 
-    def _initdb(self) -> None:
+    def _initdb(self, passwords: dict[str, str]) -> None:
         log.info("initdb %s (PostgreSQL %s)", self.pgdata, self.bins.major)
         if self.pgdata.exists() and any(self.pgdata.iterdir()):
             raise DatabaseError(
                 f"{self.pgdata} exists but holds no cluster (a failed initdb?); remove it"
             )
-        self._run(
-            [
-                self.bins["initdb"],
-                "-D",
-                str(self.pgdata),
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-instructions",
-            ],
-            timeout=INITDB_TIMEOUT_S,
-            what="initdb",
-        )
+        pwfile = self.root / ".initdb-password"  # the server user's: initdb reads it
+        cluster_auth.write_pwfile(pwfile, passwords[SUPERUSER], self.run_as)
+        try:
+            self._run(
+                [
+                    self.bins["initdb"],
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    SUPERUSER,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ],
+                timeout=INITDB_TIMEOUT_S,
+                what="initdb",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        cluster_auth.write_hba(self.pgdata, self.run_as)
 
     def _start(self) -> None:
         opts = " ".join(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -41,6 +42,8 @@ MAX_LOG_LINES = 1000
 START_TIMEOUT_S = 10.0
 GATE_MARGIN_S = 60.0  # how long a launcher waits for `go` beyond the setup timeout
 OOM_EXIT = 137
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -354,32 +357,60 @@ class LocalRuntime:
         raise SpawnError("process", f"the agent did not start within {START_TIMEOUT_S:.0f} s")
 
     async def _undo(self, handle: AgentHandle, *, checkout_created: bool) -> None:
+        """Remove what a failed spawn created. Every step runs whatever the others did, and
+        each failure is logged (with the task, the step and the error): a checkout left
+        behind must never go unnoticed."""
         rd = self.run_dir(handle.task_id)
-        with contextlib.suppress(OSError):
+        extra = {"task": str(handle.task_id), "branch": handle.branch}
+
+        def failed(step: str, error: object) -> None:
+            log.error("undo of a failed spawn: %s failed: %s", step, error,
+                      extra={**extra, "step": step})  # fmt: skip
+
+        try:
             _release(rd, False)  # a waiting launcher exits without starting
-        with contextlib.suppress(Exception):
+        except OSError as exc:
+            failed("release the launcher", exc)
+        try:
             await self.tmux.kill_session(handle.session)
+        except Exception as exc:
+            failed("kill the tmux session", exc)
         if checkout_created and handle.worktree_path.exists():
-            await asyncio.to_thread(shutil.rmtree, handle.worktree_path, True)
-        _remove_dir(rd)
+            try:
+                await asyncio.to_thread(shutil.rmtree, handle.worktree_path)
+            except OSError as exc:
+                failed("remove the checkout", exc)
+        try:
+            _remove_dir(rd)
+        except OSError as exc:
+            failed("remove the run directory", exc)
         limits.remove(handle.task_id)
 
     # -- observe -----------------------------------------------------------------------------
 
     def _read_exit(self, task_id: UUID) -> ExitStatus | None:
+        """The launcher's (or kill's) exit record; None while there is none. Both write it
+        whole (temp file + rename), but a file that is cut short or garbled (a full disk, a
+        crash of an older version) is read as not written yet rather than raising: the pane's
+        own state then decides."""
         try:
             text = (self.run_dir(task_id) / "exit").read_text()
-        except OSError:
+        except (OSError, ValueError):
             return None
+        if not text.endswith("\n"):
+            return None  # every record ends with a newline: this one was cut short
         doc = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         ended = doc.get("ended_at")
-        return ExitStatus(
-            code=int(doc["exit_code"]),
-            signal=doc.get("signal") or None,
-            ended_at=datetime.fromisoformat(ended) if ended else None,
-            error=doc.get("error") or None,
-            killed_by_fleet=doc.get("killed_by") == "fleet",
-        )
+        try:
+            return ExitStatus(
+                code=int(doc["exit_code"]),
+                signal=doc.get("signal") or None,
+                ended_at=datetime.fromisoformat(ended) if ended else None,
+                error=doc.get("error") or None,
+                killed_by_fleet=doc.get("killed_by") == "fleet",
+            )
+        except (KeyError, ValueError):
+            return None
 
     async def exit_status(self, task_id: UUID) -> ExitStatus | None:
         """The agent's exit, once it has ended (from the launcher's record, else tmux's)."""
@@ -405,7 +436,7 @@ class LocalRuntime:
             task_id = task_of(name)
             if task_id is None or pane.dead:
                 continue
-            if not (self.run_dir(task_id) / "exit").exists():
+            if self._read_exit(task_id) is None:
                 alive.add(task_id)
         return alive
 
@@ -437,10 +468,10 @@ class LocalRuntime:
             )
             rd = self.run_dir(task_id)
             if forced and rd.is_dir() and not (rd / "exit").exists():
-                # SIGKILL took the launcher too: record the exit it could not.
+                # SIGKILL took the launcher too: record the exit it could not, whole.
                 stamp = datetime.now(UTC).isoformat()
-                _write_private(rd / "exit", f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\n"
-                               "killed_by=fleet\n".encode())  # fmt: skip
+                _write_atomic(rd / "exit", f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\n"
+                              "killed_by=fleet\n".encode())  # fmt: skip
         await self.tmux.kill_session(name)
         return True
 
@@ -477,7 +508,11 @@ class LocalRuntime:
 
 
 async def _terminate_group(pid: int, grace_s: float) -> bool:
-    """SIGTERM the process group, SIGKILL it after the grace period; True if it had to."""
+    """SIGTERM the process group, SIGKILL it after the grace period; True if it had to.
+
+    A group whose members are all zombies has ended: they wait only for a parent to reap them
+    (orphans go to PID 1, which in a container may never do so), so neither the grace nor the
+    SIGKILL wait for them."""
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
@@ -486,9 +521,7 @@ async def _terminate_group(pid: int, grace_s: float) -> bool:
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not await _group_running(pgid):
             return False
         await asyncio.sleep(0.05)
     try:
@@ -496,9 +529,7 @@ async def _terminate_group(pid: int, grace_s: float) -> bool:
     except ProcessLookupError:
         return False
     for _ in range(100):  # wait for the group to be gone, so its exit is final
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not await _group_running(pgid):
             break
         await asyncio.sleep(0.01)
     return True
@@ -514,15 +545,52 @@ def _runtime_of(agent: AgentType) -> list[Path]:
     return sorted(found)
 
 
+async def _group_running(pgid: int) -> bool:
+    """Whether a process of the group is alive (not a zombie)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # no member at all: the usual case, without reading /proc
+    return await asyncio.to_thread(_live_members, pgid)
+
+
+def _live_members(pgid: int) -> bool:
+    """Any member of the group not a zombie, from /proc (where there is none: assume so)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    found = False
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # gone meanwhile
+        found = True
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return not found  # an unreadable /proc says nothing: assume the group still runs
+
+
 async def _nothing() -> None:
     return None
 
 
 def _release(rd: Path, go: bool) -> None:
     """Tell the waiting launcher to start (or not); atomic, so it never reads half a file."""
-    tmp = rd / "go.tmp"
-    _write_private(tmp, b"1" if go else b"0")
-    os.replace(tmp, rd / "go")
+    _write_atomic(rd / "go", b"1" if go else b"0")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """A 0600 file that readers see whole or not at all (temp file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    _write_private(tmp, data)
+    os.replace(tmp, path)
 
 
 def _remove_dir(directory: Path) -> None:

@@ -9,6 +9,10 @@ from fleet_core.errors import BadInputError
 
 BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
 MAX_BRANCH = 128
+# A model name is one element of the agent's argv: never an option (no leading '-'), no
+# spaces, quotes, braces (adapter placeholders) or control characters.
+MODEL_RE = re.compile(r"^[A-Za-z0-9._:/@+][A-Za-z0-9._:/@+-]{0,99}$")
+MODEL_RULE = "1-100 characters of A-Z a-z 0-9 . _ : / @ + -, not starting with '-'"
 
 
 def validate_branch(name: str, field: str = "branch") -> str:
@@ -31,6 +35,13 @@ def validate_branch(name: str, field: str = "branch") -> str:
     if any(part.startswith(".") for part in name.split("/")):
         raise BadInputError(field, f"{name!r}: no path component may start with '.'")
     return name
+
+
+def validate_model(value: object, field: str = "model") -> str:
+    """The one check of a model name, wherever one enters (CLI, API, console, fleet.toml)."""
+    if not isinstance(value, str) or not MODEL_RE.fullmatch(value):
+        raise BadInputError(field, f"must be {MODEL_RULE}, got {value!r}")
+    return value
 
 
 def path_under(base: Path, *parts: str, field: str = "path") -> Path:
