@@ -36,6 +36,14 @@ class BadInputError(FleetError):
         return {"error": self.code, "field": self.field, "message": self.message}
 
 
+class UsageError(FleetError):
+    """The command line itself is wrong: an unknown verb or flag, a missing argument, a value
+    outside its choices. One line, exit 2 (not argparse's usage block)."""
+
+    exit_code = EXIT_BAD_INPUT
+    code = "usage"
+
+
 class ConfigError(FleetError):
     exit_code = EXIT_BAD_INPUT
     code = "config_error"

@@ -6,16 +6,15 @@ import argparse
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from fleet_core.auth.keys import KeyInfo, KeyStore
-from fleet_core.auth.tokens import issue_token
-from fleet_core.cli.context import ADMIN_TIER, opened
 from fleet_core.cli.output import dumps, table
-from fleet_core.cli.runner import run_async
-from fleet_core.config import Settings
+from fleet_core.cli.verbs import Command
 from fleet_core.errors import BadInputError, DeniedError
-from fleet_core.models import Tier
+
+if TYPE_CHECKING:
+    from fleet_core.auth.keys import KeyInfo, KeyStore
+    from fleet_core.config import Settings
 
 T = TypeVar("T")
 DURATION_RE = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
@@ -24,14 +23,17 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 FLAGS = {"operator": "--operator", "tier": "--tier", "ttl": "--ttl", "overlap": "--overlap"}
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    tok = sub.add_parser("token", help="bearer tokens for the HTTP API")
+def token_arguments(tok: argparse.ArgumentParser) -> None:
+    from fleet_core.models import Tier
+
     tok_verbs = tok.add_subparsers(dest="token_verb", required=True, metavar="VERB")
     issue = tok_verbs.add_parser("issue", help="print a signed token for an operator")
     issue.add_argument("--operator", required=True, help="the operator the token acts as")
     issue.add_argument("--tier", required=True, choices=[t.value for t in Tier])
     issue.add_argument("--ttl", default="1h", help="lifetime like 30m, 1h, 7d (default 1h)")
-    keys = sub.add_parser("keys", help="the API's signing keys")
+
+
+def keys_arguments(keys: argparse.ArgumentParser) -> None:
     keys_verbs = keys.add_subparsers(dest="keys_verb", required=True, metavar="VERB")
     rot = keys_verbs.add_parser("rotate", help="start signing with a new key")
     rot.add_argument("--overlap", default="24h",
@@ -53,6 +55,8 @@ def parse_duration(text: str, flag: str) -> timedelta:
 
 
 def _require_admin(settings: Settings, what: str) -> None:
+    from fleet_core.cli.context import ADMIN_TIER
+
     if not settings.tier.at_least(ADMIN_TIER):
         raise DeniedError(
             f"{what} needs tier {ADMIN_TIER.value}; {settings.operator} is {settings.tier.value}"
@@ -60,6 +64,10 @@ def _require_admin(settings: Settings, what: str) -> None:
 
 
 def with_store(settings: Settings, fn: Callable[[KeyStore], Awaitable[T]]) -> T:
+    from fleet_core.auth.keys import KeyStore
+    from fleet_core.cli.context import opened
+    from fleet_core.cli.runner import run_async
+
     master = KeyStore.load_master_key(settings)
 
     async def go() -> T:
@@ -95,6 +103,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def token_issue(args: argparse.Namespace, settings: Settings) -> int:
+    from fleet_core.auth.tokens import issue_token
+    from fleet_core.models import Tier
+
     _require_admin(settings, "issuing tokens")
     ttl = parse_duration(args.ttl, "--ttl")
     tier = Tier(args.tier)
@@ -139,3 +150,9 @@ def keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 HEADER = ("KID", "STATE", "CREATED", "NOT BEFORE", "SIGNING UNTIL", "VERIFY UNTIL")
+
+
+COMMANDS = {
+    "token": Command(token_arguments, run),
+    "keys": Command(keys_arguments, run),
+}

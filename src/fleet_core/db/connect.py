@@ -82,8 +82,48 @@ async def migrate(owner_dsn: str) -> list[Migration]:
         await conn.close()
 
 
-async def open_database(settings: Settings, *, database: str = DEFAULT_DATABASE) -> Database:
-    """What every entry point calls: reach the server, apply pending migrations, open the pool."""
+async def open_database(
+    settings: Settings, *, database: str = DEFAULT_DATABASE, read_only: bool = False
+) -> Database:
+    """What every entry point calls: reach the server, apply pending migrations, open the pool.
+
+    `read_only` (verbs that only read: status, show, logs) skips the bootstrap and the
+    migration check, and opens a one-connection pool, when the database is already there; the
+    first run anywhere still creates it (and a schema left behind shows up as one clear error
+    at the first query, see `cli.context.opened`)."""
+    if read_only:
+        try:
+            return await _open_existing(settings, database)
+        except DatabaseError as exc:
+            if not isinstance(exc.__cause__, NOT_THERE_YET):
+                raise
     target = await resolve_target(settings, database=database)
     await migrate(target.owner_dsn)
     return await Database.connect(target.engine_dsn, owner_dsn=target.owner_dsn, mode=target.mode)
+
+
+# A database or role that bootstrap has not created yet.
+NOT_THERE_YET = (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError)
+
+
+async def _open_existing(settings: Settings, database: str) -> Database:
+    if settings.database_url:
+        owner = settings.database_url
+        target = Target(
+            "external", owner, settings.engine_database_url or with_user(owner, ENGINE_ROLE)
+        )
+    else:
+        cluster = cluster_for(settings)
+        info = (
+            cluster.info
+            if cluster.is_listening()
+            else await asyncio.to_thread(cluster.ensure_running)
+        )
+        target = Target(
+            "embedded",
+            info.dsn(OWNER_ROLE, database),
+            settings.engine_database_url or info.dsn(ENGINE_ROLE, database),
+        )
+    return await Database.connect(
+        target.engine_dsn, owner_dsn=target.owner_dsn, mode=target.mode, min_size=1
+    )
