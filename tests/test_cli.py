@@ -12,6 +12,7 @@ import asyncpg
 
 from conftest import fleet, new_task
 from fleet_core.db.database import Database, Tenant
+from fleet_core.errors import InvalidTransitionError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.registry import TaskRegistry
 from fleet_core.runtime.local import RuntimePaths
@@ -233,9 +234,43 @@ async def test_retry_and_merge_refusals(su: asyncpg.Connection, db: Database) ->
     rec = await TaskRegistry(db, Tenant.operator("alice")).create(new_task())
     merge = fleet("merge", rec.short_id, "--json")
     assert merge.returncode == 5 and json.loads(merge.stderr)["error"] == "merge_refused"
-    assert "only a ready task" in json.loads(merge.stderr)["message"]
+    assert json.loads(merge.stderr)["message"] == (
+        f"task {rec.short_id} is waiting to start; only a ready task can be merged"
+    )
     retry = fleet("retry", rec.short_id)
-    assert retry.returncode == 5 and "cannot move from proposed to retrying" in retry.stderr
+    assert retry.returncode == 5 and retry.stderr == (
+        f"fleet: task {rec.short_id}: can only retry a failed or rejected task; "
+        "this one is waiting to start\n"
+    )
+    delete = fleet("delete", rec.short_id)
+    assert delete.returncode == 5 and delete.stderr == (
+        f"fleet: task {rec.short_id} is waiting to start; only a merged, abandoned or "
+        "cancelled task can be deleted (stop it first)\n"
+    )
+
+
+async def test_refusals_of_ended_tasks_say_what_to_do(su: asyncpg.Connection, db: Database) -> None:
+    """No state-machine jargon: what the task is, and what to do instead."""
+    alice = TaskRegistry(db, Tenant.operator("alice"))
+    gone = await alice.create(new_task())
+    for step in (TaskStatus.SPAWNING, TaskStatus.FAILED, TaskStatus.ABANDONED):
+        gone = await alice.transition(gone.id, step, expected_version=gone.version)
+    retry = fleet("retry", gone.short_id)
+    assert retry.returncode == 5 and retry.stderr == (
+        f"fleet: task {gone.short_id}: can only retry a failed or rejected task; this one was "
+        "abandoned after 1 attempt: use `fleet spawn` again\n"
+    )
+    stopped = await alice.create(new_task(branch="fleet/other"))
+    await alice.transition(stopped.id, TaskStatus.CANCELLED, expected_version=0)
+    again = fleet("retry", stopped.short_id, "--json")
+    assert again.returncode == 5 and json.loads(again.stderr) == {
+        "error": "invalid_transition",
+        "message": f"task {stopped.short_id}: can only retry a failed or rejected task; this "
+        "one was cancelled: use `fleet spawn` again",
+    }
+    assert str(InvalidTransitionError(str(stopped.id), "cancelled", "cancelled")) == (
+        f"task {stopped.short_id} is already cancelled: there is nothing to stop"
+    )
 
 
 async def test_demo_shows_every_path(su: asyncpg.Connection) -> None:

@@ -121,6 +121,16 @@ def spawn_request(args: argparse.Namespace) -> SpawnRequest:
         raise BadInputError(FLAGS.get(name, name), err["msg"]) from None
 
 
+# Why the router chose the model, in words (RouteReason values).
+ROUTE_WORDS = {
+    "explicit_override": "as asked",
+    "reputation_weighted": "the best record for this kind of task",
+    "task_type_default": "the usual model for this kind of task",
+    "agent_type_default": "this agent's usual model",
+    "fallback": "the fallback: the usual model is not available",
+}
+
+
 def spawn_text(out: SpawnOutcome) -> str:
     if out.queued is not None:
         q = out.queued
@@ -132,7 +142,9 @@ def spawn_text(out: SpawnOutcome) -> str:
     assert out.task is not None
     t = out.task
     head = "existing task" if out.existing else "spawned"
-    why = f" ({out.route.reason.value})" if out.route else ""
+    why = (
+        f" ({ROUTE_WORDS.get(out.route.reason.value, out.route.reason.value)})" if out.route else ""
+    )
     return (
         f"{head} {t.short_id}: {t.status.value} on {t.branch} with "
         f"{t.agent_type.value}/{t.model}{why}\n"
