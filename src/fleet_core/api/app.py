@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from fleet_core import __version__
 from fleet_core.api import errors, routes
+from fleet_core.api.body import JsonBodies
 from fleet_core.api.metrics import Metrics
 from fleet_core.auth.keys import KeyStore
 from fleet_core.engine import Engine
@@ -30,6 +31,7 @@ def create_app(engine: Engine, keys: KeyStore) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.middleware("http")(app.state.metrics.middleware)
+    app.add_middleware(JsonBodies)
 
     @app.get("/.well-known/jwks.json", tags=["auth"])
     async def jwks() -> Response:
