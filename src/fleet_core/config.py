@@ -11,12 +11,10 @@ import getpass
 import json
 import os
 import socket
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
-import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from fleet_core.errors import BadInputError, ConfigError
@@ -33,6 +31,8 @@ def config_path() -> Path:
     explicit = os.environ.get("FLEET_CONFIG")
     if explicit:
         return Path(explicit).expanduser()
+    import platformdirs  # only when FLEET_CONFIG does not say
+
     return Path(platformdirs.user_config_dir(APP_NAME)) / "fleet.toml"
 
 
@@ -42,6 +42,12 @@ def _default_operator() -> str:
     except (KeyError, OSError):
         name = f"uid{os.getuid()}"
     return name if OPERATOR_ID_RE.match(name) else "operator"
+
+
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME))
 
 
 class Settings(BaseModel):
@@ -54,7 +60,7 @@ class Settings(BaseModel):
     tier: Tier = Tier.SOVEREIGN
     database_url: str | None = None
     engine_database_url: str | None = None
-    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
+    data_dir: Path = Field(default_factory=_default_data_dir)
     pg_bin: Path | None = None
     pg_dir: Path | None = None
     pg_user: str = Field(default="fleetpg", pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
@@ -140,10 +146,16 @@ def _json_fields() -> frozenset[str]:
 def read_toml(path: Path) -> dict[str, Any]:
     """The config file's table ({} when there is none); a syntax error names the file."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        fh = path.open("rb")
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    import tomllib  # only when there is a file
+
+    try:
+        with fh:
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     except OSError as exc:

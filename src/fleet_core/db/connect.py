@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -18,8 +19,10 @@ from fleet_core.db.bootstrap import (
 )
 from fleet_core.db.database import ENGINE_ROLE, Database
 from fleet_core.db.embedded import EmbeddedCluster
-from fleet_core.db.migrate import Migration, Migrator
 from fleet_core.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from fleet_core.db.migrate import Migration
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ async def _guard(coro: Awaitable[None], where: str) -> None:
 
 
 async def migrate(owner_dsn: str) -> list[Migration]:
+    from fleet_core.db.migrate import Migrator  # not on the path of verbs that only read
+
     try:
         conn = await asyncpg.connect(owner_dsn, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -95,7 +100,9 @@ async def open_database(
         try:
             return await _open_existing(settings, database)
         except DatabaseError as exc:
-            if not isinstance(exc.__cause__, NOT_THERE_YET):
+            # Not there yet: the full path starts the cluster, creates what is missing.
+            embedded_down = not settings.database_url and isinstance(exc.__cause__, OSError)
+            if not (embedded_down or isinstance(exc.__cause__, NOT_THERE_YET)):
                 raise
     target = await resolve_target(settings, database=database)
     await migrate(target.owner_dsn)
@@ -113,12 +120,7 @@ async def _open_existing(settings: Settings, database: str) -> Database:
             "external", owner, settings.engine_database_url or with_user(owner, ENGINE_ROLE)
         )
     else:
-        cluster = cluster_for(settings)
-        info = (
-            cluster.info
-            if cluster.is_listening()
-            else await asyncio.to_thread(cluster.ensure_running)
-        )
+        info = cluster_for(settings).info  # not running: the connection fails, see above
         target = Target(
             "embedded",
             info.dsn(OWNER_ROLE, database),
