@@ -76,6 +76,11 @@ def test_bad_config_is_named_in_one_line(tmp_path: Path) -> None:
     env_bad = fleet("status", FLEET_TIER="king")
     assert env_bad.returncode == 2
     assert env_bad.stderr.count("\n") == 1 and "tier (from FLEET_TIER)" in env_bad.stderr
+    not_json = fleet("status", FLEET_TIER_LIMITS="{builder: 2}")
+    assert not_json.returncode == 2 and not_json.stderr.count("\n") == 1
+    assert "tier_limits (from FLEET_TIER_LIMITS): not valid JSON" in not_json.stderr
+    lower = fleet("status", fleet_global_cap="0")  # names are matched ignoring case
+    assert lower.returncode == 2 and "global_cap (from FLEET_GLOBAL_CAP)" in lower.stderr
     cfg = tmp_path / "fleet.toml"
     cfg.write_text('log_level = "LOUD"\n')
     file_bad = fleet("status", FLEET_CONFIG=str(cfg))
@@ -87,6 +92,22 @@ def test_bad_config_is_named_in_one_line(tmp_path: Path) -> None:
     shown = json.loads(fleet("config", "show", FLEET_CONFIG=str(cfg)).stdout)
     assert shown["operator"] == "alice"  # the environment wins over the file
     assert fleet("config", "path", FLEET_CONFIG=str(cfg)).stdout.strip() == str(cfg)
+
+
+def test_config_sources_merge_key_by_key(tmp_path: Path) -> None:
+    """Keyword arguments over FLEET_* variables over the file; tables merged key by key."""
+    cfg = tmp_path / "fleet.toml"
+    cfg.write_text('tier = "builder"\n[secrets]\nA = "from file"\n[tier_limits]\nbuilder = 2\n')
+    shown = fleet("config", "show", FLEET_CONFIG=str(cfg), FLEET_SECRETS='{"B": "from env"}',
+                  FLEET_TIER_LIMITS='{"builder": 4, "architect": 5}')  # fmt: skip
+    doc = json.loads(shown.stdout)
+    assert doc["secrets"] == {"A": "***", "B": "***"} and doc["tier"] == "builder"
+    assert doc["tier_limits"] == {"builder": 4, "architect": 5}
+    unknown = fleet("config", "show", FLEET_CONFIG=str(cfg), FLEET_NOT_A_SETTING="1")
+    assert unknown.returncode == 0  # only FLEET_<setting> names are read from the environment
+    cfg.write_text('colour = "blue"\n')
+    extra = fleet("config", "show", FLEET_CONFIG=str(cfg))
+    assert extra.returncode == 2 and f"colour (in {cfg}): unknown setting" in extra.stderr
 
 
 def test_config_show_masks_passwords() -> None:

@@ -215,10 +215,11 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         lines = []
+        given = {name.upper() for name in os.environ}
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"] if p != "[key]") or "(settings)"
             env_name = ENV_PREFIX + str(err["loc"][0] if err["loc"] else "").upper()
-            origin = f"from {env_name}" if env_name in os.environ else f"in {path}"
+            origin = f"from {env_name}" if env_name in given else f"in {path}"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown setting"
