@@ -6,21 +6,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from fleet_core.cli.acting import local_actor, with_conductor
 from fleet_core.cli.output import dumps, task_json
 from fleet_core.cli.verbs import Command
 from fleet_core.errors import BadInputError
 
 if TYPE_CHECKING:
-    from fleet_core.conductor import Actor, Conductor, SpawnOutcome
+    from fleet_core.conductor import SpawnOutcome
     from fleet_core.config import Settings
     from fleet_core.models import SpawnRequest
 
-T = TypeVar("T")
 # SpawnRequest field → the flag a user typed.
 FLAGS = {
     "repository": "--repo",
@@ -60,33 +58,6 @@ def spawn_arguments(sp: argparse.ArgumentParser) -> None:
 def task_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", help="task id or unique prefix")
     p.add_argument("--json", action="store_true")
-
-
-def local_actor(settings: Settings) -> Actor:
-    from fleet_core.conductor import Actor
-
-    return Actor(settings.operator, settings.tier)
-
-
-@asynccontextmanager
-async def conductor(settings: Settings, *, read_only: bool = False) -> AsyncIterator[Conductor]:
-    from fleet_core.cli.context import opened
-    from fleet_core.conductor import Conductor
-
-    async with opened(settings, read_only=read_only) as db:
-        yield Conductor.from_settings(settings, db)
-
-
-def with_conductor(
-    settings: Settings, fn: Callable[[Conductor], Awaitable[T]], *, read_only: bool = False
-) -> T:
-    from fleet_core.cli.runner import run_async
-
-    async def go() -> T:
-        async with conductor(settings, read_only=read_only) as c:
-            return await fn(c)
-
-    return run_async(go)
 
 
 def spawn_request(args: argparse.Namespace) -> SpawnRequest:

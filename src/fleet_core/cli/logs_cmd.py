@@ -25,7 +25,7 @@ def arguments(lg: argparse.ArgumentParser) -> None:
 def logs(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from fleet_core.cli.agent_cmds import local_actor, with_conductor
+    from fleet_core.cli.acting import local_actor, with_conductor
     from fleet_core.cli.output import dumps
 
     actor = local_actor(settings)

@@ -8,8 +8,8 @@ where `arguments(parser)` adds the verb's flags and `run(args, settings)` does t
 returns the exit code. `fleet --help` reads only this table; a verb's module is imported when
 that verb is given (to parse its arguments and run it) and never otherwise, so each verb pays
 only for its own imports. Keep a module's top-level imports to what parsing needs (argparse,
-the enums its `choices` list) and import the engine inside `run`; a verb that only reads opens
-the database with `opened(settings, read_only=True)` (no migration check).
+the enums its `choices` list) and import the engine inside `run` (`cli.acting.with_conductor`
+does); a verb that only reads passes `read_only=True` (no bootstrap, no migration check).
 """
 
 from __future__ import annotations
