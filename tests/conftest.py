@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -162,6 +163,38 @@ def repo(tmp_path: Path) -> Path:
 
 def origin_of(repo: Path) -> Path:
     return repo.parent / "origin.git"
+
+
+# -- the demo agent's output ------------------------------------------------------------------
+
+
+def demo_log(task: dict[str, Any], *steps: str, exit_status: int | None = None) -> list[str]:
+    """What the pane of a demo-agent `task` (a task document: spawn's answer) shows, in the form
+    `normalised` gives: the launcher's line, the agent's known lines ending in `steps`, and the
+    launcher's exit line when the agent ended. The prompt's hash is the task's `prompt_hash`."""
+    tid = task["id"]
+    lines = [
+        f"fleet: starting AGENT for task {tid}",
+        f"[demo] read prompt: N bytes, sha256 {task['prompt_hash']}",
+        f"[demo] wrote fleet-demo/{tid}.md",
+        "[demo] committed",
+        *(f"[demo] {step}" for step in steps),
+    ]
+    if exit_status is not None:
+        lines.append(f"fleet: agent exited with status {exit_status}")
+    return lines
+
+
+def normalised(lines: list[str]) -> list[str]:
+    """Pane lines without blank ones, the agent's path and the prompt's length (the prompt is
+    built by the engine; its hash is checked instead)."""
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        line = re.sub(r"^fleet: starting \S+ for task", "fleet: starting AGENT for task", line)
+        out.append(re.sub(r"read prompt: \d+ bytes", "read prompt: N bytes", line.rstrip()))
+    return out
 
 
 # -- the command line -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +20,7 @@ import httpx
 import jwt
 import pytest
 
-from conftest import Pg, api_server, api_settings
+from conftest import Pg, api_server, api_settings, demo_log, eventually, normalised
 from fleet_core.auth.keys import KeyStore
 from fleet_core.auth.tokens import AUDIENCE, ISSUER, issue_token
 from fleet_core.config import Settings
@@ -73,6 +73,10 @@ def forge_hs256(claims: dict[str, Any], kid: str, secret: bytes) -> str:
     return f"{head}.{body}.{b64(mac)}"
 
 
+async def _equal(got: Awaitable[object], want: object) -> bool:
+    return await got == want
+
+
 def spawn_body(repo: Path, description: str = "write docs [demo:hang]", **kw: Any) -> dict:
     return {"description": description, "repository": str(repo), "task_type": "docs",
             "agent_type": "demo", **kw}  # fmt: skip
@@ -89,8 +93,15 @@ async def test_spawn_status_show_logs_stop_delete(api: Api, repo: Path) -> None:
     assert [t["id"] for t in r.json()["tasks"]] == [task["id"]]
     r = await api.client.get(f"/api/fleet/tasks/{task['id'][:8]}", headers=h)
     assert r.status_code == 200 and r.json()["branch"] == task["branch"]
-    r = await api.client.get(f"/api/fleet/tasks/{task['id']}/logs?lines=20", headers=h)
-    assert r.status_code == 200 and isinstance(r.json()["lines"], list)
+    hang = demo_log(task, "waiting forever (committed, not pushed)")
+
+    async def logs() -> list[str]:
+        r = await api.client.get(f"/api/fleet/tasks/{task['id']}/logs?lines=20", headers=h)
+        assert r.status_code == 200, r.text
+        return normalised(r.json()["lines"])
+
+    await eventually(lambda: _equal(logs(), hang))  # the agent prints as it goes
+    assert await logs() == hang
     assert (await api.client.get(f"/api/fleet/tasks/{task['id']}/logs?lines=2000",
                                  headers=h)).status_code == 400  # fmt: skip
     r = await api.client.delete(f"/api/fleet/tasks/{task['id']}", headers=h)
@@ -315,3 +326,29 @@ async def test_request_ids(api: Api) -> None:
     assert r.headers["x-request-id"] == "req-123"
     other = await api.client.get("/healthz")
     assert other.headers["x-request-id"] and other.headers["x-request-id"] != "req-123"
+
+
+async def test_a_json_body_without_its_content_type(api: Api, repo: Path) -> None:
+    """`curl -d '{...}'` (the README's example) sends application/x-www-form-urlencoded; some
+    clients send no type at all: both are read as JSON. Another type is named in the 400."""
+    h = await api.as_(tier=Tier.ARCHITECT)
+    form = {**h, "Content-Type": "application/x-www-form-urlencoded"}
+    body = json.dumps(spawn_body(repo, "curl's default type [demo:hang]")).encode()
+    r = await api.client.post("/api/fleet/spawn", content=body, headers=form)
+    assert r.status_code == 201, r.text
+    assert r.json()["description"] == "curl's default type [demo:hang]"
+    body = json.dumps(spawn_body(repo, "no type at all [demo:hang]")).encode()
+    r = await api.client.post("/api/fleet/spawn", content=body, headers=h)
+    assert "content-type" not in r.request.headers
+    assert r.status_code == 201, r.text
+    r = await api.client.post("/api/fleet/spawn", content=b"{not json", headers=form)
+    assert r.status_code == 400 and r.json()["error"] == "bad_input"
+    plain = {**h, "Content-Type": "text/plain"}
+    r = await api.client.post("/api/fleet/spawn", content=body, headers=plain)
+    assert r.status_code == 400 and r.json() == {
+        "error": "bad_input",
+        "field": "Content-Type",
+        "message": "send the body as JSON with Content-Type: application/json, not text/plain",
+    }
+    status = (await api.client.get("/api/fleet/status", headers=h)).json()
+    assert status["active"] == 2

@@ -60,6 +60,7 @@ from fleet_core.saga import SagaError
 from fleet_core.spawn_queue import Queued, QueueEntry
 from fleet_core.spawn_saga import STALE_RETRIES, SpawnSaga
 from fleet_core.transitions import Transitions
+from fleet_core.wording import now
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ class Conductor:
         rec = await self.registry(actor).resolve(ref)
         if rec.status is not TaskStatus.READY:
             raise MergeRefusedError(
-                f"task {rec.short_id} is {rec.status.value}; only a ready task can be merged"
+                f"task {rec.short_id} {now(rec.status.value)}; only a ready task can be merged"
             )
         if rec.pr_number is None:
             raise MergeRefusedError(f"task {rec.short_id} has no pull request")

@@ -1,26 +1,24 @@
-"""Settings: `fleet.toml` in the platformdirs config dir, overridden by FLEET_* variables."""
+"""Settings: `fleet.toml` in the platformdirs config dir, overridden by FLEET_* variables.
+
+One pydantic model validates every value, whichever source it came from. The sources are read
+here rather than by pydantic-settings (whose import alone cost more than asyncpg's, on every
+CLI verb): keyword arguments win over `FLEET_<FIELD>` variables (names matched ignoring case;
+dict-valued settings as JSON), which win over the TOML file; dicts are merged key by key."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
-import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
-import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from fleet_core.errors import BadInputError, ConfigError
 from fleet_core.models import OPERATOR_ID_RE, Tier
-from fleet_core.router import ModelRouter
 from fleet_core.runtime.sandbox import NetworkMode, SandboxMode
 
 APP_NAME = "fleet"
@@ -34,6 +32,8 @@ def config_path() -> Path:
     explicit = os.environ.get("FLEET_CONFIG")
     if explicit:
         return Path(explicit).expanduser()
+    import platformdirs  # only when FLEET_CONFIG does not say
+
     return Path(platformdirs.user_config_dir(APP_NAME)) / "fleet.toml"
 
 
@@ -45,14 +45,23 @@ def _default_operator() -> str:
     return name if OPERATOR_ID_RE.match(name) else "operator"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+class Settings(BaseModel):
+    """Every setting. `Settings(**overrides)` reads the environment and the config file too;
+    a bad value raises pydantic's ValidationError (`load_settings` turns it into one line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     operator: str = Field(default_factory=_default_operator, pattern=OPERATOR_ID_RE.pattern)
     tier: Tier = Tier.SOVEREIGN
     database_url: str | None = None
     engine_database_url: str | None = None
-    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
+    data_dir: Path = Field(default_factory=_default_data_dir)
     pg_bin: Path | None = None
     pg_dir: Path | None = None
     pg_user: str = Field(default="fleetpg", pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
@@ -106,9 +115,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql://")
         return value
 
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__(**gather(overrides, config_path()))
+
     @field_validator("routing")
     @classmethod
     def _routing(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from fleet_core.router import ModelRouter  # only when a routing table is configured
+
         try:
             ModelRouter.from_config(value)
         except BadInputError as exc:
@@ -119,18 +133,6 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
-        return (init_settings, env_settings, toml)
 
     @field_validator("agent_user")
     @classmethod
@@ -155,6 +157,70 @@ class Settings(BaseSettings):
         return out
 
 
+def _json_fields() -> frozenset[str]:
+    return frozenset(
+        name
+        for name, field in Settings.model_fields.items()
+        if get_origin(field.annotation) in (dict, list)
+    )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The config file's table ({} when there is none); a syntax error names the file."""
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    import tomllib  # only when there is a file
+
+    try:
+        with fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+
+
+def read_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings given as FLEET_<FIELD> variables (any case); dict values are JSON."""
+    environ = os.environ if environ is None else environ
+    by_name = {k.upper(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
+    json_fields = _json_fields()
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name not in by_name:
+            continue
+        value: Any = by_name[env_name]
+        if name in json_fields:
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"config error: {name} (from {env_name}): not valid JSON ({exc})"
+                ) from None
+        out[name] = value
+    return out
+
+
+def _merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(low)
+    for key, value in high.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def gather(overrides: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Keyword arguments over FLEET_* variables over the config file, merged key by key."""
+    return _merge(_merge(read_toml(path), read_env()), overrides)
+
+
 def _mask_password(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
@@ -168,18 +234,14 @@ def load_settings(**overrides: Any) -> Settings:
     """Read settings; any bad value raises ConfigError naming the field and where it came from."""
     path = config_path()
     try:
-        if path.exists():
-            with path.open("rb") as fh:
-                tomllib.load(fh)
         return Settings(**overrides)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
     except ValidationError as exc:
         lines = []
+        given = {name.upper() for name in os.environ}
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"] if p != "[key]") or "(settings)"
             env_name = ENV_PREFIX + str(err["loc"][0] if err["loc"] else "").upper()
-            origin = f"from {env_name}" if env_name in os.environ else f"in {path}"
+            origin = f"from {env_name}" if env_name in given else f"in {path}"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown setting"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fleet_core.wording import now, refusal
+
 EXIT_OTHER = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3
@@ -34,6 +36,14 @@ class BadInputError(FleetError):
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.code, "field": self.field, "message": self.message}
+
+
+class UsageError(FleetError):
+    """The command line itself is wrong: an unknown verb or flag, a missing argument, a value
+    outside its choices. One line, exit 2 (not argparse's usage block)."""
+
+    exit_code = EXIT_BAD_INPUT
+    code = "usage"
 
 
 class ConfigError(FleetError):
@@ -110,8 +120,11 @@ class InvalidTransitionError(FleetError):
     exit_code = EXIT_CONFLICT
     code = "invalid_transition"
 
-    def __init__(self, task_id: str, from_status: str, to_status: str) -> None:
-        super().__init__(f"task {task_id}: cannot move from {from_status} to {to_status}")
+    def __init__(
+        self, task_id: str, from_status: str, to_status: str, *, attempts: int | None = None
+    ) -> None:
+        """`attempts`: how many times the task ran, when the message should say so."""
+        super().__init__(refusal(task_id[:8], from_status, to_status, attempts=attempts))
         self.task_id = task_id
         self.from_status = from_status
         self.to_status = to_status
@@ -122,8 +135,10 @@ class StaleVersionError(FleetError):
     code = "stale_version"
 
     def __init__(self, task_id: str, expected: int, actual: int | None) -> None:
+        now_at = "changed again" if actual is None else f"now {actual}"
         super().__init__(
-            f"task {task_id} changed underneath: expected version {expected}, found {actual}"
+            f"task {task_id[:8]} was changed by someone else meanwhile (version {expected}, "
+            f"{now_at}): look at it again and retry"
         )
         self.task_id = task_id
         self.expected = expected
@@ -136,7 +151,8 @@ class ActiveTaskDeletionError(FleetError):
 
     def __init__(self, task_id: str, status: str) -> None:
         super().__init__(
-            f"task {task_id} is {status}; only merged, abandoned or cancelled tasks can be deleted"
+            f"task {task_id[:8]} {now(status)}; only a merged, abandoned or cancelled task can "
+            "be deleted (stop it first)"
         )
         self.task_id = task_id
         self.status = status

@@ -114,7 +114,9 @@ class RetryEngine:
     async def retry(self, rec: TaskRecord, tier: Tier | None = None) -> TaskRecord:
         """One more attempt now (the caller decided the wait is over)."""
         if rec.status not in RETRYABLE:
-            raise InvalidTransitionError(str(rec.id), rec.status.value, "retrying")
+            raise InvalidTransitionError(
+                str(rec.id), rec.status.value, "retrying", attempts=rec.retry_count + 1
+            )
         c = self.conductor
         ctx = dict(rec.failure_context or {})
         paused = _paused(rec)
@@ -136,7 +138,8 @@ class RetryEngine:
                 audit_detail={"retries": rec.retry_count, "max_retries": rec.max_retries},
             )
             raise RetryBudgetSpentError(
-                f"task {rec.short_id} used its {rec.max_retries} retries: abandoned"
+                f"task {rec.short_id} used its {rec.max_retries} retries and was abandoned: "
+                "use `fleet spawn` again"
             )
         await c.moves.announce(
             rec,

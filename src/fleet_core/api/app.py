@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from fleet_core import __version__
 from fleet_core.api import admin_routes, errors, routes, secret_routes
+from fleet_core.api.body import JsonBodies
 from fleet_core.api.identity import ADMIN_TIER, OPTIONAL_BEARER, optional_caller
 from fleet_core.api.metrics import Metrics
 from fleet_core.auth.access import Access
@@ -44,6 +45,7 @@ def create_app(
     app.include_router(secret_routes.router)
     app.include_router(admin_routes.router)
     app.middleware("http")(app.state.metrics.middleware)
+    app.add_middleware(JsonBodies)
 
     @app.get("/.well-known/jwks.json", tags=["auth"])
     async def jwks() -> Response:

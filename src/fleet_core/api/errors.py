@@ -98,6 +98,13 @@ HTTP_CODES = {
 }
 
 
+def is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def status_of(exc: FleetError) -> int:
     if isinstance(exc, SagaError) and isinstance(exc.cause, FleetError):
         if isinstance(exc.cause, BadInputError):
@@ -146,6 +153,13 @@ def install(app: FastAPI) -> None:
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(loc) or "request"
         doc = {"error": "bad_input", "field": field, "message": str(first.get("msg"))}
+        sent = request.headers.get("content-type", "")
+        if tuple(first.get("loc", ())) == ("body",) and not is_json(sent):
+            # The body was not read as JSON because of its declared type (see api/body.py).
+            doc["field"] = "Content-Type"
+            doc["message"] = (
+                f"send the body as JSON with Content-Type: application/json, not {sent}"
+            )
         return JSONResponse(doc, status_code=400)
 
     @app.exception_handler(HTTPException)

@@ -1,29 +1,24 @@
-"""`fleet spawn | stop | delete | logs | attach`: the conductor's verbs for the local operator."""
+"""`fleet spawn | attach | stop | retry | merge | delete`: the conductor's verbs for the local
+operator. The engine is imported when a verb runs, not when its arguments are parsed."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from fleet_core.cli.context import opened
+from fleet_core.cli.acting import local_actor, with_conductor
 from fleet_core.cli.output import dumps, task_json
-from fleet_core.cli.runner import run_async
-from fleet_core.conductor import Actor, Conductor, SpawnOutcome
-from fleet_core.config import Settings
+from fleet_core.cli.verbs import Command
 from fleet_core.errors import BadInputError
-from fleet_core.models import AgentType, SpawnRequest, TaskType
 
-T = TypeVar("T")
-FOLLOW_INTERVAL_S = 1.0
+if TYPE_CHECKING:
+    from fleet_core.conductor import SpawnOutcome
+    from fleet_core.config import Settings
+    from fleet_core.models import SpawnRequest
+
 # SpawnRequest field → the flag a user typed.
 FLAGS = {
     "repository": "--repo",
@@ -39,8 +34,9 @@ FLAGS = {
 }
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sp = sub.add_parser("spawn", help="start an agent on a new task")
+def spawn_arguments(sp: argparse.ArgumentParser) -> None:
+    from fleet_core.models import AgentType, TaskType
+
     sp.add_argument("description", metavar="DESCRIPTION", help="what to do ('-' reads stdin)")
     sp.add_argument("--repo", default=".", help="the repository (default: this directory)")
     sp.add_argument("--type", required=True, choices=[t.value for t in TaskType])
@@ -53,43 +49,22 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                     help="extra context for the prompt (repeatable)")  # fmt: skip
     sp.add_argument("--idempotency-key", help="a repeat with the same key returns the same task")
     sp.add_argument("--queue", action="store_true", help="over the limit, wait for a slot")
-    sp.add_argument("--json", action="store_true")
-    for verb, text in (("stop", "kill the agent and cancel the task"),
-                       ("retry", "try a failed or rejected task again now"),
-                       ("merge", "merge a ready task's pull request through its forge"),
-                       ("delete", "remove a finished task (its work is snapshotted first)"),
-                       ("attach", "attach to the agent's tmux session")):  # fmt: skip
-        p = sub.add_parser(verb, help=text)
-        p.add_argument("id", help="task id or unique prefix")
-        p.add_argument("--json", action="store_true")
-    dm = sub.add_parser("demo", help="the whole lifecycle offline, with demo agents")
-    dm.add_argument("--headless", action="store_true", help="print transitions, no console")
-    lg = sub.add_parser("logs", help="the agent's terminal output")
-    lg.add_argument("id", help="task id or unique prefix")
-    lg.add_argument("-n", "--lines", type=int, default=100, help="last N lines (1-1000)")
-    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    lg.add_argument("--json", action="store_true")
+    out = sp.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true")
+    out.add_argument("-q", "--quiet", action="store_true",
+                     help="print only the task id (queued: queued:ENTRY)")  # fmt: skip
 
 
-def local_actor(settings: Settings) -> Actor:
-    return Actor(settings.operator, settings.tier)
-
-
-@asynccontextmanager
-async def conductor(settings: Settings) -> AsyncIterator[Conductor]:
-    async with opened(settings) as db:
-        yield Conductor.from_settings(settings, db)
-
-
-def with_conductor(settings: Settings, fn: Callable[[Conductor], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with conductor(settings) as c:
-            return await fn(c)
-
-    return run_async(go)
+def task_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id", help="task id or unique prefix")
+    p.add_argument("--json", action="store_true")
 
 
 def spawn_request(args: argparse.Namespace) -> SpawnRequest:
+    from pydantic import ValidationError
+
+    from fleet_core.models import SpawnRequest
+
     description = sys.stdin.read() if args.description == "-" else args.description
     overrides: dict[str, str] = {}
     for item in args.context:
@@ -117,6 +92,16 @@ def spawn_request(args: argparse.Namespace) -> SpawnRequest:
         raise BadInputError(FLAGS.get(name, name), err["msg"]) from None
 
 
+# Why the router chose the model, in words (RouteReason values).
+ROUTE_WORDS = {
+    "explicit_override": "as asked",
+    "reputation_weighted": "the best record for this kind of task",
+    "task_type_default": "the usual model for this kind of task",
+    "agent_type_default": "this agent's usual model",
+    "fallback": "the fallback: the usual model is not available",
+}
+
+
 def spawn_text(out: SpawnOutcome) -> str:
     if out.queued is not None:
         q = out.queued
@@ -128,7 +113,9 @@ def spawn_text(out: SpawnOutcome) -> str:
     assert out.task is not None
     t = out.task
     head = "existing task" if out.existing else "spawned"
-    why = f" ({out.route.reason.value})" if out.route else ""
+    why = (
+        f" ({ROUTE_WORDS.get(out.route.reason.value, out.route.reason.value)})" if out.route else ""
+    )
     return (
         f"{head} {t.short_id}: {t.status.value} on {t.branch} with "
         f"{t.agent_type.value}/{t.model}{why}\n"
@@ -145,7 +132,13 @@ def spawn(args: argparse.Namespace, settings: Settings) -> int:
         if exc.field in FLAGS:
             raise BadInputError(FLAGS[exc.field], exc.message) from None
         raise
-    if args.json:
+    if args.quiet:  # for scripts: ID=$(fleet spawn -q ...)
+        if out.queued is not None:
+            print(f"queued:{out.queued.entry_id}")
+        else:
+            assert out.task is not None
+            print(out.task.id)
+    elif args.json:
         if out.queued is not None:
             q = out.queued
             print(dumps({"queued": True, "queue_id": q.entry_id, "position": q.position,
@@ -185,17 +178,6 @@ def merge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def demo(args: argparse.Namespace, settings: Settings) -> int:
-    from fleet_core.demo import run_demo
-
-    if not args.headless:
-        from fleet_console.run import run_demo_console
-
-        return run_demo_console(settings)
-    final = run_async(lambda: run_demo(settings))
-    return 0 if final else 1
-
-
 def delete(args: argparse.Namespace, settings: Settings) -> int:
     gone = with_conductor(settings, lambda c: c.delete(local_actor(settings), args.id))
     snapshot = gone.cleanup.snapshot_dir if gone.cleanup else None
@@ -210,41 +192,19 @@ def delete(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def logs(args: argparse.Namespace, settings: Settings) -> int:
-    actor = local_actor(settings)
-    if not args.follow:
-        text = with_conductor(settings, lambda c: c.logs(actor, args.id, args.lines))
-        print(dumps({"lines": text.splitlines()}) if args.json else text)
-        return 0
-
-    async def follow(c: Conductor) -> None:
-        shown: list[str] = []
-        while True:
-            lines = (await c.logs(actor, args.id, max(args.lines, 200))).splitlines()
-            fresh = new_lines(shown, lines) if shown else lines[-args.lines :]
-            for line in fresh:
-                print(json.dumps({"line": line}) if args.json else line, flush=True)
-            shown = lines
-            if not await c.runtime.is_alive((await c.show(actor, args.id)).id):
-                return
-            await asyncio.sleep(FOLLOW_INTERVAL_S)
-
-    with_conductor(settings, follow)
-    return 0
-
-
-def new_lines(before: list[str], after: list[str]) -> list[str]:
-    """The lines of `after` past the longest suffix of `before` that starts it."""
-    for start in range(len(before)):
-        tail = before[start:]
-        if after[: len(tail)] == tail:
-            return after[len(tail) :]
-    return after
-
-
 def attach(args: argparse.Namespace, settings: Settings) -> int:
     cmd = with_conductor(settings, lambda c: c.attach_command(local_actor(settings), args.id))
     if args.json:
         print(dumps({"command": cmd}))
         return 0
     os.execvp(cmd[0], cmd)  # noqa: S606 (an argument list, no shell: this process becomes tmux)
+
+
+COMMANDS = {
+    "spawn": Command(spawn_arguments, spawn),
+    "attach": Command(task_arguments, attach),
+    "stop": Command(task_arguments, stop),
+    "retry": Command(task_arguments, retry),
+    "merge": Command(task_arguments, merge),
+    "delete": Command(task_arguments, delete),
+}

@@ -7,17 +7,15 @@ import argparse
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from fleet_core.auth import records
-from fleet_core.auth.keys import KeyInfo, KeyStore
-from fleet_core.auth.tokens import issue_token
-from fleet_core.cli.context import ADMIN_TIER, opened
 from fleet_core.cli.output import dumps, table
-from fleet_core.cli.runner import run_async
-from fleet_core.config import Settings
+from fleet_core.cli.verbs import Command
 from fleet_core.errors import BadInputError, DeniedError
-from fleet_core.models import Tier
+
+if TYPE_CHECKING:
+    from fleet_core.auth.keys import KeyInfo, KeyStore
+    from fleet_core.config import Settings
 
 T = TypeVar("T")
 DURATION_RE = re.compile(r"^\s*(\d{1,7})\s*([smhd])\s*$")
@@ -27,8 +25,9 @@ FLAGS = {"operator": "--operator", "tier": "--tier", "ttl": "--ttl", "overlap": 
          "jti": "JTI"}  # fmt: skip
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    tok = sub.add_parser("token", help="bearer tokens for the HTTP API")
+def token_arguments(tok: argparse.ArgumentParser) -> None:
+    from fleet_core.models import Tier
+
     tok_verbs = tok.add_subparsers(dest="token_verb", required=True, metavar="VERB")
     issue = tok_verbs.add_parser("issue", help="print a signed token for an operator")
     issue.add_argument("--operator", required=True, help="the operator the token acts as")
@@ -44,7 +43,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rev = tok_verbs.add_parser("revoke", help="refuse a token from now on (every server, < 1 min)")
     rev.add_argument("jti", metavar="JTI", help="the token's id, as `fleet token list` shows it")
     rev.add_argument("--json", action="store_true")
-    keys = sub.add_parser("keys", help="the API's signing keys")
+
+
+def keys_arguments(keys: argparse.ArgumentParser) -> None:
     keys_verbs = keys.add_subparsers(dest="keys_verb", required=True, metavar="VERB")
     rot = keys_verbs.add_parser("rotate", help="start signing with a new key")
     rot.add_argument("--overlap", default="24h",
@@ -66,6 +67,8 @@ def parse_duration(text: str, flag: str) -> timedelta:
 
 
 def _require_admin(settings: Settings, what: str) -> None:
+    from fleet_core.cli.context import ADMIN_TIER
+
     if not settings.tier.at_least(ADMIN_TIER):
         raise DeniedError(
             f"{what} needs tier {ADMIN_TIER.value}; {settings.operator} is {settings.tier.value}"
@@ -73,6 +76,10 @@ def _require_admin(settings: Settings, what: str) -> None:
 
 
 def with_store(settings: Settings, fn: Callable[[KeyStore], Awaitable[T]]) -> T:
+    from fleet_core.auth.keys import KeyStore
+    from fleet_core.cli.context import opened
+    from fleet_core.cli.runner import run_async
+
     master = KeyStore.load_master_key(settings)
 
     async def go() -> T:
@@ -109,6 +116,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def token_issue(args: argparse.Namespace, settings: Settings) -> int:
+    from fleet_core.auth.tokens import issue_token
+    from fleet_core.models import Tier
+
     _require_admin(settings, "issuing tokens")
     ttl = parse_duration(args.ttl, "--ttl")
     tier = Tier(args.tier)
@@ -118,6 +128,8 @@ def token_issue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def token_list(args: argparse.Namespace, settings: Settings) -> int:
+    from fleet_core.auth import records
+
     _require_admin(settings, "listing tokens")
     infos = with_store(settings, lambda s: records.list_tokens(s.db, operator_id=args.operator))
     if args.json:
@@ -136,6 +148,8 @@ def token_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from fleet_core.auth import records
+
     _require_admin(settings, "revoking tokens")
     jti = records.check_jti(args.jti, "JTI")  # bad input before the database is opened
     info = with_store(settings, lambda s: records.revoke_token(s.db, jti))
@@ -184,3 +198,9 @@ def keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 HEADER = ("KID", "STATE", "CREATED", "NOT BEFORE", "SIGNING UNTIL", "VERIFY UNTIL")
+
+
+COMMANDS = {
+    "token": Command(token_arguments, run),
+    "keys": Command(keys_arguments, run),
+}

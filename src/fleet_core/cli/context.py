@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
+
 from fleet_core.config import Settings
 from fleet_core.db.connect import open_database
 from fleet_core.db.database import Database, Tenant
-from fleet_core.errors import DeniedError
+from fleet_core.errors import DatabaseError, DeniedError
 from fleet_core.models import Tier
 
 ADMIN_TIER = Tier.SOVEREIGN
@@ -32,10 +34,27 @@ def describe(db: Database) -> str:
     return "FLEET_DATABASE_URL"
 
 
+# What a query meets when the schema is older than this fleet (a verb that only reads does not
+# apply pending migrations).
+SCHEMA_BEHIND = (
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedFunctionError,
+)
+
+
 @asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[Database]:
-    db = await open_database(settings)
+async def opened(settings: Settings, *, read_only: bool = False) -> AsyncIterator[Database]:
+    """The database, closed afterwards. `read_only`: no bootstrap or migration check (see
+    `open_database`), for verbs that only read."""
+    db = await open_database(settings, read_only=read_only)
     try:
         yield db
+    except SCHEMA_BEHIND as exc:
+        if not read_only:
+            raise
+        raise DatabaseError(
+            f"the database schema is older than this fleet ({exc}): run `fleet db migrate`"
+        ) from exc
     finally:
         await db.close()

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import asyncpg
 
-from fleet_core.config import Settings
+from fleet_core.cli.verbs import Command
 from fleet_core.db.connect import cluster_for, resolve_target
 from fleet_core.db.migrate import Migrator
 from fleet_core.errors import BadInputError, DatabaseError
 
+if TYPE_CHECKING:
+    from fleet_core.config import Settings
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    db = sub.add_parser("db", help="the database: migrations, URL, embedded server")
+
+def arguments(db: argparse.ArgumentParser) -> None:
     verbs = db.add_subparsers(dest="db_verb", required=True, metavar="VERB")
     verbs.add_parser("migrate", help="apply pending migrations")
     st = verbs.add_parser("status", help="server and migration status")
@@ -82,3 +85,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     done = "applied" if verb == "migrate" else "reverted"
     print("\n".join(f"{done} {name}" for name in lines) or "nothing to do")
     return 0
+
+
+COMMANDS = {"db": Command(arguments, run)}

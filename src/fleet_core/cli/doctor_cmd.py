@@ -7,13 +7,13 @@ import argparse
 import json
 
 from fleet_core.cli.runner import run_async
+from fleet_core.cli.verbs import Command
 from fleet_core.config import Settings
 
 SYMBOL = {"ok": "ok  ", "warn": "warn", "missing": "MISS"}
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    doc = sub.add_parser("doctor", help="what this machine has of what fleet uses")
+def arguments(doc: argparse.ArgumentParser) -> None:
     doc.add_argument("--json", action="store_true")
 
 
@@ -30,3 +30,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             need = "" if c.needed or c.state == "ok" else " (optional)"
             print(f"{SYMBOL[c.state]}  {c.name:<{width}}  {c.detail}{need}")
     return 1 if failed else 0
+
+
+COMMANDS = {"doctor": Command(arguments, run)}

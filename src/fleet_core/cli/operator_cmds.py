@@ -10,6 +10,7 @@ from fleet_core.cli.auth_cmds import _require_admin
 from fleet_core.cli.context import opened
 from fleet_core.cli.output import dumps, table
 from fleet_core.cli.runner import run_async
+from fleet_core.cli.verbs import Command
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError
 from fleet_core.models import Tier
@@ -17,8 +18,7 @@ from fleet_core.models import Tier
 NONE = "none"
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    op = sub.add_parser("operator", help="operators' stored tiers")
+def arguments(op: argparse.ArgumentParser) -> None:
     verbs = op.add_subparsers(dest="operator_verb", required=True, metavar="VERB")
     tier = verbs.add_parser("tier", help="store the highest tier an operator may act with")
     tier.add_argument("name", metavar="NAME", help="the operator (a token's subject)")
@@ -81,3 +81,6 @@ def list_tiers(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(table([(k, v.value) for k, v in tiers.items()], ("OPERATOR", "TIER")))
     return 0
+
+
+COMMANDS = {"operator": Command(arguments, run)}

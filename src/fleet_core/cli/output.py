@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fleet_core.models import FleetStatusSummary, TaskRecord
-from fleet_core.spawn_queue import QueueEntry
+if TYPE_CHECKING:
+    from fleet_core.models import FleetStatusSummary, TaskRecord
+    from fleet_core.spawn_queue import QueueEntry
 
 COLUMNS = ("ID", "STATUS", "AGENT", "MODEL", "TYPE", "BRANCH", "PR", "CI", "RETRIES", "AGE")
 

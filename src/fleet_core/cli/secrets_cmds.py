@@ -24,6 +24,7 @@ from fleet_core.auth.secret_store import (
 from fleet_core.cli.context import opened
 from fleet_core.cli.output import age, dumps, table
 from fleet_core.cli.runner import run_async
+from fleet_core.cli.verbs import Command
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError, DeniedError
 from fleet_core.models import Tier
@@ -33,8 +34,7 @@ T = TypeVar("T")
 MANAGE_TIER = Tier.BUILDER  # who may spawn may give their agents keys
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sec = sub.add_parser("secrets", help="your secrets for your agents (stored encrypted)")
+def arguments(sec: argparse.ArgumentParser) -> None:
     verbs = sec.add_subparsers(dest="secrets_verb", required=True, metavar="VERB")
     st = verbs.add_parser("set", help="store NAME; the value is read from stdin or a prompt")
     st.add_argument("name", help="a variable name, e.g. ANTHROPIC_API_KEY")
@@ -150,3 +150,6 @@ def secrets_unset(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"deleted {name} for {settings.operator}")
     return 0
+
+
+COMMANDS = {"secrets": Command(arguments, run)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -18,8 +19,10 @@ from fleet_core.db.bootstrap import (
 )
 from fleet_core.db.database import ENGINE_ROLE, Database
 from fleet_core.db.embedded import SUPERUSER, EmbeddedCluster
-from fleet_core.db.migrate import Migration, Migrator
 from fleet_core.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from fleet_core.db.migrate import Migration
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ async def _guard(coro: Awaitable[None], where: str) -> None:
 
 
 async def migrate(owner_dsn: str) -> list[Migration]:
+    from fleet_core.db.migrate import Migrator  # not on the path of verbs that only read
+
     try:
         conn = await asyncpg.connect(owner_dsn, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -86,8 +91,45 @@ async def migrate(owner_dsn: str) -> list[Migration]:
         await conn.close()
 
 
-async def open_database(settings: Settings, *, database: str = DEFAULT_DATABASE) -> Database:
-    """What every entry point calls: reach the server, apply pending migrations, open the pool."""
+async def open_database(
+    settings: Settings, *, database: str = DEFAULT_DATABASE, read_only: bool = False
+) -> Database:
+    """What every entry point calls: reach the server, apply pending migrations, open the pool.
+
+    `read_only` (verbs that only read: status, show, logs) skips the bootstrap and the
+    migration check, and opens a one-connection pool, when the database is already there; the
+    first run anywhere still creates it (and a schema left behind shows up as one clear error
+    at the first query, see `cli.context.opened`)."""
+    if read_only:
+        try:
+            return await _open_existing(settings, database)
+        except DatabaseError as exc:
+            # Not there yet: the full path starts the cluster, creates what is missing.
+            embedded_down = not settings.database_url and isinstance(exc.__cause__, OSError)
+            if not (embedded_down or isinstance(exc.__cause__, NOT_THERE_YET)):
+                raise
     target = await resolve_target(settings, database=database)
     await migrate(target.owner_dsn)
     return await Database.connect(target.engine_dsn, owner_dsn=target.owner_dsn, mode=target.mode)
+
+
+# A database or role that bootstrap has not created yet.
+NOT_THERE_YET = (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError)
+
+
+async def _open_existing(settings: Settings, database: str) -> Database:
+    if settings.database_url:
+        owner = settings.database_url
+        target = Target(
+            "external", owner, settings.engine_database_url or with_user(owner, ENGINE_ROLE)
+        )
+    else:
+        info = cluster_for(settings).info  # not running: the connection fails, see above
+        target = Target(
+            "embedded",
+            info.dsn(OWNER_ROLE, database),
+            settings.engine_database_url or info.dsn(ENGINE_ROLE, database),
+        )
+    return await Database.connect(
+        target.engine_dsn, owner_dsn=target.owner_dsn, mode=target.mode, min_size=1
+    )

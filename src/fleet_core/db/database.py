@@ -133,11 +133,13 @@ class Database:
         self.mode = mode  # "embedded" or "external"
 
     @classmethod
-    async def connect(cls, dsn: str, *, owner_dsn: str, mode: str) -> Database:
+    async def connect(
+        cls, dsn: str, *, owner_dsn: str, mode: str, min_size: int = POOL_MIN
+    ) -> Database:
         try:
             pool = await asyncpg.create_pool(
                 dsn,
-                min_size=POOL_MIN,
+                min_size=min_size,
                 max_size=POOL_MAX,
                 timeout=CONNECT_TIMEOUT_S,
                 max_inactive_connection_lifetime=300,
