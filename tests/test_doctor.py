@@ -43,3 +43,12 @@ def test_headless_refuses_to_start_without_a_sandbox(tmp_path) -> None:
     out = fleet("--headless", "--port", "1", PATH=str(sys.executable).rsplit("/", 1)[0])
     assert out.returncode != 0
     assert "sandbox = required" in out.stderr and "bubblewrap" in out.stderr
+
+
+def test_status_says_when_agents_would_run_unsandboxed() -> None:
+    assert "UNSANDBOXED" not in fleet("status").stdout or not shutil.which("bwrap")
+    off = fleet("status", FLEET_SANDBOX="off")
+    assert off.returncode == 0
+    assert off.stdout.rstrip().endswith(
+        "WARNING: agents run UNSANDBOXED here: sandbox = off in the configuration"
+    )

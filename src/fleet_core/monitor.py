@@ -4,19 +4,23 @@
 gone become failed (`conductor_restart`, with the previous status); agent sessions with no row
 are reported, never killed. Each cycle then, in this order:
 
-1. liveness of this host's running agents (read first, so an agent that pushes and exits is
-   judged with the forge's answer taken after its push);
-2. the forges, in batches per repository (one engine at a time, by a transaction-level
-   advisory lock held for the poll):
-   PRs for running tasks → pr_created; CI of PRs → stored with a versioned metadata update,
+1. liveness of this host's running agents (read first, so an agent that commits and exits is
+   judged with the forge's answer taken after its last push);
+2. publishing: each running task's new commits are pushed from its checkout (the agent
+   commits, the engine pushes);
+3. the forges, in batches per repository (one engine at a time, by a transaction-level
+   advisory lock held for the poll): PRs of running tasks whose agent ended well →
+   pr_created (on GitHub the engine opens the PR when there is none); CI of PRs → stored
+   with a versioned metadata update,
    failing → failed with the checks and log excerpt, passing → reviewing → ready (review
    recorded as skipped until the review pipeline exists);
-3. agents that ended: exit 0 with a PR is fine; otherwise failed with exit status and log
-   tail (137 → OOM; a usage-limit message → paused until its reset);
-4. timeouts (the task's own timeout_minutes) → log tail read, then killed (beside the cycle,
+4. agents that ended: exit 0 with a PR is fine; otherwise failed with exit status and log
+   tail (137 → OOM; a usage-limit message → paused until its reset; a branch that could not
+   be pushed → push_failed);
+5. timeouts (the task's own timeout_minutes) → log tail read, then killed (beside the cycle,
    outside its deadline) and failed; stalls (no new commit for
    `stall_s`) → a warning event; interrupted spawns → failed or cancelled;
-5. retries that are due (RetryEngine), then queued spawns.
+6. retries that are due (RetryEngine), then queued spawns.
 
 Overlapping cycles are skipped, a cycle has a deadline, and every exception is caught and
 counted: one bad task never stops the others.
@@ -309,11 +313,16 @@ class Monitor:
         if rec.id in self._kills:
             return  # being killed for its timeout: that kill moves it
         pr = prs.get(rec.id)
-        if rec.status is S.RUNNING and pr is not None:
+        mine = rec.host_id == self.c.runtime.host_id
+        # A PR counts once its agent has ended well: the engine pushes every commit while the
+        # agent works, so a branch on the forge is not yet a finished attempt (and on a retry
+        # it is still the previous attempt's head). Another host's agent: the PR says so.
+        status = await self.c.runtime.exit_status(rec.id) if ended else None
+        well = not ended or (status is not None and status.code == 0)
+        if rec.status is S.RUNNING and pr is not None and (ended or not mine) and well:
             rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
             report.prs += 1
         elif rec.status is S.RUNNING and ended:
-            status = await self.c.runtime.exit_status(rec.id)
             pushed = rec.id not in self._push_errors
             if status is not None and status.code == 0 and not judge and pushed:
                 return  # finished well; whether it made a PR, the forge says next cycle
@@ -329,7 +338,6 @@ class Monitor:
         if rec.status in WITH_PR and rec.id in ci:
             await self._ci(rec, ci[rec.id], report)
             return
-        mine = rec.host_id == self.c.runtime.host_id
         if mine and rec.status is S.RUNNING:
             await self._timeout_or_stall(rec, now, report)
         elif mine and rec.status is S.SPAWNING:

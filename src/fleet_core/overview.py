@@ -36,6 +36,7 @@ class Overview:
     queued: int
     monitor: dict[str, Any] = field(default_factory=dict)
     forges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unsandboxed: str | None = None  # why agents run without a sandbox here (None: they don't)
 
 
 async def fleet_overview(
@@ -73,4 +74,5 @@ async def fleet_overview(
         queued=queued,
         monitor=monitor.health() if monitor else {},
         forges=conductor.forges.health(),
+        unsandboxed=conductor.runtime.unsandboxed_reason,
     )

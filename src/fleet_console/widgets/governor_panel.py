@@ -46,6 +46,9 @@ def render_overview(ov: Overview | None) -> Text:
         text.append(f"last cycle {last:.0f} ms" if last is not None else "no cycle yet")
         errors = int(m.get("errors", 0))
         text.append(f", {errors} errors\n", style="red" if errors else "")
+    if ov.unsandboxed:
+        text.append("\nAgents run UNSANDBOXED\n", style="bold red")
+        text.append(f"{ov.unsandboxed}\n", style="red")
     text.append("\nForges\n", style="bold")
     for name, f in ov.forges.items():
         health = str(f.get("health", "ok"))
@@ -82,6 +85,8 @@ def render_strip(ov: Overview | None) -> Text:
         text.append("off\n", style="dim")
     text.append("Forges ", style="bold")
     text.append("  ".join(f"{name}: {f.get('health', 'ok')}" for name, f in ov.forges.items()))
+    if ov.unsandboxed:
+        text.append("  agents run UNSANDBOXED", style="bold red")
     return text
 
 

@@ -24,6 +24,15 @@ def show_arguments(show: argparse.ArgumentParser) -> None:
     show.add_argument("--json", action="store_true")
 
 
+def unsandboxed_note(settings: Settings) -> str:
+    """A last line when agents spawned from here would run without a sandbox (auto or off)."""
+    from fleet_core.runtime.sandbox import SandboxMode, SandboxPolicy, unavailable
+
+    policy = SandboxPolicy(settings.sandbox or SandboxMode.AUTO, settings.sandbox_network)
+    why = unavailable(policy)
+    return f"\n\nWARNING: agents run UNSANDBOXED here: {why}" if why else ""
+
+
 def status(args: argparse.Namespace, settings: Settings) -> int:
     from fleet_core.cli.context import describe, local_tenant, opened
     from fleet_core.cli.output import dumps, status_text, task_json
@@ -50,7 +59,8 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
                 from fleet_core.governor import Governor
 
                 queue = await Governor(db).queue(tenant)
-            return status_text(summary, who=who, where=describe(db), queue=queue)
+            text = status_text(summary, who=who, where=describe(db), queue=queue)
+            return text + unsandboxed_note(settings)
 
     print(run_async(go))
     return 0

@@ -144,10 +144,10 @@ class Sandbox:
 
 def resolve(policy: SandboxPolicy, hidden: Iterable[Path]) -> tuple[Sandbox | None, str | None]:
     """The sandbox for this machine, or (None, why not). `required` raises instead."""
-    if policy.mode is SandboxMode.OFF:
-        return None, "sandbox = off in the configuration"
-    why = _missing(policy)
+    why = unavailable(policy)
     if why is not None:
+        if policy.mode is SandboxMode.OFF:
+            return None, why
         if policy.mode is SandboxMode.REQUIRED:
             raise SandboxUnavailableError(f"sandbox = required, but {why}")
         return None, why
@@ -163,7 +163,11 @@ def resolve(policy: SandboxPolicy, hidden: Iterable[Path]) -> tuple[Sandbox | No
     ), None
 
 
-def _missing(policy: SandboxPolicy) -> str | None:
+def unavailable(policy: SandboxPolicy) -> str | None:
+    """Why agents cannot run sandboxed with this policy here (None: they can); no side
+    effects, so `fleet status` can ask."""
+    if policy.mode is SandboxMode.OFF:
+        return "sandbox = off in the configuration"
     if shutil.which("bwrap") is None:
         return "bubblewrap (`bwrap`) is not installed (Debian/Ubuntu/Fedora: package bubblewrap)"
     if running_as_root() and shutil.which("setpriv") is None:
