@@ -37,9 +37,12 @@ from fleet_core.engine import Engine, running_engine  # noqa: E402
 from fleet_core.headless import Server  # noqa: E402
 from fleet_core.models import AgentType, NewTask, TaskType  # noqa: E402
 from fleet_core.registry import TaskRegistry  # noqa: E402
+from fleet_core.repositories import Repositories, Repository  # noqa: E402
 from fleet_core.runtime.local import RuntimePaths  # noqa: E402
 
 TABLES = (
+    "fleet_repository_grants",
+    "fleet_repositories",
     "fleet_signing_keys",
     "fleet_spawn_queue",
     "fleet_audit",
@@ -158,6 +161,14 @@ def repo(tmp_path: Path) -> Path:
 
 def origin_of(repo: Path) -> Path:
     return repo.parent / "origin.git"
+
+
+async def grant_repo(
+    db: Database, repo: Path, *operators: str, name: str | None = None
+) -> Repository:
+    """Register `repo` as an admin does (`fleet repo add PATH --grant OP ...`): a spawn
+    names a repository granted to its operator."""
+    return await Repositories(db).add(str(repo), by="admin", name=name, grants=operators)
 
 
 # -- the command line -------------------------------------------------------------------------

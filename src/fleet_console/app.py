@@ -29,7 +29,13 @@ from fleet_console.source import EngineSource
 from fleet_core.conductor import Actor
 from fleet_core.config import Settings
 from fleet_core.engine import Engine, running_engine
-from fleet_core.errors import BadInputError, FleetError, SpawnDeniedError
+from fleet_core.errors import (
+    BadInputError,
+    DeniedError,
+    FleetError,
+    RepositoryNotFoundError,
+    SpawnDeniedError,
+)
 from fleet_core.events import EventBus
 
 EngineFactory = Callable[[EventBus], AbstractAsyncContextManager[Engine]]
@@ -129,13 +135,26 @@ class FleetApp(App[None]):
         if self.source is None:
             form.show_error("engine", "the engine is not running")
             return
+        conductor = self.source.conductor
         try:
-            out = await self.source.conductor.spawn(self.actor, result.request, queue=result.queue)
+            # The local operator's convenience, as in `fleet spawn`: a repository of this OS
+            # user's is registered for them on first use.
+            repo, new = await conductor.repositories.ensure_local(
+                self.actor.operator_id, result.request.repository
+            )
+            if new:
+                self.notify(f"{repo.path} is now repository {repo.name!r} for "
+                            f"{self.actor.operator_id}", title="repository registered")  # fmt: skip
+            request = result.request.model_copy(update={"repository": repo.path})
+            out = await conductor.spawn(self.actor, request, queue=result.queue)
         except BadInputError as exc:
             form.show_error(exc.field, exc.message)
             return
         except SpawnDeniedError as exc:
             form.show_error("limit", f"{exc.active}/{exc.limit} slots in use: {exc.hint}")
+            return
+        except (RepositoryNotFoundError, DeniedError) as exc:  # not granted, not the user's
+            form.show_error("repository", str(exc))
             return
         except FleetError as exc:
             form.dismiss(None)

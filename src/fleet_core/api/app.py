@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from fleet_core import __version__
-from fleet_core.api import errors, routes
+from fleet_core.api import errors, repo_routes, routes
 from fleet_core.api.metrics import Metrics
 from fleet_core.auth.keys import KeyStore
 from fleet_core.engine import Engine
@@ -29,6 +29,7 @@ def create_app(engine: Engine, keys: KeyStore) -> FastAPI:
     app.state.metrics = Metrics(engine)
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(repo_routes.router)
     app.middleware("http")(app.state.metrics.middleware)
 
     @app.get("/.well-known/jwks.json", tags=["auth"])

@@ -25,6 +25,8 @@ from fleet_core.errors import (
     MergeRefusedError,
     NoSessionError,
     OtherHostError,
+    RepositoryConflictError,
+    RepositoryNotFoundError,
     RetryBudgetSpentError,
     StaleVersionError,
     TaskNotFoundError,
@@ -39,6 +41,8 @@ STATUS: list[tuple[type[FleetError], int]] = [
     (DeniedError, 403),  # SpawnDeniedError and tier checks
     (TaskNotFoundError, 404),
     (NoSessionError, 404),
+    (RepositoryNotFoundError, 404),
+    (RepositoryConflictError, 409),
     (InvalidTransitionError, 409),
     (StaleVersionError, 409),
     (ActiveTaskDeletionError, 409),
@@ -55,8 +59,8 @@ DESCRIPTIONS = {
     400: "Bad input: `field` names what was refused",
     401: "No valid bearer token",
     403: "Denied: the caller's tier is too low, or a spawn is over the limit",
-    404: "No such task (or not the caller's)",
-    409: "The task's state does not allow this now",
+    404: "No such task, or no such repository granted to the caller",
+    409: "The task's state does not allow this now (or a repository's name or path is taken)",
     503: "The forge is rate-limited: try again after Retry-After seconds",
 }
 

@@ -16,11 +16,13 @@ from pydantic import ValidationError
 
 from fleet_core.cli.context import opened
 from fleet_core.cli.output import dumps, task_json
+from fleet_core.cli.repo_cmds import registered_notice
 from fleet_core.cli.runner import run_async
 from fleet_core.conductor import Actor, Conductor, SpawnOutcome
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError
 from fleet_core.models import AgentType, SpawnRequest, TaskType
+from fleet_core.repositories import NAME_RE
 
 T = TypeVar("T")
 FOLLOW_INTERVAL_S = 1.0
@@ -42,7 +44,8 @@ FLAGS = {
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp = sub.add_parser("spawn", help="start an agent on a new task")
     sp.add_argument("description", metavar="DESCRIPTION", help="what to do ('-' reads stdin)")
-    sp.add_argument("--repo", default=".", help="the repository (default: this directory)")
+    sp.add_argument("--repo", default=".",
+                    help="a repository's name or directory (default: this directory)")  # fmt: skip
     sp.add_argument("--type", required=True, choices=[t.value for t in TaskType])
     sp.add_argument("--agent", choices=[a.value for a in AgentType], help="agent CLI to run")
     sp.add_argument("--model", help="model (default: the router's choice)")
@@ -89,6 +92,14 @@ def with_conductor(settings: Settings, fn: Callable[[Conductor], Awaitable[T]]) 
     return run_async(go)
 
 
+def repo_ref(text: str) -> str:
+    """A registered repository's name as it is; anything else (a directory in particular:
+    one of that name here wins) as an absolute path."""
+    if NAME_RE.match(text) and not Path(text).is_dir():
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
 def spawn_request(args: argparse.Namespace) -> SpawnRequest:
     description = sys.stdin.read() if args.description == "-" else args.description
     overrides: dict[str, str] = {}
@@ -99,7 +110,7 @@ def spawn_request(args: argparse.Namespace) -> SpawnRequest:
         overrides[key.strip()] = value
     fields: dict[str, Any] = {
         "description": description,
-        "repository": str(Path(args.repo).expanduser().absolute()),
+        "repository": repo_ref(args.repo),
         "task_type": args.type,
         "agent_type": args.agent,
         "model": args.model,
@@ -139,8 +150,18 @@ def spawn_text(out: SpawnOutcome) -> str:
 def spawn(args: argparse.Namespace, settings: Settings) -> int:
     request = spawn_request(args)
     actor = local_actor(settings)
+
+    async def go(c: Conductor) -> SpawnOutcome:
+        # The local operator's convenience: a repository of this OS user's is registered
+        # for them on first use (the API never does this).
+        repo, new = await c.repositories.ensure_local(actor.operator_id, request.repository)
+        if new:
+            registered_notice(repo, actor.operator_id, as_json=args.json)
+        return await c.spawn(actor, request.model_copy(update={"repository": repo.path}),
+                             queue=args.queue)  # fmt: skip
+
     try:
-        out = with_conductor(settings, lambda c: c.spawn(actor, request, queue=args.queue))
+        out = with_conductor(settings, go)
     except BadInputError as exc:  # name the flag the user typed, not the model's field
         if exc.field in FLAGS:
             raise BadInputError(FLAGS[exc.field], exc.message) from None

@@ -7,7 +7,7 @@ import json
 import sys
 
 from fleet_core import __version__
-from fleet_core.cli import agent_cmds, auth_cmds, db_cmd, task_cmds
+from fleet_core.cli import agent_cmds, auth_cmds, db_cmd, repo_cmds, task_cmds
 from fleet_core.cli.runner import guarded, run_async
 from fleet_core.config import config_path, load_settings
 from fleet_core.errors import BadInputError
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cmds.add_parsers(sub)
     task_cmds.add_parsers(sub)
     auth_cmds.add_parsers(sub)
+    repo_cmds.add_parsers(sub)
     db_cmd.add_parser(sub)
     cfg = sub.add_parser("config", help="show the settings in effect, or the file's path")
     cfg_verbs = cfg.add_subparsers(dest="config_verb", required=True, metavar="VERB")
@@ -47,6 +48,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return db_cmd.run(args, settings)
     if args.verb in ("token", "keys"):
         return auth_cmds.run(args, settings)
+    if args.verb == "repo":
+        return repo_cmds.run(args, settings)
     if args.verb == "show":
         return task_cmds.show(args, settings)
     verbs = {
