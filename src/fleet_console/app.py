@@ -37,6 +37,7 @@ from fleet_core.errors import (
     SpawnDeniedError,
 )
 from fleet_core.events import EventBus
+from fleet_core.local_spawn import spawn_local
 
 EngineFactory = Callable[[EventBus], AbstractAsyncContextManager[Engine]]
 KEYS = [
@@ -137,16 +138,10 @@ class FleetApp(App[None]):
             return
         conductor = self.source.conductor
         try:
-            # The local operator's convenience, as in `fleet spawn`: a repository of this OS
-            # user's is registered for them on first use.
-            repo, new = await conductor.repositories.ensure_local(
-                self.actor.operator_id, result.request.repository
+            # As `fleet spawn`: a repository of this OS user's is registered on first use.
+            out, registered = await spawn_local(
+                conductor, self.actor, result.request, queue=result.queue
             )
-            if new:
-                self.notify(f"{repo.path} is now repository {repo.name!r} for "
-                            f"{self.actor.operator_id}", title="repository registered")  # fmt: skip
-            request = result.request.model_copy(update={"repository": repo.path})
-            out = await conductor.spawn(self.actor, request, queue=result.queue)
         except BadInputError as exc:
             form.show_error(exc.field, exc.message)
             return
@@ -161,6 +156,9 @@ class FleetApp(App[None]):
             self.notify(str(exc), title="spawn failed", severity="error", timeout=15)
             return
         form.dismiss(result)
+        if registered is not None:
+            self.notify(f"{registered.path} is now repository {registered.name!r} for "
+                        f"{self.actor.operator_id}", title="repository registered")  # fmt: skip
         if out.queued is not None:
             self.notify(f"position {out.queued.position}", title="queued")
         elif out.task is not None:

@@ -21,6 +21,7 @@ from fleet_core.cli.runner import run_async
 from fleet_core.conductor import Actor, Conductor, SpawnOutcome
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError
+from fleet_core.local_spawn import spawn_local
 from fleet_core.models import AgentType, SpawnRequest, TaskType
 from fleet_core.repositories import NAME_RE
 
@@ -151,21 +152,16 @@ def spawn(args: argparse.Namespace, settings: Settings) -> int:
     request = spawn_request(args)
     actor = local_actor(settings)
 
-    async def go(c: Conductor) -> SpawnOutcome:
-        # The local operator's convenience: a repository of this OS user's is registered
-        # for them on first use (the API never does this).
-        repo, new = await c.repositories.ensure_local(actor.operator_id, request.repository)
-        if new:
-            registered_notice(repo, actor.operator_id, as_json=args.json)
-        return await c.spawn(actor, request.model_copy(update={"repository": repo.path}),
-                             queue=args.queue)  # fmt: skip
-
-    try:
-        out = with_conductor(settings, go)
+    try:  # a repository of this OS user's is registered for the operator on first use
+        out, registered = with_conductor(
+            settings, lambda c: spawn_local(c, actor, request, queue=args.queue)
+        )
     except BadInputError as exc:  # name the flag the user typed, not the model's field
         if exc.field in FLAGS:
             raise BadInputError(FLAGS[exc.field], exc.message) from None
         raise
+    if registered is not None:
+        registered_notice(registered, actor.operator_id, as_json=args.json)
     if args.json:
         if out.queued is not None:
             q = out.queued
