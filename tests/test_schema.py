@@ -75,6 +75,14 @@ COLUMNS = {
         ("created_at", TZ, False), ("not_before", TZ, False), ("signing_until", TZ, True),
         ("verify_until", TZ, True),
     ],
+    "fleet_repositories": [
+        ("id", "bigint", False), ("name", T, False), ("path", T, False),
+        ("created_by", T, False), ("created_at", TZ, False),
+    ],
+    "fleet_repository_grants": [
+        ("repository_id", "bigint", False), ("operator_id", T, False),
+        ("granted_by", T, False), ("created_at", TZ, False),
+    ],
 }  # fmt: skip
 
 CONSTRAINTS = {
@@ -100,6 +108,14 @@ CONSTRAINTS = {
     },
     "fleet_signing_keys": {
         "fleet_signing_keys_pkey", "valid_signing_key_kid", "valid_signing_key_window",
+    },
+    "fleet_repositories": {
+        "fleet_repositories_pkey", "fleet_repositories_name", "fleet_repositories_path",
+        "valid_repository_name", "valid_repository_path", "valid_repository_created_by",
+    },
+    "fleet_repository_grants": {
+        "fleet_repository_grants_pkey", "fleet_repository_grants_repository_id_fkey",
+        "valid_grant_operator_id", "valid_grant_granted_by",
     },
 }  # fmt: skip
 
@@ -131,6 +147,11 @@ INDEXES = {
     "fleet_spawn_queue_order_idx": "INDEX fleet_spawn_queue_order_idx ON public.fleet_spawn_queue USING btree (operator_id, id)",
     "fleet_signing_keys_pkey": "UNIQUE INDEX fleet_signing_keys_pkey ON public.fleet_signing_keys USING btree (kid)",
     "fleet_signing_keys_one_signer": "UNIQUE INDEX fleet_signing_keys_one_signer ON public.fleet_signing_keys USING btree ((true)) WHERE (signing_until IS NULL)",
+    "fleet_repositories_pkey": "UNIQUE INDEX fleet_repositories_pkey ON public.fleet_repositories USING btree (id)",
+    "fleet_repositories_name": "UNIQUE INDEX fleet_repositories_name ON public.fleet_repositories USING btree (name)",
+    "fleet_repositories_path": "UNIQUE INDEX fleet_repositories_path ON public.fleet_repositories USING btree (path)",
+    "fleet_repository_grants_pkey": "UNIQUE INDEX fleet_repository_grants_pkey ON public.fleet_repository_grants USING btree (repository_id, operator_id)",
+    "fleet_repository_grants_operator_idx": "INDEX fleet_repository_grants_operator_idx ON public.fleet_repository_grants USING btree (operator_id)",
 }  # fmt: skip
 TRIGGERS = {("fleet_tasks", "fleet_tasks_updated_at"), ("fleet_config", "fleet_config_updated_at")}
 
