@@ -13,8 +13,10 @@ The hypothesis loop is synchronous (schemathesis sends with requests), so it run
 thread while the server keeps serving on the test's event loop.
 
 No agent starts in a real repository: every `repository` the fuzzer makes is replaced by a
-path that does not exist (a spawn is then refused as bad input), and the seeded tasks that the
-fixed-id cases act on (stop, retry, merge, delete, logs) point at a missing repository too.
+path that does not exist and is granted to nobody (a spawn is then refused: 404
+`repository_not_found`), and the seeded tasks that the fixed-id cases act on (stop, retry,
+merge, delete, logs) point at a missing repository too. The token is a builder's, so the
+repositories' admin routes answer 403.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ EXPECTED = {
     "POST /api/fleet/tasks/{task_id}/merge",
     "GET /api/fleet/tasks/{task_id}/logs",
     "DELETE /api/fleet/tasks/{task_id}",
+    "GET /api/fleet/repos",
+    "POST /api/fleet/repos",
+    "POST /api/fleet/repos/{name}/grants",
+    "DELETE /api/fleet/repos/{name}/grants/{operator}",
+    "DELETE /api/fleet/repos/{name}",
     "GET /healthz",
     "GET /.well-known/jwks.json",
 }

@@ -50,7 +50,7 @@ def repositories(request: Request) -> Repositories:
     return engine.conductor.repositories
 
 
-@router.get("", response_model=list[Repository], responses=responses(403))
+@router.get("", response_model=list[Repository], responses=responses(400, 403))
 async def list_repos(request: Request, actor: Observer, all: bool = False) -> Any:
     """The repositories granted to the caller (every one with `all`, admins only); of the
     grants, a caller sees only their own."""
