@@ -260,3 +260,7 @@ async def test_demo_shows_every_path(su: asyncpg.Connection) -> None:
         "Document calc.py in the README": "merged",
         "Write a CHANGELOG entry": "merged",
     }
+    # The sample is a registered repository, granted to the demo's operator.
+    rows = await su.fetch("SELECT r.name, g.operator_id FROM fleet_repositories r "
+                          "JOIN fleet_repository_grants g ON g.repository_id = r.id")  # fmt: skip
+    assert [tuple(r) for r in rows] == [("fleet-demo", "alice")]
