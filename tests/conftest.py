@@ -39,12 +39,15 @@ from fleet_core.engine import Engine, running_engine  # noqa: E402
 from fleet_core.headless import Server  # noqa: E402
 from fleet_core.models import AgentType, NewTask, TaskType  # noqa: E402
 from fleet_core.registry import TaskRegistry  # noqa: E402
+from fleet_core.repositories import Repositories, Repository  # noqa: E402
 from fleet_core.runtime.local import RuntimePaths  # noqa: E402
 
 TABLES = (
     "fleet_master_key",
     "fleet_secrets",
     "fleet_tokens",
+    "fleet_repository_grants",
+    "fleet_repositories",
     "fleet_signing_keys",
     "fleet_spawn_queue",
     "fleet_audit",
@@ -195,6 +198,14 @@ def normalised(lines: list[str]) -> list[str]:
         line = re.sub(r"^fleet: starting \S+ for task", "fleet: starting AGENT for task", line)
         out.append(re.sub(r"read prompt: \d+ bytes", "read prompt: N bytes", line.rstrip()))
     return out
+
+
+async def grant_repo(
+    db: Database, repo: Path, *operators: str, name: str | None = None
+) -> Repository:
+    """Register `repo` as an admin does (`fleet repo add PATH --grant OP ...`): a spawn
+    names a repository granted to its operator."""
+    return await Repositories(db).add(str(repo), by="admin", name=name, grants=operators)
 
 
 # -- the command line -------------------------------------------------------------------------

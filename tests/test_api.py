@@ -20,10 +20,12 @@ import httpx
 import jwt
 import pytest
 
-from conftest import Pg, api_server, api_settings, demo_log, eventually, normalised
+from conftest import Pg, api_server, api_settings, demo_log, eventually, git, grant_repo, normalised
 from fleet_core.auth.keys import KeyStore
 from fleet_core.auth.tokens import AUDIENCE, ISSUER, issue_token
 from fleet_core.config import Settings
+from fleet_core.db.database import Tenant
+from fleet_core.engine import Engine
 from fleet_core.models import Tier
 
 
@@ -45,6 +47,7 @@ class Api:
     client: httpx.AsyncClient
     keys: KeyStore
     settings: Settings
+    engine: Engine
 
     async def token(self, operator: str = "alice", tier: Tier = Tier.BUILDER, **kw: Any) -> str:
         return await issue_token(self.keys, operator, tier, **kw)
@@ -56,9 +59,16 @@ class Api:
 @pytest.fixture
 async def api(pg: Pg, su: Any, tmp_path: Path) -> AsyncIterator[Api]:
     settings = api_settings(pg, tmp_path, "api-host")
-    async with api_server(settings) as (url, _engine, keys):  # noqa: SIM117 (needs url)
+    async with api_server(settings) as (url, engine, keys):  # noqa: SIM117 (needs url)
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield Api(client, keys, settings)
+            yield Api(client, keys, settings, engine)
+
+
+@pytest.fixture
+async def repo(repo: Path, api: Api) -> Path:
+    """The sample repository, granted to alice (only)."""
+    await grant_repo(api.engine.db, repo, "alice")
+    return repo
 
 
 def b64(data: bytes) -> str:
@@ -352,3 +362,111 @@ async def test_a_json_body_without_its_content_type(api: Api, repo: Path) -> Non
     }
     status = (await api.client.get("/api/fleet/status", headers=h)).json()
     assert status["active"] == 2
+
+
+# -- repositories: granted, not guessed ----------------------------------------------------------
+
+
+async def test_repository_not_granted_is_one_answer(api: Api, repo: Path, tmp_path: Path) -> None:
+    """bob cannot spawn on alice's repository, nor learn whether a path exists, is a
+    repository or is someone else's: one status, code and message shape for all."""
+    bob = await api.as_("bob")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (tmp_path / "file").write_text("x")
+    own = tmp_path / "bobs"  # a repository on disk that nobody registered
+    own.mkdir()
+    git(own, "init", "-q")
+    refs = [str(repo), f"{repo}/", "repo", str(tmp_path / "missing"), str(plain),
+            str(tmp_path / "file"), str(own), "/etc", "no-such-name"]  # fmt: skip
+    for ref in refs:
+        body = {**spawn_body(repo), "repository": ref}
+        r = await api.client.post("/api/fleet/spawn", json=body, headers=bob)
+        assert r.status_code == 404, (ref, r.text)
+        assert r.json() == {"error": "repository_not_found", "field": "repository",
+                            "message": f"no repository named {ref!r} is granted to you"}  # fmt: skip
+    # The API never registers a repository by itself, not even one its OS user owns.
+    assert [r.name for r in await api.engine.conductor.repositories.list_for(Tenant.admin())] == [
+        "repo"
+    ]
+    assert (await api.client.get("/api/fleet/repos", headers=bob)).json() == []
+    assert (await api.client.get("/api/fleet/status", headers=bob)).json()["tasks"] == []
+    # Not a name and not an absolute path: bad input, decided from the text alone.
+    r = await api.client.post("/api/fleet/spawn", json={**body, "repository": "a/b"}, headers=bob)
+    assert r.status_code == 400 and r.json()["field"] == "repository"
+
+
+async def test_repos_route_lists_the_callers_own(api: Api, repo: Path) -> None:
+    await api.engine.conductor.repositories.grant("repo", "carol", by="root")
+    alice = (await api.client.get("/api/fleet/repos", headers=await api.as_())).json()
+    assert [(r["name"], r["path"], r["operators"]) for r in alice] == [
+        ("repo", str(repo.resolve()), ["alice"])  # her own grant only, not carol's
+    ]
+    r = await api.client.get("/api/fleet/repos?all=true", headers=await api.as_())
+    assert r.status_code == 403
+    boss = await api.as_("root", Tier.SOVEREIGN)
+    every = (await api.client.get("/api/fleet/repos?all=true", headers=boss)).json()
+    assert every[0]["operators"] == ["alice", "carol"]
+    assert (await api.client.get("/api/fleet/repos", headers=boss)).json() == []  # not granted
+
+
+async def test_bob_cannot_merge_on_a_repository_not_granted(api: Api, repo: Path, su: Any) -> None:
+    """A ready task of bob's on alice's repository (granted once, then revoked): the merge is
+    refused before the forge is asked, and alice's main is untouched."""
+    head = git(repo, "rev-parse", "main")
+    task_id = await su.fetchval(
+        "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description, "
+        "branch, repository, status, pr_number, ci_status) VALUES ('bob', 'demo', 'm', "
+        "'docs', 'd', 'fleet/x', $1, 'ready', 1, 'passing') RETURNING id",
+        str(repo.resolve()),
+    )
+    bob, alice = await api.as_("bob"), await api.as_("alice")
+    r = await api.client.post(f"/api/fleet/tasks/{task_id}/merge", headers=bob)
+    assert r.status_code == 404 and r.json()["error"] == "repository_not_found", r.text
+    r = await api.client.post(f"/api/fleet/tasks/{task_id}/merge", headers=alice)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"  # not her task
+    assert git(repo, "rev-parse", "main") == head
+    # With the grant, the same merge reaches the forge (which has no such PR).
+    await api.engine.conductor.repositories.grant("repo", "bob", by="root")
+    r = await api.client.post(f"/api/fleet/tasks/{task_id}/merge", headers=bob)
+    assert r.status_code == 409 and r.json()["error"] != "repository_not_found", r.text
+    assert git(repo, "rev-parse", "main") == head
+
+
+async def test_admin_repo_routes(api: Api, repo: Path, tmp_path: Path, su: Any) -> None:
+    boss, builder = await api.as_("root", Tier.SOVEREIGN), await api.as_("bob")
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    git(other, "commit", "-q", "--allow-empty", "-m", "initial")
+    body = {"path": str(other), "grants": ["bob"]}
+    r = await api.client.post("/api/fleet/repos", json=body, headers=builder)
+    assert r.status_code == 403
+    before = await su.fetchval("SELECT count(*) FROM fleet_repository_grants")
+    for bad, field in (({"path": "relative"}, "path"), ({"path": str(tmp_path)}, "path"),
+                       ({"name": "a b"}, "name"), ({"grants": ["x y"]}, "grants.0"),
+                       ({"extra": 1}, "extra")):  # fmt: skip
+        r = await api.client.post("/api/fleet/repos", json={**body, **bad}, headers=boss)
+        assert r.status_code == 400 and r.json()["field"] == field, (bad, r.text)
+    assert await su.fetchval("SELECT count(*) FROM fleet_repository_grants") == before
+    r = await api.client.post("/api/fleet/repos", json=body, headers=boss)
+    assert r.status_code == 201 and r.json()["name"] == "other", r.text
+    assert (await api.client.post("/api/fleet/repos", json=body, headers=boss)).status_code == 409
+    spawned = await api.client.post("/api/fleet/spawn", headers=builder,
+                                    json=spawn_body(Path("other"), "wait [demo:hang]"))  # fmt: skip
+    assert spawned.status_code == 201 and spawned.json()["repository"] == str(other.resolve())
+    r = await api.client.post("/api/fleet/repos/other/grants", json={"operator": "carol"},
+                              headers=boss)  # fmt: skip
+    assert r.status_code == 200 and r.json()["operators"] == ["bob", "carol"]
+    r = await api.client.delete("/api/fleet/repos/other/grants/bob", headers=boss)
+    assert r.status_code == 200 and r.json()["operators"] == ["carol"]
+    r = await api.client.post("/api/fleet/spawn", json=spawn_body(Path("other")), headers=builder)
+    assert r.status_code == 404  # revoked: bob's running task stays, new spawns do not
+    r = await api.client.delete("/api/fleet/repos/other", headers=boss)
+    assert r.status_code == 409  # bob's task still runs there
+    stop = await api.client.post(f"/api/fleet/tasks/{spawned.json()['id']}/stop", headers=builder)
+    assert stop.status_code == 200
+    assert (await api.client.delete("/api/fleet/repos/other", headers=boss)).status_code == 200
+    assert (await api.client.delete("/api/fleet/repos/other", headers=boss)).status_code == 404
+    r = await api.client.delete("/api/fleet/repos/a%20b", headers=boss)
+    assert r.status_code == 400 and r.json()["field"] == "name"

@@ -17,9 +17,10 @@ The hypothesis loop is synchronous (schemathesis sends with requests), so it run
 thread while the server keeps serving on the test's event loop.
 
 No agent starts in a real repository: every `repository` the fuzzer makes is replaced by a
-path that does not exist (a spawn is then answered 404 `repository_not_found`), and the seeded
-tasks that the fixed-id cases act on (stop, retry, merge, delete, logs) point at a missing
-repository too (a retry then answers 409).
+path that does not exist and is granted to nobody (a spawn is then refused: 404
+`repository_not_found`), and the seeded tasks that the fixed-id cases act on (stop, retry,
+merge, delete, logs) point at a missing repository too. The token is a builder's, so the
+repositories' admin routes answer 403.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ EXPECTED = {
     "GET /api/fleet/admin/tokens",
     "POST /api/fleet/admin/tokens/{jti}/revoke",
     "PUT /api/fleet/admin/operators/{operator}/tier",
+    "GET /api/fleet/repos",
+    "POST /api/fleet/repos",
+    "POST /api/fleet/repos/{name}/grants",
+    "DELETE /api/fleet/repos/{name}/grants/{operator}",
+    "DELETE /api/fleet/repos/{name}",
     "GET /healthz",
     "GET /metrics",
     "GET /.well-known/jwks.json",

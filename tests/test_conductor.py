@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import Pg, eventually, git, origin_of
+from conftest import Pg, eventually, git, grant_repo, origin_of
 from fleet_core.audit import audit_trail
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
@@ -22,6 +22,7 @@ from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import (
     ActiveTaskDeletionError,
     BadInputError,
+    RepositoryNotFoundError,
     SpawnDeniedError,
 )
 from fleet_core.events import EventBus, EventType, FleetEvent
@@ -43,6 +44,13 @@ def settings_for(tmp_path: Path, **kw: Any) -> Settings:
     }
     fields.update(kw)
     return Settings(**fields)
+
+
+@pytest.fixture
+async def repo(repo: Path, db: Database) -> Path:
+    """The sample repository, granted to the operators these tests act as."""
+    await grant_repo(db, repo, "alice", "bob", "eve")
+    return repo
 
 
 @pytest.fixture
@@ -204,8 +212,7 @@ async def no_side_effects(c: Conductor, su: asyncpg.Connection) -> None:
     ("field", "change"),
     [
         ("repository", {"repository": "relative/path"}),
-        ("repository", {"repository": "/nonexistent/repo"}),
-        ("repository", {"repository": "/tmp"}),
+        ("repository", {"repository": "~/repo"}),
         ("base_branch", {"base_branch": "no-such-branch"}),
         ("base_branch", {"base_branch": "-x"}),
         ("agent_type", {"agent_type": "custom"}),
@@ -219,6 +226,35 @@ async def test_bad_input_writes_nothing(
         await c.spawn(ALICE, request(repo, **change))
     assert err.value.field == field
     await no_side_effects(c, su)
+
+
+@pytest.mark.parametrize("ref", ["/nonexistent/repo", "/tmp", "/tmp/../tmp", "nope", "{repo}/."])
+async def test_a_repository_not_granted_is_one_answer(
+    make, repo: Path, su: asyncpg.Connection, ref: str, tmp_path: Path
+) -> None:
+    """Missing, not a repository, someone else's: the same error, naming only what was sent."""
+    c = make()
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")  # a real repository, never granted to anyone
+    ref = ref.format(repo=other)
+    with pytest.raises(RepositoryNotFoundError) as err:
+        await c.spawn(ALICE, request(repo, repository=ref))
+    assert str(err.value) == f"no repository named {ref!r} is granted to you"
+    assert err.value.to_dict() == {"error": "repository_not_found", "field": "repository",
+                                   "message": str(err.value)}  # fmt: skip
+    await no_side_effects(c, su)
+
+
+async def test_spawn_by_name_and_by_path(make, repo: Path, db: Database) -> None:
+    c = make()
+    by_name = (await c.spawn(ALICE, request(repo, "one [demo:hang]", repository="repo"))).task
+    by_path = (await c.spawn(ALICE, request(repo, "two [demo:hang]",
+                                            repository=f"{repo}/"))).task  # fmt: skip
+    assert by_name is not None and by_path is not None
+    assert by_name.repository == by_path.repository == str(repo.resolve())
+    with pytest.raises(RepositoryNotFoundError):  # granted to alice, bob, eve; not to mallory
+        await c.spawn(Actor("mallory", Tier.SOVEREIGN), request(repo, repository="repo"))
 
 
 async def assert_clean_failure(c: Conductor, err: SagaError, su: asyncpg.Connection) -> dict:

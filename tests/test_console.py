@@ -18,6 +18,7 @@ from fleet_console.screens.forms import ConfirmDialog, SpawnForm
 from fleet_core.config import Settings
 from fleet_core.engine import running_engine
 from fleet_core.lifecycle import TaskStatus
+from fleet_core.local_spawn import spawn_local
 from fleet_core.models import SpawnRequest
 from fleet_core.runtime.local import RuntimePaths
 
@@ -68,7 +69,7 @@ async def spawn(app: FleetApp, repo: Path, description: str) -> Any:
     request = SpawnRequest(
         description=description, repository=str(repo), task_type="docs", agent_type="demo"
     )
-    out = await app.source.conductor.spawn(app.actor, request)
+    out, _registered = await spawn_local(app.source.conductor, app.actor, request)
     return out.task
 
 
@@ -113,11 +114,15 @@ async def test_n_with_a_bad_branch_shows_the_error_and_writes_nothing(
         assert app.screen is form  # still open, still editable
         assert await su.fetchval("SELECT count(*) FROM fleet_tasks") == 0
         assert await su.fetchval("SELECT count(*) FROM fleet_spawn_queue") == 0
+        assert await su.fetchval("SELECT count(*) FROM fleet_repositories") == 0
         await pilot.press("escape")
         await pilot_until(pilot, lambda: isinstance(app.screen, FleetScreen))
 
 
-async def test_the_spawn_form_starts_an_agent(app: FleetApp, repo: Path) -> None:
+async def test_the_spawn_form_starts_an_agent(
+    app: FleetApp, repo: Path, su: asyncpg.Connection
+) -> None:
+    """The local operator's repository is registered for them on first use, then named."""
     async with app.run_test(size=SIZE) as pilot:
         await pilot_until(pilot, lambda: app.source is not None)
         await pilot.press("n")
@@ -132,6 +137,26 @@ async def test_the_spawn_form_starts_an_agent(app: FleetApp, repo: Path) -> None
         await pilot_until(pilot, lambda: table.row_count == 1)
         (rec,) = table.records.values()
         assert rec.description == "write the docs" and rec.agent_type.value == "demo"
+        rows = await su.fetch("SELECT r.name, g.operator_id FROM fleet_repositories r "
+                              "JOIN fleet_repository_grants g ON g.repository_id = r.id")  # fmt: skip
+        assert [tuple(r) for r in rows] == [("repo", "alice")]
+        await pilot.press("n")  # now by its name
+        await pilot_until(pilot, lambda: isinstance(app.screen, SpawnForm))
+        form = app.screen
+        form.query_one("#description").text = "and the changelog"
+        form.query_one("#repository").value = "repo"
+        form.query_one("#agent").value = "demo"
+        await pilot.press("ctrl+s")
+        await pilot_until(pilot, lambda: table.row_count == 2)
+        await pilot.press("n")  # a name that is not granted: the error shows on the field
+        await pilot_until(pilot, lambda: isinstance(app.screen, SpawnForm))
+        form = app.screen
+        form.query_one("#description").text = "elsewhere"
+        form.query_one("#repository").value = "nope"
+        await pilot.press("ctrl+s")
+        error = form.query_one("#error-repository")
+        await pilot_until(pilot, lambda: "no repository named 'nope'" in str(error.render()))
+        assert await su.fetchval("SELECT count(*) FROM fleet_tasks") == 2
 
 
 async def test_an_engine_event_updates_exactly_one_row(app: FleetApp, repo: Path) -> None:

@@ -278,3 +278,16 @@ async def test_help_lists_keys_and_closes(key: str) -> None:
         await pilot.pause()
         assert app.results == [None]
         assert app.screen is not screen
+
+
+async def test_spawn_form_takes_a_repository_name(tmp_path: Path) -> None:
+    """A registered repository's name needs no directory here; the engine resolves it."""
+    form = SpawnForm("calc-2.x")
+    app = Host(form)
+    async with app.run_test(size=SIZE) as pilot:
+        _fill(form, description="write docs")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: len(app.submitted) == 1)
+        assert app.submitted[0].result.request.repository == "calc-2.x"
+        assert _shown(form) == {}

@@ -15,7 +15,7 @@ from textual.app import App
 from textual.screen import Screen
 from textual.widgets import DataTable, Log, Static, TabbedContent
 
-from conftest import eventually, pilot_until
+from conftest import eventually, grant_repo, pilot_until
 from fleet_console.screens.task import TaskScreen
 from fleet_console.source import EngineSource
 from fleet_core.conductor import Actor, Conductor
@@ -60,6 +60,13 @@ class Fleet:
         rec = await self.spawn(description)
         await eventually(lambda: self.conductor.runtime.exit_status(rec.id))
         return rec
+
+
+@pytest.fixture
+async def repo(repo: Path, db: Database) -> Path:
+    """The sample repository, granted to alice (a spawn names a granted repository)."""
+    await grant_repo(db, repo, "alice")
+    return repo
 
 
 @pytest.fixture

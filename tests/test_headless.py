@@ -51,6 +51,8 @@ async def test_serve_then_sigterm_during_a_spawn(
         issued = fleet("token", "issue", "--operator", "alice", "--tier", "builder", **ours)
         assert issued.returncode == 0, issued.stderr
         headers = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+        added = fleet("repo", "add", str(repo), "--grant", "alice", **ours)
+        assert added.returncode == 0, added.stderr
         assert httpx.get(url + "/api/fleet/status", headers=headers).json()["active"] == 0
         answer: dict[str, Any] = {}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from conftest import new_task
+from conftest import grant_repo, new_task
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -32,6 +32,13 @@ INSERT = (
     "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description, branch,"
     " repository, status) VALUES ($1, 'demo', 'm', 'docs', 'd', $2, '/r', $3) RETURNING id"
 )
+
+
+@pytest.fixture
+async def repo(repo: Path, db: Database) -> Path:
+    """The sample repository, granted to alice (a spawn names a granted repository)."""
+    await grant_repo(db, repo, "alice")
+    return repo
 
 
 @pytest.fixture

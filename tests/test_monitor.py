@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import Pg, eventually, git
+from conftest import Pg, eventually, git, grant_repo
 from fleet_core.audit import audit_trail
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
@@ -40,8 +40,17 @@ FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)  # timeout 5
 
 
 @pytest.fixture
-def sample(tmp_path: Path) -> Path:
-    return make_sample(tmp_path / "demo")
+async def sample(tmp_path: Path, db: Database) -> Path:
+    work = make_sample(tmp_path / "demo")
+    await grant_repo(db, work, "alice")
+    return work
+
+
+@pytest.fixture
+async def repo(repo: Path, db: Database) -> Path:
+    """The sample repository, granted to alice (a spawn names a granted repository)."""
+    await grant_repo(db, repo, "alice")
+    return repo
 
 
 def settings_for(tmp_path: Path, **kw: Any) -> Settings:

@@ -86,6 +86,14 @@ COLUMNS = {
         ("jti", T, False), ("operator_id", T, False), ("tier", T, False),
         ("issued_at", TZ, False), ("expires_at", TZ, False), ("revoked_at", TZ, True),
     ],
+    "fleet_repositories": [
+        ("id", "bigint", False), ("name", T, False), ("path", T, False),
+        ("created_by", T, False), ("created_at", TZ, False),
+    ],
+    "fleet_repository_grants": [
+        ("repository_id", "bigint", False), ("operator_id", T, False),
+        ("granted_by", T, False), ("created_at", TZ, False),
+    ],
 }  # fmt: skip
 
 CONSTRAINTS = {
@@ -123,6 +131,14 @@ CONSTRAINTS = {
         "fleet_tokens_pkey", "valid_token_jti", "valid_token_operator_id", "valid_token_tier",
         "valid_token_lifetime",
     },
+    "fleet_repositories": {
+        "fleet_repositories_pkey", "fleet_repositories_name", "fleet_repositories_path",
+        "valid_repository_name", "valid_repository_path", "valid_repository_created_by",
+    },
+    "fleet_repository_grants": {
+        "fleet_repository_grants_pkey", "fleet_repository_grants_repository_id_fkey",
+        "valid_grant_operator_id", "valid_grant_granted_by",
+    },
 }  # fmt: skip
 
 _SLOT = ", ".join(f"'{s}'::text" for s in [
@@ -157,6 +173,11 @@ INDEXES = {
     "fleet_master_key_pkey": "UNIQUE INDEX fleet_master_key_pkey ON public.fleet_master_key USING btree (id)",
     "fleet_tokens_pkey": "UNIQUE INDEX fleet_tokens_pkey ON public.fleet_tokens USING btree (jti)",
     "fleet_tokens_issued_idx": "INDEX fleet_tokens_issued_idx ON public.fleet_tokens USING btree (issued_at DESC)",
+    "fleet_repositories_pkey": "UNIQUE INDEX fleet_repositories_pkey ON public.fleet_repositories USING btree (id)",
+    "fleet_repositories_name": "UNIQUE INDEX fleet_repositories_name ON public.fleet_repositories USING btree (name)",
+    "fleet_repositories_path": "UNIQUE INDEX fleet_repositories_path ON public.fleet_repositories USING btree (path)",
+    "fleet_repository_grants_pkey": "UNIQUE INDEX fleet_repository_grants_pkey ON public.fleet_repository_grants USING btree (repository_id, operator_id)",
+    "fleet_repository_grants_operator_idx": "INDEX fleet_repository_grants_operator_idx ON public.fleet_repository_grants USING btree (operator_id)",
 }  # fmt: skip
 TRIGGERS = {
     ("fleet_tasks", "fleet_tasks_updated_at"),

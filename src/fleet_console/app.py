@@ -29,8 +29,15 @@ from fleet_console.source import EngineSource
 from fleet_core.conductor import Actor
 from fleet_core.config import Settings
 from fleet_core.engine import Engine, running_engine
-from fleet_core.errors import BadInputError, FleetError, SpawnDeniedError
+from fleet_core.errors import (
+    BadInputError,
+    DeniedError,
+    FleetError,
+    RepositoryNotFoundError,
+    SpawnDeniedError,
+)
 from fleet_core.events import EventBus
+from fleet_core.local_spawn import spawn_local
 
 EngineFactory = Callable[[EventBus], AbstractAsyncContextManager[Engine]]
 KEYS = [
@@ -129,19 +136,29 @@ class FleetApp(App[None]):
         if self.source is None:
             form.show_error("engine", "the engine is not running")
             return
+        conductor = self.source.conductor
         try:
-            out = await self.source.conductor.spawn(self.actor, result.request, queue=result.queue)
+            # As `fleet spawn`: a repository of this OS user's is registered on first use.
+            out, registered = await spawn_local(
+                conductor, self.actor, result.request, queue=result.queue
+            )
         except BadInputError as exc:
             form.show_error(exc.field, exc.message)
             return
         except SpawnDeniedError as exc:
             form.show_error("limit", f"{exc.active}/{exc.limit} slots in use: {exc.hint}")
             return
+        except (RepositoryNotFoundError, DeniedError) as exc:  # not granted, not the user's
+            form.show_error("repository", str(exc))
+            return
         except FleetError as exc:
             form.dismiss(None)
             self.notify(str(exc), title="spawn failed", severity="error", timeout=15)
             return
         form.dismiss(result)
+        if registered is not None:
+            self.notify(f"{registered.path} is now repository {registered.name!r} for "
+                        f"{self.actor.operator_id}", title="repository registered")  # fmt: skip
         if out.queued is not None:
             self.notify(f"position {out.queued.position}", title="queued")
         elif out.task is not None:

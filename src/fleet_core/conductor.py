@@ -27,7 +27,6 @@ from fleet_core.errors import (
     MergeRefusedError,
     NoSessionError,
     OtherHostError,
-    RepositoryUnavailableError,
     SpawnDeniedError,
     StaleVersionError,
 )
@@ -44,6 +43,7 @@ from fleet_core.models import (
     Tier,
 )
 from fleet_core.registry import TaskRegistry
+from fleet_core.repositories import Repositories
 from fleet_core.retry import RetryEngine, RetryPolicy
 from fleet_core.router import ModelRouter, Route
 from fleet_core.runtime import git as g
@@ -129,6 +129,7 @@ class Conductor:
         self.router = router
         self.bus = bus
         self.repos = repos or {}
+        self.repositories = Repositories(db)
         self.queue_poll_s = queue_poll_s
         self.moves = Transitions(db, bus)
         self.launcher = SpawnSaga(db, runtime, router, self.moves, repos=self.repos)
@@ -225,8 +226,9 @@ class Conductor:
     async def spawn(
         self, actor: Actor, request: SpawnRequest, *, queue: bool = False
     ) -> SpawnOutcome:
-        """Validate, route, admit (or queue), then run the spawn saga."""
-        repo = await self._repository(request.repository)
+        """Validate, route, admit (or queue), then run the spawn saga. The repository is one
+        granted to the actor (by name or path); nothing on disk is looked at before that."""
+        repo = await self._repository(actor, request.repository)
         if request.base_branch:
             validate_branch(request.base_branch, "base_branch")
             await g.base_ref(repo, request.base_branch)  # an unknown base is bad input
@@ -272,16 +274,16 @@ class Conductor:
         running = await self.launcher.launch(admission.task, route.reason.value)
         return SpawnOutcome(task=running, route=route)
 
-    async def _repository(self, path_text: str) -> Path:
-        path = Path(path_text).expanduser()
-        if not path.is_absolute():
-            raise RepositoryUnavailableError(path_text, f"{path_text!r} must be an absolute path")
-        try:
-            top, _common = await g.repo_paths(path)
-        except BadInputError as exc:  # not a directory, not a git work tree
-            raise RepositoryUnavailableError(path_text, exc.message) from None
+    async def _repository(self, actor: Actor, ref: str) -> Path:
+        granted = await self.repositories.resolve(actor.tenant, ref)
+        top, _common = await g.repo_paths(Path(granted.path))
         self._repo_config(top)  # a broken .fleet.toml is reported before anything is written
         return top
+
+    async def require_granted(self, rec: TaskRecord) -> None:
+        """The task's repository is still granted to the task's operator (a revoked or
+        removed repository takes no more merges or retries)."""
+        await self.repositories.resolve(Tenant.operator(rec.operator_id), rec.repository)
 
     def _repo_config(self, repo: Path) -> RepoConfig:
         return load_repo_config(repo, self.repos)
@@ -316,6 +318,7 @@ class Conductor:
         if rec.ci_status is not CiStatus.PASSING:
             state = rec.ci_status.value if rec.ci_status else "unknown"
             raise MergeRefusedError(f"CI of PR #{rec.pr_number} is not passing ({state})")
+        await self.require_granted(rec)
         repo = Path(rec.repository)
         forge = await self.forges.for_repo(repo)
         result = await forge.merge(repo, rec.pr_number, method=self.forges.merge_method)

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
+from fleet_core.db.database import Tenant
 from fleet_core.engine import Engine, running_engine
-from fleet_core.errors import FleetError
+from fleet_core.errors import FleetError, RepositoryNotFoundError
 from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.lifecycle import TERMINAL, TaskStatus
 from fleet_core.models import SpawnRequest, Tier
@@ -139,6 +140,19 @@ async def remove_earlier(conductor: Conductor, actor: Actor, repo: Path) -> int:
     return removed
 
 
+async def register_sample(engine: Engine, actor: Actor, repo: Path) -> None:
+    """The sample is a repository like any other: registered (once) and granted to the demo's
+    operator, also when an earlier demo registered it for another local operator."""
+    repos = engine.conductor.repositories
+    try:
+        await repos.ensure_local(actor.operator_id, str(repo), name="fleet-demo")
+    except RepositoryNotFoundError:
+        known = [r for r in await repos.list_for(Tenant.admin()) if r.path == str(repo)]
+        if not known:
+            raise
+        await repos.grant(known[0].name, actor.operator_id, by=actor.operator_id)
+
+
 class Narrator:
     """One line per transition (and per queue, pause, stall event)."""
 
@@ -193,6 +207,7 @@ async def start_demo(engine: Engine, actor: Actor, out: Callable[[str], None]) -
     repo = root / "sample"
     removed = await remove_earlier(engine.conductor, actor, repo)
     await asyncio.to_thread(make_sample, root)
+    await register_sample(engine, actor, repo)
     out(f"fleet demo: sample repository {repo} (local forge, CI: unittest); "
         f"{removed} task(s) of an earlier demo removed")  # fmt: skip
     return await spawn_all(engine, actor, repo, out)

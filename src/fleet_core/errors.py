@@ -268,3 +268,27 @@ class AuthError(FleetError):
 
     exit_code = EXIT_DENIED
     code = "unauthorized"
+
+
+class RepositoryNotFoundError(FleetError):
+    """No repository of that name or path is granted to the caller. A caller who may not
+    use a repository gets this one answer whatever the path is (missing, not a repository,
+    someone else's): the message echoes what they sent and says nothing about the disk."""
+
+    exit_code = EXIT_NOT_FOUND
+    code = "repository_not_found"
+    field = "repository"
+
+    def __init__(self, ref: str, message: str | None = None) -> None:
+        super().__init__(message or f"no repository named {ref!r} is granted to you")
+        self.ref = ref
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "field": self.field, "message": str(self)}
+
+
+class RepositoryConflictError(FleetError):
+    """A repository's name or path is taken, or it still has tasks that are not finished."""
+
+    exit_code = EXIT_CONFLICT
+    code = "repository_conflict"

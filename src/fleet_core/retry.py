@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fleet_core.enrichment import DEFAULT_BUDGET
 from fleet_core.errors import (
     InvalidTransitionError,
+    RepositoryNotFoundError,
     RetryBudgetSpentError,
     SpawnDeniedError,
     StaleVersionError,
@@ -109,6 +110,8 @@ class RetryEngine:
                 continue  # no slot yet: next cycle; or abandoned just now
             except (StaleVersionError, InvalidTransitionError):
                 continue  # another engine (or the operator) acted on it first
+            except RepositoryNotFoundError:
+                continue  # its repository was revoked: it stays failed (`fleet retry` says why)
         return started
 
     async def retry(self, rec: TaskRecord, tier: Tier | None = None) -> TaskRecord:
@@ -118,6 +121,7 @@ class RetryEngine:
                 str(rec.id), rec.status.value, "retrying", attempts=rec.retry_count + 1
             )
         c = self.conductor
+        await c.require_granted(rec)  # a revoked repository takes no more attempts
         ctx = dict(rec.failure_context or {})
         paused = _paused(rec)
         budget = int(ctx.get("prompt_budget", DEFAULT_BUDGET))

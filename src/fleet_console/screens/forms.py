@@ -22,6 +22,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, S
 
 from fleet_core.errors import BadInputError
 from fleet_core.models import AgentType, SpawnRequest, TaskType
+from fleet_core.repositories import NAME_RE
 from fleet_core.runtime.validation import validate_branch
 
 __all__ = ["ConfirmDialog", "HelpScreen", "SpawnForm", "SpawnFormResult"]
@@ -41,7 +42,7 @@ FIELD_IDS: dict[str, str] = {
     "max_retries": "max-retries",
     "timeout_minutes": "timeout",
 }
-REPO_MESSAGE = "must be an absolute path to an existing directory"
+REPO_MESSAGE = "must be a repository's name or an absolute path to an existing directory"
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ class SpawnForm(ModalScreen[SpawnFormResult | None]):
         """The result, or the errors keyed by widget id (first error per field wins)."""
         agent = self.query_one("#agent", Select).value
         repo = self._text("repository")
-        repo = str(Path(repo).expanduser()) if repo else repo
+        named = bool(NAME_RE.match(repo))  # a registered repository's name
+        repo = str(Path(repo).expanduser()) if repo and not named else repo
         raw = {
             "description": self.query_one("#description", TextArea).text,
             "repository": repo,
@@ -167,7 +169,8 @@ class SpawnForm(ModalScreen[SpawnFormResult | None]):
             for error in exc.errors():
                 field = str(error["loc"][0]) if error["loc"] else FORM_ERROR
                 errors.setdefault(FIELD_IDS.get(field, FORM_ERROR), _message(error))
-        if "repository" not in errors and not (Path(repo).is_absolute() and Path(repo).is_dir()):
+        is_dir = Path(repo).is_absolute() and Path(repo).is_dir()
+        if "repository" not in errors and not (named or is_dir):
             errors["repository"] = REPO_MESSAGE
         base = raw["base_branch"]
         if base and "base-branch" not in errors:

@@ -28,6 +28,8 @@ from fleet_core.errors import (
     NoSessionError,
     NotFoundError,
     OtherHostError,
+    RepositoryConflictError,
+    RepositoryNotFoundError,
     RepositoryUnavailableError,
     RetryBudgetSpentError,
     StaleVersionError,
@@ -46,6 +48,8 @@ STATUS: list[tuple[type[FleetError], int]] = [
     (NoSessionError, 404),
     (SecretNotFoundError, 404),
     (NotFoundError, 404),
+    (RepositoryNotFoundError, 404),
+    (RepositoryConflictError, 409),
     (InvalidTransitionError, 409),
     (StaleVersionError, 409),
     (ActiveTaskDeletionError, 409),
@@ -62,9 +66,8 @@ DESCRIPTIONS = {
     400: "Bad input: `field` names what was refused",
     401: "No valid bearer token",
     403: "Denied: the caller's tier is too low, or a spawn is over the limit",
-    404: "No such task or secret (or not the caller's), token, or repository available to the "
-    "caller",
-    409: "The task's state does not allow this now",
+    404: "No such task or secret (or not the caller's), token, or repository granted to the caller",
+    409: "The task's state does not allow this now (or a repository's name or path is taken)",
     503: "The forge is rate-limited: try again after Retry-After seconds",
 }
 

@@ -94,7 +94,9 @@ async def spawn(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
     """Start an agent (201), or wait in the queue when over the limit with `?queue=true`
-    (202). A repeated `Idempotency-Key` returns the earlier task (200) or queue entry."""
+    (202). A repeated `Idempotency-Key` returns the earlier task (200) or queue entry.
+    `repository` is the name or path of a repository granted to the caller (GET
+    /api/fleet/repos); any other is 404 `repository_not_found`."""
     if idempotency_key is not None:
         body = body.model_copy(update={"idempotency_key": idempotency_key})
     out = await conductor_of(request).spawn(actor, body, queue=queue)

@@ -38,7 +38,8 @@ def spawn_arguments(sp: argparse.ArgumentParser) -> None:
     from fleet_core.models import AgentType, TaskType
 
     sp.add_argument("description", metavar="DESCRIPTION", help="what to do ('-' reads stdin)")
-    sp.add_argument("--repo", default=".", help="the repository (default: this directory)")
+    sp.add_argument("--repo", default=".",
+                    help="a repository's name or directory (default: this directory)")  # fmt: skip
     sp.add_argument("--type", required=True, choices=[t.value for t in TaskType])
     sp.add_argument("--agent", choices=[a.value for a in AgentType], help="agent CLI to run")
     sp.add_argument("--model", help="model (default: the router's choice)")
@@ -60,6 +61,16 @@ def task_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def repo_ref(text: str) -> str:
+    """A registered repository's name as it is; anything else (a directory in particular:
+    one of that name here wins) as an absolute path."""
+    from fleet_core.repositories import NAME_RE
+
+    if NAME_RE.match(text) and not Path(text).is_dir():
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
 def spawn_request(args: argparse.Namespace) -> SpawnRequest:
     from pydantic import ValidationError
 
@@ -74,7 +85,7 @@ def spawn_request(args: argparse.Namespace) -> SpawnRequest:
         overrides[key.strip()] = value
     fields: dict[str, Any] = {
         "description": description,
-        "repository": str(Path(args.repo).expanduser().absolute()),
+        "repository": repo_ref(args.repo),
         "task_type": args.type,
         "agent_type": args.agent,
         "model": args.model,
@@ -124,14 +135,23 @@ def spawn_text(out: SpawnOutcome) -> str:
 
 
 def spawn(args: argparse.Namespace, settings: Settings) -> int:
+    from fleet_core.local_spawn import spawn_local
+
     request = spawn_request(args)
     actor = local_actor(settings)
-    try:
-        out = with_conductor(settings, lambda c: c.spawn(actor, request, queue=args.queue))
+
+    try:  # a repository of this OS user's is registered for the operator on first use
+        out, registered = with_conductor(
+            settings, lambda c: spawn_local(c, actor, request, queue=args.queue)
+        )
     except BadInputError as exc:  # name the flag the user typed, not the model's field
         if exc.field in FLAGS:
             raise BadInputError(FLAGS[exc.field], exc.message) from None
         raise
+    if registered is not None:
+        from fleet_core.cli.repo_cmds import registered_notice
+
+        registered_notice(registered, actor.operator_id, as_json=args.json)
     if args.quiet:  # for scripts: ID=$(fleet spawn -q ...)
         if out.queued is not None:
             print(f"queued:{out.queued.entry_id}")
