@@ -174,28 +174,30 @@ def origin_of(repo: Path) -> Path:
 def demo_log(task: dict[str, Any], *steps: str, exit_status: int | None = None) -> list[str]:
     """What the pane of a demo-agent `task` (a task document: spawn's answer) shows, in the form
     `normalised` gives: the launcher's line, the agent's known lines ending in `steps`, and the
-    launcher's exit line when the agent ended. The prompt's hash is the task's `prompt_hash`."""
+    launcher's exit line when the agent ended. The prompt's hash is the task's `prompt_hash`.
+    A hanging agent (`[demo:hang]`) says so at once and writes nothing."""
     tid = task["id"]
     lines = [
         f"fleet: starting AGENT for task {tid}",
         f"[demo] read prompt: N bytes, sha256 {task['prompt_hash']}",
-        f"[demo] wrote fleet-demo/{tid}.md",
-        "[demo] committed",
-        *(f"[demo] {step}" for step in steps),
     ]
+    if "[demo:hang]" not in task["description"]:
+        lines += [f"[demo] wrote fleet-demo/{tid}.md", "[demo] committed"]
+    lines += [f"[demo] {step}" for step in steps]
     if exit_status is not None:
         lines.append(f"fleet: agent exited with status {exit_status}")
     return lines
 
 
 def normalised(lines: list[str]) -> list[str]:
-    """Pane lines without blank ones, the agent's path and the prompt's length (the prompt is
-    built by the engine; its hash is checked instead)."""
+    """Pane lines without blank ones, the agent's path, the sandbox mark and the prompt's length
+    (the prompt is built by the engine; its hash is checked instead)."""
     out = []
     for line in lines:
         if not line.strip():
             continue
         line = re.sub(r"^fleet: starting \S+ for task", "fleet: starting AGENT for task", line)
+        line = line.rstrip().removesuffix(" (sandboxed)")
         out.append(re.sub(r"read prompt: \d+ bytes", "read prompt: N bytes", line.rstrip()))
     return out
 

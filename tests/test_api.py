@@ -103,7 +103,7 @@ async def test_spawn_status_show_logs_stop_delete(api: Api, repo: Path) -> None:
     assert [t["id"] for t in r.json()["tasks"]] == [task["id"]]
     r = await api.client.get(f"/api/fleet/tasks/{task['id'][:8]}", headers=h)
     assert r.status_code == 200 and r.json()["branch"] == task["branch"]
-    hang = demo_log(task, "waiting forever (committed, not pushed)")
+    hang = demo_log(task, "waiting forever")
 
     async def logs() -> list[str]:
         r = await api.client.get(f"/api/fleet/tasks/{task['id']}/logs?lines=20", headers=h)

@@ -191,7 +191,7 @@ async def test_spawn_status_stop_end_to_end(su: asyncpg.Connection, repo: Path) 
         session = f"={task['tmux_session']}"
         has = ["tmux", "-L", tmux_socket(), "has-session", "-t", session]
         assert subprocess.run(has, capture_output=True).returncode == 0
-        hang = demo_log(task, "waiting forever (committed, not pushed)")
+        hang = demo_log(task, "waiting forever")
 
         async def logs() -> list[str]:
             out = fleet("logs", task["id"][:8], "-n", "20", "--json")

@@ -153,7 +153,7 @@ def test_the_first_spawn_recipe_runs_as_written(
         check=True,
     ).stdout
     task = {"id": task_id.group(1), "prompt_hash": hashlib.sha256(pushed).hexdigest()}
-    assert normalised(logs) == demo_log(task, "pushed", "done", exit_status=0)
+    assert normalised(logs) == demo_log(task, "done", exit_status=0)
     assert ended == [f"stopped {short}: cancelled", f"deleted {short}"]
     assert git(repo, "worktree", "list").count("\n") == 1  # only the repository itself
 

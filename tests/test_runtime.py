@@ -361,6 +361,12 @@ async def test_cleanup_snapshots_unpushed_and_dirty_work(
     git(wt, "commit", "-q", "-m", "unpushed two")
     (wt / "README.md").write_text("sample\nedited but not committed\n")
     (wt / "new.bin").write_bytes(bytes(range(256)))
+    latin1 = "caf\xe9 cr\xe8me\n".encode("latin-1")  # not UTF-8: kept byte for byte
+    (wt / "notes.txt").write_bytes(latin1)
+    (wt / ".gitignore").write_text("build/\n*.local\n")
+    (wt / "build").mkdir()
+    (wt / "build" / "out.o").write_bytes(b"\x7fELF object")
+    (wt / "settings.local").write_text("token-free local settings\n")
     commits = git(wt, "rev-list", f"main..{s.branch}").split()
 
     result = await rt.cleanup(s.task_id, repo, s.branch)
@@ -377,6 +383,11 @@ async def test_cleanup_snapshots_unpushed_and_dirty_work(
     git(restored, "apply", str(result.patch))
     assert (restored / "README.md").read_text() == "sample\nedited but not committed\n"
     assert (restored / "new.bin").read_bytes() == bytes(range(256))
+    assert (restored / "notes.txt").read_bytes() == latin1
+    assert result.ignored is not None and result.ignored_skipped == 0
+    subprocess.run(["tar", "-xf", str(result.ignored), "-C", str(restored)], check=True)
+    assert (restored / "build" / "out.o").read_bytes() == b"\x7fELF object"
+    assert (restored / "settings.local").read_text() == "token-free local settings\n"
 
 
 async def test_cleanup_of_clean_merged_work_deletes_the_branch(

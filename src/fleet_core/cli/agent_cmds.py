@@ -208,7 +208,10 @@ def delete(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"deleted {gone.task.short_id}")
         if snapshot:
-            print(f"  unpushed or uncommitted work was saved in {snapshot}")
+            print(f"  unpushed or uncommitted work (and ignored files) was saved in {snapshot}")
+        skipped = gone.cleanup.ignored_skipped if gone.cleanup else 0
+        if skipped:
+            print(f"  {skipped} ignored files were left out: past the snapshot's 100 MB cap")
     return 0
 
 

@@ -12,12 +12,13 @@ external diff and pagers are turned off and the ownership check is passed explic
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from fleet_core.db.sysuser import RunAs
 from fleet_core.runtime.contained import chown_tree
 from fleet_core.runtime.git import GIT_TIMEOUT_S, git, git_env
-from fleet_core.runtime.proc import Result, run
+from fleet_core.runtime.proc import CommandError, Result, run
 
 HARDENING = (
     ("core.hooksPath", "/dev/null"),
@@ -61,6 +62,26 @@ async def in_checkout(
     """git in an agent's checkout, trusting nothing of its config."""
     argv = ["git", "--no-pager", "-C", str(checkout), *args]
     return await run(argv, env=checkout_env(data_dir), timeout=timeout, check=check)
+
+
+async def in_checkout_to_file(
+    data_dir: Path, checkout: Path, dest: Path, *args: str, timeout: float = GIT_TIMEOUT_S
+) -> int:
+    """git in an agent's checkout (as `in_checkout`) with its output written to `dest` as it
+    comes, bytes unchanged (a patch of non-UTF-8 text, a large diff); its exit code."""
+    argv = ["git", "--no-pager", "-C", str(checkout), *args]
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=out, stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL, env=checkout_env(data_dir),
+        )  # fmt: skip
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise CommandError(argv, None, f"no result within {timeout:.0f} s") from None
 
 
 async def create(

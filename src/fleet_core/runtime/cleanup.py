@@ -1,6 +1,7 @@
 """Removing a task's checkout without ever losing work: its branch is collected into the
-repository first, commits no remote has go to a git bundle and uncommitted changes (untracked
-files included) to a binary patch, before anything is removed.
+repository first, commits no remote has go to a git bundle, uncommitted changes (untracked
+files included) to a binary patch written byte for byte, and files git ignores (build
+output, local settings) to a tar, up to IGNORED_CAP bytes, before anything is removed.
 
 The checkout is agent-written: git runs there only with `checkout.in_checkout` (hooks,
 fsmonitor and the like off); the bundle is made in the operator's repository."""
@@ -10,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from fleet_core.runtime import checkout as co
 from fleet_core.runtime.git import git, ref_exists
+
+IGNORED_CAP = 100 * 1024 * 1024  # bytes of ignored files kept in a snapshot
 
 
 @dataclass(frozen=True)
@@ -26,56 +30,101 @@ class CleanupResult:
     bundle: Path | None
     patch: Path | None
     unpushed: int
+    ignored: Path | None = None  # a tar of the files git ignores (None: there were none)
+    ignored_skipped: int = 0  # ignored files left out: the tar would pass IGNORED_CAP
 
 
-async def snapshot(
-    data_dir: Path, repo: Path, checkout: Path, branch: str, dest: Path
-) -> tuple[Path | None, Path | None, int]:
-    """Write what only this checkout holds to `dest`; returns (bundle, patch, unpushed)."""
+async def snapshot(data_dir: Path, repo: Path, checkout: Path, branch: str, dest: Path) -> Snapshot:
+    """Write what only this checkout holds to `dest`."""
     ref = f"refs/heads/{branch}"
     commits: list[str] = []
     if await co.head(data_dir, checkout, branch):
         await co.collect(data_dir, repo, checkout, branch)
     if await ref_exists(repo, ref):
         commits = (await git(repo, "rev-list", ref, "--not", "--remotes")).stdout.split()
-    status = await co.in_checkout(data_dir, checkout, "status", "--porcelain",
-                                  "--untracked-files=all", check=False)  # fmt: skip
-    dirty = status.returncode == 0 and bool(status.stdout.strip())
-    if not commits and not dirty:
-        return None, None, 0
+    status = await co.in_checkout(data_dir, checkout, "status", "--porcelain", "-z",
+                                  "--untracked-files=all", "--ignored=matching",
+                                  check=False)  # fmt: skip
+    entries = [e for e in status.stdout.split("\0") if e] if status.returncode == 0 else []
+    ignored = [e[3:] for e in entries if e.startswith("!! ")]
+    dirty = any(not e.startswith("!! ") for e in entries)
+    snap = Snapshot()
+    if not commits and not dirty and not ignored:
+        return snap
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    bundle = patch = None
     if commits:
-        bundle = dest / "commits.bundle"
-        await git(repo, "bundle", "create", str(bundle), ref, "--not", "--remotes")
+        snap.bundle = dest / "commits.bundle"
+        await git(repo, "bundle", "create", str(snap.bundle), ref, "--not", "--remotes")
+        snap.unpushed = len(commits)
     if dirty:
-        patch = dest / "uncommitted.patch"
+        snap.patch = dest / "uncommitted.patch"
         await co.in_checkout(data_dir, checkout, "add", "-A")
-        diff = await co.in_checkout(data_dir, checkout, "diff", "--cached", "--binary",
-                                    "--no-ext-diff", "--no-textconv", "HEAD")  # fmt: skip
-        patch.write_text(diff.stdout)
+        diff = ("diff", "--cached", "--binary", "--no-ext-diff", "--no-textconv", "HEAD")
+        await co.in_checkout_to_file(data_dir, checkout, snap.patch, *diff)
+    if ignored:
+        snap.ignored = dest / "ignored.tar"
+        snap.ignored_skipped = await asyncio.to_thread(_tar, checkout, ignored, snap.ignored)
     head = (await co.in_checkout(data_dir, checkout, "rev-parse", "HEAD")).stdout.strip()
     (dest / "snapshot.json").write_text(json.dumps({
         "branch": branch, "head": head, "unpushed_commits": commits,
-        "bundle": bundle.name if bundle else None, "patch": patch.name if patch else None,
+        "bundle": _name(snap.bundle), "patch": _name(snap.patch),
+        "ignored": _name(snap.ignored), "ignored_skipped": snap.ignored_skipped,
         "taken_at": datetime.now(UTC).isoformat(),
-        "restore": [f"git fetch {bundle} {branch}:{branch}" if bundle else None,
-                    f"git checkout {branch} && git apply {patch}" if patch else None],
+        "restore": [f"git fetch {snap.bundle} {branch}:{branch}" if snap.bundle else None,
+                    f"git checkout {branch} && git apply {snap.patch}" if snap.patch else None,
+                    f"tar -xf {snap.ignored}" if snap.ignored else None],
     }, indent=2))  # fmt: skip
-    return bundle, patch, len(commits)
+    return snap
+
+
+@dataclass
+class Snapshot:
+    bundle: Path | None = None
+    patch: Path | None = None
+    unpushed: int = 0
+    ignored: Path | None = None
+    ignored_skipped: int = 0
+
+    @property
+    def taken(self) -> bool:
+        return bool(self.bundle or self.patch or self.ignored)
+
+
+def _name(path: Path | None) -> str | None:
+    return path.name if path else None
+
+
+def _tar(checkout: Path, names: list[str], dest: Path) -> int:
+    """The ignored files (a directory entry: everything under it) into `dest`, never
+    following a symlink, until IGNORED_CAP bytes; returns how many were left out."""
+    total = skipped = 0
+    with tarfile.open(dest, "w") as tar:
+        for name in names:
+            top = checkout / name
+            paths = [top] if not top.is_dir() or top.is_symlink() else sorted(top.rglob("*"))
+            for path in paths:
+                if path.is_dir() and not path.is_symlink():
+                    continue
+                size = path.lstat().st_size if not path.is_symlink() else 0
+                if total + size > IGNORED_CAP:
+                    skipped += 1
+                    continue
+                total += size
+                tar.add(path, arcname=str(path.relative_to(checkout)), recursive=False)
+    return skipped
 
 
 async def remove_checkout(
     data_dir: Path, repo: Path, checkout: Path, branch: str, base_ref: str, snapshots_dir: Path
 ) -> CleanupResult:
     """Snapshot if needed, remove the checkout, delete the branch only if merged into base."""
-    snap_dir = bundle = patch = None
-    unpushed = 0
+    snap_dir = None
+    snap = Snapshot()
     if checkout.exists():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         candidate = snapshots_dir / f"{checkout.name}-{stamp}"
-        bundle, patch, unpushed = await snapshot(data_dir, repo, checkout, branch, candidate)
-        if bundle or patch:
+        snap = await snapshot(data_dir, repo, checkout, branch, candidate)
+        if snap.taken:
             snap_dir = candidate
         await asyncio.to_thread(shutil.rmtree, checkout, True)
     deleted = False
@@ -83,4 +132,5 @@ async def remove_checkout(
         merged = await git(repo, "merge-base", "--is-ancestor", branch, base_ref, check=False)
         if merged.returncode == 0:
             deleted = (await git(repo, "branch", "-D", branch, check=False)).returncode == 0
-    return CleanupResult(not checkout.exists(), deleted, snap_dir, bundle, patch, unpushed)
+    return CleanupResult(not checkout.exists(), deleted, snap_dir, snap.bundle, snap.patch,
+                         snap.unpushed, snap.ignored, snap.ignored_skipped)  # fmt: skip
