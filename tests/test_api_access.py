@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 
-from conftest import Pg, api_server, api_settings, new_task
+from conftest import Pg, api_server, api_settings, grant_repo, new_task
 from fleet_core.auth.keys import KeyStore
 from fleet_core.auth.tokens import AUDIENCE, ISSUER, issue_token
 from fleet_core.config import Settings
@@ -46,6 +46,11 @@ ROUTES: dict[tuple[str, str], Tier] = {
     ("GET", "/api/fleet/secrets"): O,
     ("PUT", "/api/fleet/secrets/{name}"): B,
     ("DELETE", "/api/fleet/secrets/{name}"): B,
+    ("GET", "/api/fleet/repos"): O,
+    ("POST", "/api/fleet/repos"): S,
+    ("POST", "/api/fleet/repos/{name}/grants"): S,
+    ("DELETE", "/api/fleet/repos/{name}/grants/{operator}"): S,
+    ("DELETE", "/api/fleet/repos/{name}"): S,
     ("GET", "/api/fleet/admin/tokens"): S,
     ("POST", "/api/fleet/admin/tokens/{jti}/revoke"): S,
     ("PUT", "/api/fleet/admin/operators/{operator}/tier"): S,
@@ -86,6 +91,13 @@ async def server(pg: Pg, su: Any, tmp_path: Path) -> AsyncIterator[Server]:
         yield s
 
 
+@pytest.fixture
+async def repo(repo: Path, server: Server) -> Path:
+    """The sample repository, granted to the operators these tests spawn as."""
+    await grant_repo(server.engine.db, repo, "alice", "root")
+    return repo
+
+
 def jti_of(token: str) -> str:
     return str(jwt.decode(token, options={"verify_signature": False})["jti"])
 
@@ -97,7 +109,8 @@ async def call(s: Server, route: tuple[str, str], headers: dict[str, str]) -> tu
     task = await TaskRegistry(s.engine.db, Tenant.operator("alice")).create(
         new_task(branch=f"fleet/access-{uuid.uuid4().hex[:8]}", repository="/nowhere")
     )
-    path = template.format(task_id=task.id, jti=uuid.uuid4(), operator="bob", name="API_KEY")
+    name = "repo" if "/repos/" in template else "API_KEY"
+    path = template.format(task_id=task.id, jti=uuid.uuid4(), operator="bob", name=name)
     body: dict[str, Any] | None = None
     if route == ("POST", "/api/fleet/spawn"):
         body = spawn_body(Path("/nowhere"))
@@ -105,6 +118,10 @@ async def call(s: Server, route: tuple[str, str], headers: dict[str, str]) -> tu
         body = {"tier": "builder"}
     elif route[0] == "PUT" and "/secrets/" in path:
         body = {"value": "v"}
+    elif route == ("POST", "/api/fleet/repos"):
+        body = {"path": "/nowhere"}
+    elif route == ("POST", "/api/fleet/repos/{name}/grants"):
+        body = {"operator": "bob"}
     async with s.client.stream(method, path, headers=headers, json=body) as r:
         if r.headers.get("content-type", "").startswith("text/event-stream"):
             return r.status_code, None

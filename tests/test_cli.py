@@ -340,6 +340,10 @@ async def test_demo_shows_every_path(su: asyncpg.Connection) -> None:
         "Document calc.py in the README": "merged",
         "Write a CHANGELOG entry": "merged",
     }
+    # The sample is a registered repository, granted to the demo's operator.
+    rows = await su.fetch("SELECT r.name, g.operator_id FROM fleet_repositories r "
+                          "JOIN fleet_repository_grants g ON g.repository_id = r.id")  # fmt: skip
+    assert [tuple(r) for r in rows] == [("fleet-demo", "alice")]
 
 
 # -- behaving like gh: usage errors, closed pipes, lazy imports, reads without migrations ---------
@@ -463,8 +467,3 @@ async def test_a_reading_verb_on_a_schema_behind_says_migrate(pg, su: asyncpg.Co
         assert behind.stderr.rstrip().endswith("run `fleet db migrate`")
     finally:
         await su.execute("DROP DATABASE fleet_behind WITH (FORCE)")
-
-    # The sample is a registered repository, granted to the demo's operator.
-    rows = await su.fetch("SELECT r.name, g.operator_id FROM fleet_repositories r "
-                          "JOIN fleet_repository_grants g ON g.repository_id = r.id")  # fmt: skip
-    assert [tuple(r) for r in rows] == [("fleet-demo", "alice")]

@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from conftest import demo_log, git, normalised, origin_of
+from conftest import demo_log, git, normalised
 from fleet_core.runtime.local import RuntimePaths
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -138,17 +138,20 @@ def test_the_first_spawn_recipe_runs_as_written(
     for command, (code, out) in zip(commands, results, strict=True):
         assert code == 0, (command, out)
     (_, spawned), (_, status), (_, logs), (_, ended) = results
-    assert spawned == []  # `ID=$(...)` keeps spawn's output in the variable
-    task_id = re.fullmatch(r"fleet: starting \S+ for task (\S+)", logs[0])
+    # `ID=$(...)` keeps spawn's output in the variable; stderr says the repository was
+    # registered for alice on this first use.
+    assert [line.split(" as repository")[0] for line in spawned] == [f"fleet: registered {repo}"]
+    task_id = re.fullmatch(r"fleet: starting \S+ for task (\S+)(?: \(sandboxed\))?", logs[0])
     assert task_id is not None, logs
     short = task_id.group(1)[:8]
     assert status[0].startswith("1 active, 0 completed, 0 failed, 0 queued  (operator alice")
     row = next(line for line in status if line.startswith(short))
     assert row.split()[1] in ("running", "pr_created", "reviewing", "ready")
     branch = row.split()[5]
-    # What the agent pushed is the prompt, byte for byte: its hash is the one the log shows.
+    # What the agent committed is the prompt, byte for byte: its hash is the one the log shows.
+    # No engine ran to push it: `fleet delete` collected the branch into the repository.
     pushed = subprocess.run(
-        ["git", "-C", str(origin_of(repo)), "show", f"{branch}:fleet-demo/{task_id.group(1)}.md"],
+        ["git", "-C", str(repo), "show", f"{branch}:fleet-demo/{task_id.group(1)}.md"],
         capture_output=True,
         check=True,
     ).stdout
@@ -169,7 +172,7 @@ def test_the_api_examples_run_as_written(
     su: asyncpg.Connection, repo: Path, tmp_path: Path
 ) -> None:
     commands = sh_block_after("## Headless server and HTTP API")
-    assert commands[0] == "fleet --headless &" and len(commands) == 5
+    assert commands[0] == "fleet --headless &" and len(commands) == 6
     prefix = netns_prefix()
     if prefix is None:
         pytest.skip("no network namespace (unshare --net) here: port 8765 may be taken")
@@ -182,12 +185,14 @@ def test_the_api_examples_run_as_written(
         assert code == 0 and issued == []
         code, token = shell.run('printf "%s\\n" "$TOKEN"')
         assert code == 0 and len(token) == 1 and token[0].count(".") == 2  # a JWT
-        code, status = shell.run(commands[2])
+        code, added = shell.run(commands[2])
+        assert code == 0 and added == [f"added repository repo: {repo}", "  granted to alice"]
+        code, status = shell.run(commands[3])
         assert code == 0 and len(status) == 1, status
         doc = json.loads(status[0])
         assert (doc["active"], doc["queued"], doc["tasks"]) == (0, 0, [])
-        assert shell.run(commands[3]) == (0, [])
-        code, spawned = shell.run(commands[4])
+        assert shell.run(commands[4]) == (0, [])
+        code, spawned = shell.run(commands[5])
         assert code == 0 and len(spawned) == 1, spawned
         task = json.loads(spawned[0])
         assert (task["description"], task["repository"], task["task_type"]) == (
@@ -201,7 +206,7 @@ def test_the_api_examples_run_as_written(
             "running",
         )
         assert task["idempotency_key"] == "job-42"
-        code, again = shell.run(commands[4])  # the same Idempotency-Key: the same task
+        code, again = shell.run(commands[5])  # the same Idempotency-Key: the same task
         assert code == 0 and json.loads(again[0])["id"] == task["id"]
         code, stopped = shell.run("kill %1 && wait")
         assert "fleet: stopped; agents keep running" in stopped

@@ -325,25 +325,26 @@ async def test_failed_setup_or_start_undoes_everything(
         await rt.tmux.kill_server()
 
 
-async def test_an_undo_that_cannot_remove_the_worktree_says_so_in_the_log(
+async def test_an_undo_that_cannot_remove_the_checkout_says_so_in_the_log(
     rt: LocalRuntime, repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The setup locks its worktree (git refuses `worktree remove --force` then) and fails:
-    the spawn still fails with the setup's error, and each step of the undo that could not be
-    done is logged with the task (nothing is printed)."""
-    lock_then_fail = ["sh", "-c", "git worktree lock --reason held . && exit 3"]
-    s = spec(repo, "x", setup=lock_then_fail)
+    """The setup makes a file of its checkout undeletable (immutable as root, in a read-only
+    directory otherwise) and fails: the spawn still fails with the setup's error, and the step
+    of the undo that could not be done is logged with the task (nothing is printed)."""
+    held = "mkdir held && touch held/f && (chattr +i held/f 2>/dev/null || chmod 555 held)"
+    s = spec(repo, "x", setup=["sh", "-c", f"{held} && exit 3"])
     caplog.set_level(logging.INFO, logger="fleet_core.runtime.local")
     with pytest.raises(SpawnError) as err:
         await rt.spawn(s)
     assert err.value.step == "setup"
     undo = [r for r in caplog.records if r.getMessage().startswith("undo of a failed spawn")]
-    assert [getattr(r, "step", None) for r in undo] == ["remove the worktree", "delete the branch"]
+    assert [getattr(r, "step", None) for r in undo] == ["remove the checkout"]
     assert all(getattr(r, "task", None) == str(s.task_id) for r in undo)
     assert all(r.levelno == logging.ERROR for r in undo)
-    assert "locked" in undo[0].getMessage()
-    assert (rt.paths.worktrees / str(s.task_id)).is_dir()  # really left behind, and reported
-    git(repo, "worktree", "unlock", str(rt.paths.worktrees / str(s.task_id)))
+    checkout = rt.paths.worktrees / str(s.task_id)
+    assert checkout.is_dir()  # really left behind, and reported
+    subprocess.run(["chattr", "-i", str(checkout / "held" / "f")], capture_output=True)
+    (checkout / "held").chmod(0o755)
 
 
 async def test_cleanup_snapshots_unpushed_and_dirty_work(

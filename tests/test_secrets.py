@@ -22,7 +22,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import Pg, api_server, eventually, free_port
+from conftest import Pg, api_server, eventually, free_port, grant_repo
 from fleet_core.auth.master import check_master_key, fingerprint
 from fleet_core.auth.secret_store import SecretStore
 from fleet_core.auth.tokens import issue_token
@@ -251,7 +251,8 @@ async def test_an_agent_gets_its_operators_secrets_and_never_the_engines_environ
         kill_grace_seconds=0.5,
         gh="/nonexistent/gh",
     )
-    async with api_server(settings) as (url, _engine, keys):  # noqa: SIM117 (needs url)
+    async with api_server(settings) as (url, engine, keys):
+        await grant_repo(engine.db, repo, "bob", "alice")
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
 
             async def as_(who: str) -> dict[str, str]:
