@@ -9,16 +9,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet_core.api.errors import responses
 from fleet_core.api.identity import at_least
-from fleet_core.auth.secret_store import MAX_VALUE_BYTES, SecretInfo, SecretStore
+from fleet_core.auth.secret_store import MAX_VALUE_BYTES, NAME_RE, SecretInfo, SecretStore
 from fleet_core.conductor import Actor
 from fleet_core.engine import Engine
 from fleet_core.errors import ConfigError
 from fleet_core.models import Tier
+
+# What the store accepts, declared (names the launcher controls are refused too: 400).
+SecretName = Annotated[str, Path(pattern=NAME_RE.pattern, max_length=128)]
 
 router = APIRouter(prefix="/api/fleet/secrets", tags=["secrets"], responses=responses(401))
 Observer = Annotated[Actor, Depends(at_least(Tier.OBSERVER))]
@@ -74,7 +77,7 @@ async def list_secrets(request: Request, actor: Observer) -> list[Secret]:
     responses={201: {"model": SecretSet}, **responses(400, 403)},
 )
 async def put_secret(
-    request: Request, response: Response, name: str, body: SecretValue, actor: Builder
+    request: Request, response: Response, name: SecretName, body: SecretValue, actor: Builder
 ) -> SecretSet:
     """Store or replace the caller's secret NAME (201 when new, 200 when replaced)."""
     info, created = await _store(request).set(actor.operator_id, name, body.value)
@@ -83,6 +86,6 @@ async def put_secret(
 
 
 @router.delete("/{name}", response_model=Secret, responses=responses(400, 403, 404))
-async def delete_secret(request: Request, name: str, actor: Builder) -> Secret:
+async def delete_secret(request: Request, name: SecretName, actor: Builder) -> Secret:
     """Delete the caller's secret NAME (404 when the caller has none by that name)."""
     return _doc(request, await _store(request).unset(actor.operator_id, name))
