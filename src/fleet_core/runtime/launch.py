@@ -218,6 +218,9 @@ def main(run_dir: str) -> int:
         for fd in keep:
             os.close(fd)
         keep = []
+        # Started: the agent's process exists (in a sandbox, held until its network is up;
+        # if that fails the exit record says so and the agent never runs).
+        record(os.path.join(run_dir, "started"), pid=pid, started_at=stamp(started))
         if slirp:
             net_pid = start_network(slirp, read_info(info_r))
             os.write(block_w, b"1")
@@ -238,7 +241,6 @@ def main(run_dir: str) -> int:
             os.close(fd)
         if info_r >= 0:
             os.close(info_r)
-    record(os.path.join(run_dir, "started"), pid=pid, started_at=stamp(started))
 
     def forward(signum: int, _frame: object) -> None:
         try:  # noqa: SIM105 (contextlib would cost start-up time)
