@@ -29,43 +29,6 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-async def run_contained(
-    sandbox: Sandbox | None,
-    run_root: Path,
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    writable: Sequence[Path],
-    readable: Sequence[Path] = (),
-    env: Mapping[str, str] | None = None,
-    timeout: float,
-    seccomp: Path | None = None,
-) -> Result:
-    """Run `argv` like an agent (sandboxed when there is a sandbox); its output and exit code,
-    CommandError when it fails or times out."""
-    if sandbox is None:
-        return await run(argv, cwd=cwd, env=base_env(env), timeout=timeout)
-    run_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    rd = Path(tempfile.mkdtemp(prefix="cmd-", dir=run_root))
-    try:
-        wrapped = sandbox.wrap(list(argv), cwd=cwd, writable=writable, readable=readable)
-        fields = [launch.SPEC_VERSION, "0", "/", "command", sandbox.slirp_path or "",
-                  str(seccomp or ""), "", *wrapped]  # fmt: skip
-        _write(rd / "spec", fields)
-        _write(rd / "env", [f"{k}={v}" for k, v in sandbox.env(dict(env or {})).items()])
-        _write(rd / "go", ["1"], sep="")
-        launcher = [sys.executable, "-S", launch.__file__, str(rd)]
-        result = await run(launcher, cwd=rd, env=base_env(), timeout=timeout, check=False)
-        lines = [ln for ln in result.stdout.splitlines(keepends=True)
-                 if not ln.startswith("fleet: ")]  # fmt: skip
-        out = Result(result.returncode, "".join(lines), result.stderr)
-        if out.returncode != 0:
-            raise CommandError(list(argv), out.returncode, out.stderr + out.stdout)
-        return out
-    finally:
-        await asyncio.to_thread(shutil.rmtree, rd, True)
-
-
 def _write(path: Path, fields: list[str], sep: str = "\0") -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -97,10 +60,30 @@ class Confinement:
         env: Mapping[str, str] | None = None,
         timeout: float,
     ) -> Result:
-        return await run_contained(
-            self.sandbox, self.run_root, argv, cwd=cwd, writable=writable, readable=readable,
-            env=env, timeout=timeout, seccomp=self.seccomp,
-        )  # fmt: skip
+        """Run `argv` like an agent (sandboxed when there is a sandbox); its output and exit
+        code, CommandError when it fails or times out."""
+        sandbox = self.sandbox
+        if sandbox is None:
+            return await run(argv, cwd=cwd, env=base_env(env), timeout=timeout)
+        self.run_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        rd = Path(tempfile.mkdtemp(prefix="cmd-", dir=self.run_root))
+        try:
+            wrapped = sandbox.wrap(list(argv), cwd=cwd, writable=writable, readable=readable)
+            fields = [launch.SPEC_VERSION, "0", "/", "command", sandbox.slirp_path or "",
+                      str(self.seccomp or ""), "", *wrapped]  # fmt: skip
+            _write(rd / "spec", fields)
+            _write(rd / "env", [f"{k}={v}" for k, v in sandbox.env(dict(env or {})).items()])
+            _write(rd / "go", ["1"], sep="")
+            launcher = [sys.executable, "-S", launch.__file__, str(rd)]
+            result = await run(launcher, cwd=rd, env=base_env(), timeout=timeout, check=False)
+            lines = [ln for ln in result.stdout.splitlines(keepends=True)
+                     if not ln.startswith("fleet: ")]  # fmt: skip
+            out = Result(result.returncode, "".join(lines), result.stderr)
+            if out.returncode != 0:
+                raise CommandError(list(argv), out.returncode, out.stderr + out.stdout)
+            return out
+        finally:
+            await asyncio.to_thread(shutil.rmtree, rd, True)
 
 
 def chown_tree(top: Path, uid: int, gid: int) -> None:
