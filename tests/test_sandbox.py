@@ -384,3 +384,29 @@ async def test_a_sandboxed_task_never_continues_unsandboxed(
         assert not (rt.paths.worktrees / str(s.task_id)).exists()
     finally:
         await rt.tmux.kill_server()
+
+
+async def test_a_tool_installed_around_a_hidden_dir_does_not_uncover_it(
+    tmp_path: Path, pg: Pg
+) -> None:
+    """Root's data dir lies inside /root/.local, where a CLI may be installed too: binding the
+    tool's installation must not bring the data dir back into view."""
+    from fleet_core.runtime.contained import Confinement
+
+    prefix = tmp_path / "local"  # stands for /root/.local (under /tmp: hidden by default)
+    (prefix / "bin").mkdir(parents=True)
+    tool = prefix / "bin" / "peek"
+    tool.write_text('#!/bin/sh\nls "$1" 2>&1; cat "$1/keys/master.key" 2>&1; echo ran\n')
+    tool.chmod(0o755)
+    data = prefix / "share" / "fleet"
+    (data / "keys").mkdir(parents=True)
+    (data / "keys" / "master.key").write_text("MASTER-KEY-SENTINEL")
+    sandbox = the_sandbox(data, pg, NetworkMode.NONE)
+    work = tmp_path / "work"
+    work.mkdir()
+    box = Confinement(sandbox, tmp_path / "run-data")
+    result = await box.run([str(tool), str(data)], cwd=work, writable=[work], timeout=30)
+    assert result.stdout.strip().endswith("ran")  # the tool was reachable and ran
+    lines = result.stdout.splitlines()
+    assert "MASTER-KEY-SENTINEL" not in result.stdout
+    assert lines[0].endswith("master.key: No such file or directory")  # `ls` printed nothing

@@ -87,17 +87,23 @@ class Sandbox:
         readable: Iterable[Path] = (),
         home: Path | None = None,
     ) -> list[str]:
-        """The bwrap (and setpriv) command line that runs `argv` inside."""
+        """The bwrap (and setpriv) command line that runs `argv` inside.
+
+        Mounts stack in order, so the order is the policy: the always-private dirs; what is
+        read-only visible (a tool's installation may contain a hidden dir: /root/.local holds
+        root's data dir); then the hidden dirs, over whatever came before; then what lies
+        inside a hidden dir but must be seen (the repository's objects under the data dir)
+        and the writable checkout, over the hidden dirs."""
         out = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        for hidden in (*TMPFS_ALWAYS, *map(str, self.hidden)):
-            out += ["--tmpfs", hidden]
+        for private in TMPFS_ALWAYS:
+            out += ["--tmpfs", private]
         readable = [*readable, *self.tool_paths(argv[0])]
-        binds: list[tuple[str, Path]] = [("--ro-bind", p) for p in readable]
-        binds += [("--bind", p) for p in writable]
-        for flag, path in binds:
-            for parent in reversed(path.parents[:-1]):  # visible parents, 0755
-                out += ["--perms", "0755", "--dir", str(parent)]
-            out += [flag, str(path), str(path)]
+        inside = [p for p in readable if any(p.is_relative_to(h) for h in self.hidden)]
+        out += _binds("--ro-bind", [p for p in readable if p not in inside])
+        for hidden in self.hidden:
+            out += ["--tmpfs", str(hidden)]
+        out += _binds("--ro-bind", inside)
+        out += _binds("--bind", writable)
         if home is not None:
             out += ["--perms", "0755", "--dir", str(AGENT_HOME.parent)]
             out += ["--bind", str(home), str(AGENT_HOME)]
@@ -140,6 +146,16 @@ class Sandbox:
         env["LOGNAME"] = env["USER"]
         env.update(extra or {})
         return env
+
+
+def _binds(flag: str, paths: Iterable[Path]) -> list[str]:
+    """Bind each path at itself, its parents made first (0755: bwrap makes them 0700)."""
+    out = []
+    for path in paths:
+        for parent in reversed(path.parents[:-1]):
+            out += ["--perms", "0755", "--dir", str(parent)]
+        out += [flag, str(path), str(path)]
+    return out
 
 
 def resolve(policy: SandboxPolicy, hidden: Iterable[Path]) -> tuple[Sandbox | None, str | None]:
