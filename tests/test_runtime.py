@@ -535,3 +535,37 @@ async def test_setup_command_runs_in_the_new_worktree(rt: LocalRuntime, repo: Pa
     handle = await rt.spawn(s)
     assert (handle.worktree_path / "setup-ran").exists()
     await wait_exit(rt, s.task_id)
+
+
+async def test_git_in_an_agents_checkout_runs_nothing_the_agent_planted(
+    rt: LocalRuntime, repo: Path, tmp_path: Path
+) -> None:
+    """The checkout's `.git` is agent-written: hooks (reference-transaction, pre-push,
+    post-checkout), an fsmonitor command, an external diff and a pager planted there never
+    run when the engine publishes, diffs, snapshots and removes the checkout."""
+    s = spec(repo, "plant [demo:fail]")
+    handle = await rt.spawn(s)
+    await wait_exit(rt, s.task_id)
+    co = handle.worktree_path
+    (co / "work.txt").write_text("committed by the agent\n")
+    git(co, "add", "work.txt")
+    git(co, "commit", "-qm", "work")
+    (co / "dirty.txt").write_text("not committed\n")
+    # Then the traps (planted after the agent's own commit, which would run them itself).
+    canary = tmp_path / "pwned"
+    hook = f'#!/bin/sh\necho "$0" >> {canary}\n'
+    hooks = co / ".git" / "hooks"
+    for name in ("reference-transaction", "pre-push", "post-checkout", "pre-commit"):
+        (hooks / name).write_text(hook)
+        (hooks / name).chmod(0o755)
+    planted = tmp_path / "planted.sh"
+    planted.write_text(hook)
+    planted.chmod(0o755)
+    for key, value in (("core.fsmonitor", str(planted)), ("diff.external", str(planted)),
+                       ("core.pager", str(planted)), ("core.hooksPath", str(hooks))):  # fmt: skip
+        git(co, "config", key, value)
+    assert await rt.publish(repo, s.task_id, s.branch)
+    assert git(origin_of(repo), "rev-parse", s.branch).strip()
+    result = await rt.cleanup(s.task_id, repo, s.branch)
+    assert result.worktree_removed and result.patch is not None
+    assert not canary.exists(), canary.read_text()
