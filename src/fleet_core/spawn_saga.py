@@ -200,6 +200,10 @@ def _failure_context(failure: Failure) -> dict[str, Any]:
     doc = {"reason": "spawn_failed", **failure.to_dict()}
     if isinstance(failure.error, SpawnError):
         doc["runtime_step"] = failure.error.step
+        if failure.error.step == "not_installed":  # not retried until the operator installs it
+            doc["reason"] = "agent_not_installed"
+            doc["message"] = str(failure.error)
+            doc["hint"] = "install the agent's CLI on the engine's PATH, then `fleet retry`"
         if failure.error.output:
             doc["output"] = failure.error.output[-2000:]
     return doc

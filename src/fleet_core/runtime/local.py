@@ -25,9 +25,9 @@ from fleet_core.config import Settings
 from fleet_core.db.sysuser import RunAs
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
+from fleet_core.runtime import agent_log, launch, limits
 from fleet_core.runtime import checkout as co
 from fleet_core.runtime import git as g
-from fleet_core.runtime import launch, limits
 from fleet_core.runtime.adapters import Adapter
 from fleet_core.runtime.cleanup import CleanupResult, remove_checkout
 from fleet_core.runtime.contained import Confinement
@@ -66,6 +66,11 @@ class RuntimePaths:
     @property
     def snapshots(self) -> Path:
         return self.data_dir / "snapshots"
+
+    @property
+    def agent_logs(self) -> Path:
+        """Each agent's output (`<task id>.log`, rotated to `.log.1`), kept past its session."""
+        return self.data_dir / "agent-logs"
 
     @property
     def homes(self) -> Path:
@@ -161,6 +166,32 @@ class LocalRuntime:
 
     def run_dir(self, task_id: UUID) -> Path:
         return path_under(self.paths.runs, str(task_id), field="task_id")
+
+    def log_path(self, task_id: UUID) -> Path:
+        return path_under(self.paths.agent_logs, f"{task_id}.log", field="task_id")
+
+    def prompt_lines_path(self, task_id: UUID) -> Path:
+        """Hashes of the prompt's lines (never its text): what an agent echoes of it is cut
+        from the failure context and the retry prompt."""
+        return path_under(self.paths.agent_logs, f"{task_id}.prompt", field="task_id")
+
+    def installed(self) -> dict[AgentType, str | None]:
+        """Each configured agent type's binary as found on PATH (None: not installed)."""
+        return {agent: shutil.which(a.binary) for agent, a in self.adapters.items()}
+
+    def require_installed(self, agent: AgentType) -> None:
+        """BadInputError naming the binary and the agents that are installed, unless the
+        agent's binary is on PATH."""
+        adapter = self.adapters.get(agent)
+        if adapter is None:
+            raise BadInputError("agent_type", f"no command configured for {agent.value}")
+        if shutil.which(adapter.binary) is None:
+            found = sorted(a.value for a, exe in self.installed().items() if exe)
+            raise BadInputError(
+                "agent_type",
+                f"{adapter.binary} (for {agent.value}) is not installed: not on PATH; "
+                f"installed: {', '.join(found) or 'none'}",
+            )
 
     # -- spawn -------------------------------------------------------------------------------
 
@@ -298,7 +329,9 @@ class LocalRuntime:
         argv = adapter.argv(spec.model)
         exe = shutil.which(argv[0])
         if exe is None:
-            raise SpawnError("process", f"cannot start {argv[0]}: not installed (not on PATH)")
+            raise SpawnError(
+                "not_installed", f"cannot start {argv[0]}: not installed (not on PATH)"
+            )
         slirp = seccomp = ""
         if self.sandbox is not None:
             # By its absolute path, with its own directory first on PATH (a Node CLI's `node`
@@ -332,8 +365,15 @@ class LocalRuntime:
         )
         # The launcher needs only the standard library: run its file without `site`.
         launcher = [sys.executable, "-S", launch.__file__, str(rd)]
+        self.paths.agent_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_atomic(self.prompt_lines_path(spec.task_id), prompt_hashes(spec.prompt))
         try:
             await self.tmux.new_session(handle.session, rd, launcher)
+            # The output's file, from the first byte: the launcher prints nothing and starts
+            # no agent until `go`, which is written after this.
+            await self.tmux.pipe_pane(
+                handle.session, agent_log.pipe_command(self.log_path(spec.task_id))
+            )
         except Exception as exc:
             raise SpawnError("process", f"tmux could not start the launcher: {exc}") from None
 
@@ -441,9 +481,28 @@ class LocalRuntime:
         return alive
 
     async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
+        """The last `lines` readable lines of the agent's output: from its kept log file
+        (after the session too), else from the pane."""
         if not 1 <= lines <= MAX_LOG_LINES:
             raise BadInputError("lines", f"must be between 1 and {MAX_LOG_LINES}")
+        kept = await asyncio.to_thread(agent_log.read_tail, self.log_path(task_id), lines)
+        if kept is not None:
+            return "\n".join(kept)
         return await self.tmux.capture(session_name(task_id), lines)
+
+    def prompt_hashes(self, task_id: UUID) -> frozenset[str]:
+        try:
+            text = self.prompt_lines_path(task_id).read_text()
+        except OSError:
+            return frozenset()
+        return frozenset(text.split())
+
+    def forget_logs(self, task_id: UUID) -> None:
+        """Remove the task's kept output (when the task itself is deleted)."""
+        log_file = self.log_path(task_id)
+        for path in (log_file, log_file.with_name(log_file.name + ".1"),
+                     self.prompt_lines_path(task_id)):  # fmt: skip
+            path.unlink(missing_ok=True)
 
     async def list_active(self) -> list[UUID]:
         """Task ids of the sessions on our own socket (never the user's tmux)."""
@@ -505,6 +564,29 @@ class LocalRuntime:
         limits.remove(task_id)
         self._published.pop(task_id, None)
         return result
+
+
+ECHO_MIN_CHARS = 12
+
+
+def echo_key(line: str) -> str | None:
+    """A line's key for recognising the prompt's echo (None for lines too short to tell)."""
+    text = " ".join(line.split())
+    if len(text) < ECHO_MIN_CHARS:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def prompt_hashes(prompt: str) -> bytes:
+    keys = {k for line in prompt.splitlines() if (k := echo_key(line))}
+    return "\n".join(sorted(keys)).encode()
+
+
+def strip_echo(text: str, keys: frozenset[str]) -> str:
+    """`text` without the lines that repeat a line of the prompt."""
+    if not keys:
+        return text
+    return "\n".join(ln for ln in text.splitlines() if echo_key(ln) not in keys)
 
 
 async def _terminate_group(pid: int, grace_s: float) -> bool:
