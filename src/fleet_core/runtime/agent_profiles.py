@@ -50,11 +50,6 @@ class Profile:
     fixes: dict[str, str] = field(default_factory=dict)  # reason -> what the operator does
 
 
-COMMON = (
-    _p(NETWORK, r"\bECONNREFUSED\b", r"\bENOTFOUND\b", r"\bEAI_AGAIN\b", r"getaddrinfo",
-       r"network is unreachable", r"Could not resolve host"),
-)  # fmt: skip
-
 PROFILES: dict[AgentType, Profile] = {
     AgentType.CLAUDE_CODE: Profile(
         binary="claude",

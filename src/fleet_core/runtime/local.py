@@ -566,13 +566,14 @@ class LocalRuntime:
         return result
 
 
-ECHO_MIN_CHARS = 12
+ECHO_MIN_CHARS = 12  # a line this long that repeats the prompt's is its echo
+ECHO_NEAR = 6  # a shorter one (a heading) counts when that close to a long one
 
 
 def echo_key(line: str) -> str | None:
-    """A line's key for recognising the prompt's echo (None for lines too short to tell)."""
+    """A line's key for recognising the prompt's echo (None for a blank line)."""
     text = " ".join(line.split())
-    if len(text) < ECHO_MIN_CHARS:
+    if not text:
         return None
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -583,10 +584,18 @@ def prompt_hashes(prompt: str) -> bytes:
 
 
 def strip_echo(text: str, keys: frozenset[str]) -> str:
-    """`text` without the lines that repeat a line of the prompt."""
+    """`text` without the lines that repeat the prompt's: long ones wherever they are, short
+    ones (headings, file names) only beside long ones."""
     if not keys:
         return text
-    return "\n".join(ln for ln in text.splitlines() if echo_key(ln) not in keys)
+    lines = text.splitlines()
+    hit = [echo_key(ln) in keys for ln in lines]
+    long_hits = [i for i, ln in enumerate(lines) if hit[i] and len(ln.strip()) >= ECHO_MIN_CHARS]
+    drop = set(long_hits)
+    for i, is_hit in enumerate(hit):
+        if is_hit and any(abs(i - j) <= ECHO_NEAR for j in long_hits):
+            drop.add(i)
+    return "\n".join(ln for i, ln in enumerate(lines) if i not in drop)
 
 
 async def _terminate_group(pid: int, grace_s: float) -> bool:
