@@ -474,16 +474,23 @@ class Monitor:
         last = await in_checkout(self.c.runtime.paths.data_dir, Path(rec.worktree_path), "log",
                                  "-1", "--format=%H %ct", check=False)  # fmt: skip
         sha, _, stamp = last.stdout.strip().partition(" ")
-        if not stamp.isdigit() or time.time() - int(stamp) < self.config.stall_s:
+        # From the agent's start or its last commit, whichever is later (never the base's).
+        since = (
+            max(started, datetime.fromtimestamp(int(stamp), UTC)) if stamp.isdigit() else started
+        )
+        if _age(since, now) < self.config.stall_s:
             return
         if self._stalled.get(rec.id) != sha:
             self._stalled[rec.id] = sha
             report.stalls += 1
+            minutes = round(_age(since, now) / 60)
+            warning = {"since": since.isoformat(), "minutes": minutes, "at": now.isoformat()}
+            with contextlib.suppress(StaleVersionError):
+                await self.admin.update_metadata(
+                    rec.id, {"stall_warning": warning}, expected_version=rec.version
+                )
             await self.c.bus.emit(
-                EventType.STALLED,
-                operator_id=rec.operator_id,
-                task_id=rec.id,
-                minutes=round((time.time() - int(stamp)) / 60),
+                EventType.STALLED, operator_id=rec.operator_id, task_id=rec.id, minutes=minutes
             )
 
     async def _stop_agent(self, rec: TaskRecord, verdict: Verdict, fields: dict[str, Any]) -> None:
