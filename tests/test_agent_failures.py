@@ -6,6 +6,9 @@ kept past the kill."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -217,3 +220,22 @@ async def test_a_spawn_of_an_agent_not_on_path_is_refused(engine, sample: Path) 
         await spawn(c, sample, "custom", "m")
     assert err.value.field == "agent_type"
     assert "no-such-agent-cli" in err.value.message and "claude_code" in err.value.message
+
+
+def test_agent_login_runs_the_cli_login_in_the_agents_home(pg, tmp_path: Path) -> None:
+    from conftest import fleet
+
+    path = f"{FAKES}:/usr/local/bin:/usr/bin:/bin"
+    env = {"PATH": path, "FLEET_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [sys.executable, "-m", "fleet_core", "agent", "login", "codex"], input='{"token": 1}\n',
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "FLEET_OPERATOR": "alice", **env},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "HOME /home/agent" in done.stdout or "HOME " + str(tmp_path) in done.stdout
+    stored = tmp_path / "data" / "homes" / "alice" / "codex" / ".codex" / "auth.json"
+    assert stored.read_text() == '{"token": 1}\n'
+    bad = fleet("agent", "login", "aider", **env)
+    assert bad.returncode == 2 and "aider has no login of its own" in bad.stderr
+    assert fleet("agent", "login", "nope", **env).returncode == 2

@@ -40,6 +40,12 @@ def option(argv: list, *names: str) -> str:
 def main() -> int:
     cli = os.path.basename(sys.argv[0])
     argv = sys.argv[1:]
+    if cli == "codex" and argv[:1] == ["login"]:  # `fleet agent login codex`
+        os.makedirs(os.path.join(os.environ["HOME"], ".codex"), exist_ok=True)
+        with open(os.path.join(os.environ["HOME"], ".codex", "auth.json"), "w") as fh:
+            fh.write(sys.stdin.readline())
+        out(f"logged in as {os.getuid()}, HOME {os.environ['HOME']}\n".encode())
+        return 0
     model = option(argv, "--model", "-m")
     prompt = "" if cli in ("aider",) else sys.stdin.read()
     if cli == "claude" and model == "no-login":

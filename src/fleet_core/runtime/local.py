@@ -123,6 +123,17 @@ class ExitStatus:
         return self.code == OOM_EXIT and not self.killed_by_fleet
 
 
+def agent_home(paths: RuntimePaths, operator_id: str, agent: AgentType, owner: RunAs) -> Path:
+    """The operator's persistent HOME for one agent type (its CLI's login), made on first use
+    and owned by the agent user."""
+    home = path_under(paths.homes, operator_id, field="operator_id") / agent.value
+    if not home.is_dir():
+        home.mkdir(parents=True, mode=0o700)
+        if owner.uid is not None:
+            os.chown(home, owner.uid, owner.gid or 0)
+    return home
+
+
 def session_name(task_id: UUID) -> str:
     return f"{SESSION_PREFIX}{task_id}"
 
@@ -310,13 +321,7 @@ class LocalRuntime:
             raise SpawnError("setup", f"cannot run {argv[0]}: {exc}") from None
 
     def _home(self, operator_id: str, agent: AgentType) -> Path:
-        home = path_under(self.paths.homes, operator_id, field="operator_id") / agent.value
-        if not home.is_dir():
-            home.mkdir(parents=True, mode=0o700)
-            owner = self.agent_owner
-            if owner.uid is not None:
-                os.chown(home, owner.uid, owner.gid or 0)
-        return home
+        return agent_home(self.paths, operator_id, agent, self.agent_owner)
 
     async def _launch(
         self, spec: SpawnSpec, adapter: Adapter, handle: AgentHandle, rd: Path, common: Path
