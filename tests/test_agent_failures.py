@@ -239,3 +239,18 @@ def test_agent_login_runs_the_cli_login_in_the_agents_home(pg, tmp_path: Path) -
     bad = fleet("agent", "login", "aider", **env)
     assert bad.returncode == 2 and "aider has no login of its own" in bad.stderr
     assert fleet("agent", "login", "nope", **env).returncode == 2
+
+
+def test_the_cli_refuses_a_spawn_of_an_agent_not_installed(su, repo: Path) -> None:
+    from conftest import fleet
+
+    no_fakes = "/usr/local/bin:/usr/bin:/bin"
+    out = fleet("spawn", "--repo", str(repo), "--type", "refactor", "--agent", "codex", "x",
+                PATH=no_fakes)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip()
+    assert len(line.splitlines()) == 1 and "--agent" in line
+    assert "codex (for codex) is not installed: not on PATH; installed: " in line
+    assert "demo" in line
+    status = fleet("status", "--json")
+    assert status.returncode == 0 and '"tasks": []' in status.stdout.replace("\n", "")
