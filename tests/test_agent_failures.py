@@ -22,7 +22,7 @@ from fleet_core.demo import make_sample
 from fleet_core.errors import BadInputError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import SpawnRequest, TaskRecord, Tier
-from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.monitor import FORGE_LOCK, Monitor, MonitorConfig
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 FAKES = Path(__file__).parent / "fake_clis"
@@ -139,7 +139,7 @@ async def test_claude_not_logged_in_fails_at_once_as_auth(engine, sample: Path) 
 
 async def test_claude_without_network_is_retried(engine, sample: Path) -> None:
     c, m = engine()
-    rec = await spawn(c, sample, "claude_code", "no-network", max_retries=1)
+    rec = await spawn(c, sample, "claude_code", "no-network", max_retries=2)
     failed = (await cycles(c, m, rec.id, 1))[0]
     ctx = failed.failure_context or {}
     assert (failed.status, ctx["reason"]) == (TaskStatus.FAILED, "agent_network"), ctx
@@ -152,6 +152,11 @@ async def test_claude_without_network_is_retried(engine, sample: Path) -> None:
             break
         await asyncio.sleep(0.1)
     assert (await c.registry(ACTOR).get(rec.id)).retry_count == 1
+    again = await until_failed(c, m, rec.id)  # the second attempt fails the same way
+    assert again.retry_count == 1 and (again.failure_context or {})["attempt"] == 2
+    tail = (again.failure_context or {})["log_tail"]
+    assert tail.count("fleet: starting") == 1  # this attempt's output only
+    assert (await c.logs(ACTOR, str(rec.id), 100)).count("fleet: starting") == 2  # all kept
 
 
 async def test_gemini_without_a_key_fails_at_once_as_auth(engine, sample: Path) -> None:
@@ -173,12 +178,39 @@ async def test_gemini_in_an_untrusted_folder_is_a_config_error(engine, sample: P
     assert failed.failure_context["exit_code"] == 55
 
 
-async def test_aider_auth_error_then_exit_0_is_auth(engine, sample: Path) -> None:
+async def test_aider_auth_error_then_exit_0_is_auth_whether_or_not_the_forge_answers(
+    engine, sample: Path, su
+) -> None:
     c, m = engine(secrets={})
-    rec = await spawn(c, sample, "aider", "no-key")
-    await assert_config_failure(
-        c, m, rec, "agent_auth", "litellm.AuthenticationError", "ANTHROPIC_API_KEY"
-    )
+    # Another engine holds the forge lock: this one's forge answers nothing meanwhile.
+    await su.execute("SELECT pg_advisory_lock($1, $2)", *FORGE_LOCK)
+    try:
+        rec = await spawn(c, sample, "aider", "no-key")
+        await assert_config_failure(
+            c, m, rec, "agent_auth", "litellm.AuthenticationError", "ANTHROPIC_API_KEY"
+        )
+    finally:
+        await su.execute("SELECT pg_advisory_unlock($1, $2)", *FORGE_LOCK)
+
+
+async def test_a_silent_agent_is_stopped_as_idle(engine, sample: Path) -> None:
+    c, m = engine(agents={"claude_code": {"idle_minutes": 2}})
+    rec = await spawn(c, sample, "claude_code", "silent", max_retries=1)
+    failed = await until_failed(c, m, rec.id)
+    ctx = failed.failure_context or {}
+    assert ctx["reason"] == "agent_idle" and ctx["idle_minutes"] == 2, ctx
+    assert "[claude] session started: model silent" in ctx["log_tail"]
+    assert not await c.runtime.is_alive(rec.id)
+
+
+async def test_an_agent_that_keeps_printing_is_not_idle(engine, sample: Path) -> None:
+    """3 s of output every 0.3 s with idle_minutes of 1 s: it runs to its own end."""
+    c, m = engine(agents={"codex": {"idle_minutes": 1}})
+    rec = await spawn(c, sample, "codex", "busy", max_retries=1)
+    failed = await until_failed(c, m, rec.id)
+    ctx = failed.failure_context or {}
+    assert (ctx["reason"], ctx["exit_code"]) == ("agent_exited", 3), ctx
+    assert "step 9" in ctx["log_tail"]
 
 
 async def test_codex_waiting_for_network_is_caught_by_silence(engine, sample: Path) -> None:

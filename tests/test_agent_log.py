@@ -115,3 +115,15 @@ def test_the_prompts_echo_is_cut_and_nothing_else() -> None:
     assert "Fix  the divide function in calc.py" not in out and "## Safety" not in out
     assert out[:2] == ["OpenAI Codex v0.171.0", "user"] and "Traceback: boom" in out
     assert out[-1] == "## Task"  # a short line far from any echo is the agent's own
+
+
+def test_what_the_prompt_quotes_of_earlier_output_is_not_echo() -> None:
+    said = "API Error: Unable to connect to API (ConnectionRefused)"
+    prompt = f"## Previous attempt failed\nLog tail:\n{said}\n"
+    keys = frozenset(prompt_hashes(prompt, [said]).decode().split())
+    assert strip_echo(f"fleet: starting claude for task x\n{said}", keys).splitlines() == [
+        "fleet: starting claude for task x",
+        said,
+    ]
+    everything = frozenset(prompt_hashes(prompt).decode().split())
+    assert said not in strip_echo(said, everything)

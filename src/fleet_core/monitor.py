@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 S = TaskStatus
 FORGE_LOCK = (17998, 1)  # pg advisory lock: one engine polls the forges per cycle
 LOG_TAIL_LINES = 60
+ATTEMPT_START = "fleet: starting "  # the launcher's first line: an attempt's output begins
 DIFF_KEEP_CHARS = 8000
 WITH_PR = (S.PR_CREATED, S.REVIEWING, S.READY)
 PUBLISH_PARALLEL = 8
@@ -162,7 +163,8 @@ class Monitor:
         orphaned = []
         for rec in rows:
             if rec.status in (S.SPAWNING, S.RUNNING) and rec.id not in sessions:
-                ctx = failure_context("conductor_restart", previous=rec)
+                ctx = failure_context("conductor_restart", previous=rec,
+                                      log_tail=await self._tail(rec))  # fmt: skip
                 if await self._move(rec, S.FAILED, "conductor_restart", failure_context=ctx):
                     orphaned.append(rec.id)
         known = {r.id for r in rows}
@@ -537,7 +539,10 @@ class Monitor:
         try:
             text = await self.c.runtime.logs(rec.id, LOG_TAIL_LINES * 4)
             keys = self.c.runtime.prompt_hashes(rec.id)
-            return "\n".join(strip_echo(text, keys).splitlines()[-LOG_TAIL_LINES:]) or None
+            lines = strip_echo(text, keys).splitlines()
+            starts = [i for i, ln in enumerate(lines) if ln.startswith(ATTEMPT_START)]
+            lines = lines[starts[-1] :] if starts else lines  # this attempt's output only
+            return "\n".join(lines[-LOG_TAIL_LINES:]) or None
         except Exception as exc:
             log.warning("no log tail for the failure context: %s", exc, extra={"task": str(rec.id)})
             return None

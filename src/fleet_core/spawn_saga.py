@@ -171,6 +171,7 @@ class SpawnSaga:
             setup=config.setup,
             setup_timeout_s=config.setup_timeout_seconds,
             sandbox=rec.sandbox,
+            quoted=tuple(str((rec.failure_context or {}).get("log_tail") or "").splitlines()),
         )
         if retry:
             return await self.runtime.respawn(spec)

@@ -10,6 +10,8 @@ The task's model names the situation:
                  second, forever
   no-key         gemini: "Please set an Auth method ...", exit 41; aider: the
                  litellm.AuthenticationError, then exit 0
+  silent         claude: prints its start, then nothing, forever (a hang without noise)
+  busy           codex: a JSON agent message every 0.3 s for 3 s, then exit 3
   anything else  gemini without --skip-trust: the untrusted-folder refusal, exit 55
 """
 
@@ -55,6 +57,18 @@ def main() -> int:
         time.sleep(0.5)
         out(b"API Error: Unable to connect to API (ConnectionRefused)\n")
         return 1
+    if cli == "claude" and model == "silent":
+        out(b'{"type":"system","subtype":"init","model":"silent"}\n')
+        while True:
+            time.sleep(60)
+    if cli == "codex" and model == "busy":
+        for i in range(10):
+            time.sleep(0.3)
+            out(
+                b'{"type":"item.completed","item":{"id":"item_%d","type":"agent_message",'
+                b'"text":"step %d"}}\n' % (i, i)
+            )
+        return 3
     if cli == "codex" and model == "no-network":
         if "--json" in argv:
             out(run("codex-no-network.out"))

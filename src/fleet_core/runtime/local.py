@@ -96,6 +96,7 @@ class SpawnSpec:
     setup: list[str] | None = None
     setup_timeout_s: float = 600.0
     sandbox: str | None = None  # how an earlier attempt ran: "bwrap" binds this one too
+    quoted: tuple[str, ...] = ()  # lines the prompt quotes of earlier output: never its echo
 
 
 @dataclass(frozen=True)
@@ -371,7 +372,8 @@ class LocalRuntime:
         # The launcher needs only the standard library: run its file without `site`.
         launcher = [sys.executable, "-S", launch.__file__, str(rd)]
         self.paths.agent_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_atomic(self.prompt_lines_path(spec.task_id), prompt_hashes(spec.prompt))
+        echo = prompt_hashes(spec.prompt, spec.quoted)
+        _write_atomic(self.prompt_lines_path(spec.task_id), echo)
         try:
             await self.tmux.new_session(handle.session, rd, launcher)
             # The output's file, from the first byte: the launcher prints nothing and starts
@@ -583,8 +585,11 @@ def echo_key(line: str) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def prompt_hashes(prompt: str) -> bytes:
+def prompt_hashes(prompt: str, quoted: tuple[str, ...] | list[str] = ()) -> bytes:
+    """The keys of the prompt's lines, except those it quotes of the agent's earlier output
+    (a retry's log tail): the agent printing them again is output, not echo."""
     keys = {k for line in prompt.splitlines() if (k := echo_key(line))}
+    keys -= {k for line in quoted if (k := echo_key(line))}
     return "\n".join(sorted(keys)).encode()
 
 
@@ -594,7 +599,7 @@ def strip_echo(text: str, keys: frozenset[str]) -> str:
     if not keys:
         return text
     lines = text.splitlines()
-    hit = [echo_key(ln) in keys for ln in lines]
+    hit = [not ln.startswith("fleet: ") and echo_key(ln) in keys for ln in lines]
     long_hits = [i for i, ln in enumerate(lines) if hit[i] and len(ln.strip()) >= ECHO_MIN_CHARS]
     drop = set(long_hits)
     for i, is_hit in enumerate(hit):
