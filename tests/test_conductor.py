@@ -279,16 +279,21 @@ async def test_setup_failure_is_compensated(make, repo: Path, su: asyncpg.Connec
     assert branches.strip() == ""
 
 
-async def test_missing_agent_binary_is_compensated_and_counted(
+async def test_missing_agent_binary_is_refused_up_front(
     make, repo: Path, su: asyncpg.Connection
 ) -> None:
+    """Bad input, naming the binary and the agents that are installed: no row, no process,
+    and the model's breaker untouched (the model did nothing wrong)."""
     c = make(agents={"custom": {"command": ["/nonexistent/fleet-agent", "--model", "{model}"]}})
     for _ in range(3):
-        with pytest.raises(SagaError) as err:
+        with pytest.raises(BadInputError) as err:
             await c.spawn(ALICE, request(repo, agent_type="custom", model="m1"))
-        ctx = await assert_clean_failure(c, err.value, su)
-        assert ctx["runtime_step"] == "process"
-    assert c.router.breaker_state("m1") == "open"
+        assert err.value.field == "agent_type"
+        assert "/nonexistent/fleet-agent (for custom) is not installed" in err.value.message
+        assert "installed: " in err.value.message and "demo" in err.value.message
+    assert await su.fetchval("SELECT count(*) FROM fleet_tasks") == 0
+    assert await c.runtime.list_active() == []
+    assert c.router.breaker_state("m1") != "open"
 
 
 async def test_queued_spawn_whose_repository_vanished_fails_cleanly(

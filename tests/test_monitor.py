@@ -22,6 +22,7 @@ import pytest
 
 from conftest import Pg, eventually, git, grant_repo
 from fleet_core.audit import audit_trail
+from fleet_core.cli.output import details_text
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
@@ -325,13 +326,20 @@ async def test_a_stalled_agent_is_reported_once(engine, sample: Path) -> None:
     c, m = engine(config=MonitorConfig(interval_s=0.1, stall_s=0.5))
     seen: list[FleetEvent] = []
     c.bus.subscribe(EventType.STALLED, seen.append)
+    await asyncio.sleep(0.7)  # the base commit is older than stall_s: it does not count
     rec = await spawn(c, sample, "think forever [demo:stall]")
-    await asyncio.sleep(0.7)  # no commit since the base commit, older than stall_s
+    report = await m.cycle()
+    assert report is not None and report.stalls == 0 and seen == []
+    await asyncio.sleep(0.7)  # no commit since the agent started, longer than stall_s
     for _ in range(3):
         report = await m.cycle()
         assert report is not None and report.errors == []
     assert [e.task_id for e in seen] == [rec.id]
-    assert (await c.registry(ACTOR).get(rec.id)).status is TaskStatus.RUNNING  # a warning only
+    now = await c.registry(ACTOR).get(rec.id)
+    assert now.status is TaskStatus.RUNNING  # a warning only
+    warning = now.stall_warning or {}
+    assert warning["since"] == (now.spawned_at or now.created_at).isoformat()  # not the base
+    assert "no new commit for" in details_text(now)
 
 
 async def test_two_engines_never_act_twice(engine, sample: Path) -> None:

@@ -15,7 +15,7 @@ from fleet_core.router import ModelChoice, ModelRouter, Route, RouteReason
 
 OPUS = "claude-opus-4-6"
 SONNET = "claude-sonnet-4-5"
-CODEX = "codex-mini-latest"
+CODEX = "gpt-5.5"
 GEMINI = "gemini-2.5-pro"
 ALL_DEFAULT_MODELS = (OPUS, SONNET, CODEX, GEMINI)
 
@@ -258,7 +258,7 @@ def test_fallback_when_task_default_unavailable() -> None:
         OPUS,
         RouteReason.FALLBACK,
     )
-    assert route.detail == "fallback; skipped: codex-mini-latest unavailable"
+    assert route.detail == "fallback; skipped: gpt-5.5 unavailable"
 
 
 def test_first_usable_table_model_when_fallback_unusable() -> None:
@@ -273,7 +273,7 @@ def test_first_usable_table_model_when_fallback_unusable() -> None:
         RouteReason.FALLBACK,
     )
     assert route.detail == (
-        "first usable model of the table; skipped: codex-mini-latest unavailable; "
+        "first usable model of the table; skipped: gpt-5.5 unavailable; "
         "claude-opus-4-6 circuit open until t=1300 (300s left)"
     )
 
@@ -314,9 +314,7 @@ def test_breaker_opens_after_exactly_three_failures() -> None:
     assert router.breaker_state(CODEX) == "open"
     route = router.route(TaskType.REFACTOR)
     assert (route.model, route.reason) == (OPUS, RouteReason.FALLBACK)
-    assert (
-        route.detail == "fallback; skipped: codex-mini-latest circuit open until t=1300 (300s left)"
-    )
+    assert route.detail == "fallback; skipped: gpt-5.5 circuit open until t=1300 (300s left)"
 
 
 def test_breaker_half_open_after_cooldown_then_reopens_on_failure() -> None:

@@ -316,7 +316,7 @@ async def test_failed_setup_or_start_undoes_everything(
         missing = spec(repo, "x", agent_type=AgentType.CUSTOM)
         with pytest.raises(SpawnError) as err:
             await rt.spawn(missing)
-        assert err.value.step == "process" and "agent-cli" in str(err.value)
+        assert err.value.step == "not_installed" and "agent-cli" in str(err.value)
         for s in (bad_setup, missing):
             assert not (rt.paths.worktrees / str(s.task_id)).exists()
             assert git(repo, "branch", "--list", s.branch) == ""

@@ -41,7 +41,7 @@ COLUMNS = {
         ("context_overrides", J, False), ("failure_context", J, True),
         ("agent_identity_id", U, True), ("group_id", U, True), ("last_activity_at", TZ, True),
         ("spawned_at", TZ, True), ("completed_at", TZ, True), ("created_at", TZ, False),
-        ("updated_at", TZ, False), ("sandbox", T, True),
+        ("updated_at", TZ, False), ("sandbox", T, True), ("stall_warning", J, True),
     ],
     "fleet_notifications": [
         ("id", U, False), ("task_id", U, False), ("channel", T, False), ("payload", J, False),

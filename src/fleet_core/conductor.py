@@ -235,8 +235,7 @@ class Conductor:
         route = self.router.route(
             request.task_type, model=request.model, agent_type=request.agent_type
         )
-        if route.agent_type not in self.runtime.adapters:
-            raise BadInputError("agent_type", f"no command configured for {route.agent_type.value}")
+        self.runtime.require_installed(route.agent_type)  # names the binary and what is installed
         task = NewTask(
             agent_type=route.agent_type,
             model=route.model,
@@ -428,6 +427,8 @@ class Conductor:
                 rec.id, Path(rec.repository), rec.branch, rec.base_branch
             )
         deleted = await registry.delete(rec.id)
+        if rec.host_id in (None, self.runtime.host_id):
+            self.runtime.forget_logs(rec.id)
         snapshot = str(cleanup.snapshot_dir) if cleanup and cleanup.snapshot_dir else None
         await self.bus.emit(
             EventType.DELETED, operator_id=rec.operator_id, task_id=rec.id, snapshot=snapshot
@@ -439,7 +440,7 @@ class Conductor:
             raise BadInputError("lines", "must be between 1 and 1000")
         rec = await self._with_session(actor, ref)
         try:
-            return await self.runtime.logs(rec.id, lines)
+            return await self.runtime.logs(rec.id, lines)  # its kept file, after the session too
         except Exception as exc:
             raise NoSessionError(f"task {rec.short_id} has no agent session: {exc}") from None
 

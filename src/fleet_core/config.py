@@ -78,8 +78,9 @@ class Settings(BaseModel):
     # Per local agent (a cgroup each, where the machine has one): memory and process count.
     agent_memory_mb: int | None = Field(default=None, ge=64, le=1_048_576)
     agent_pids: int | None = Field(default=None, ge=16, le=1_000_000)
-    # Per agent type: command = [...] (with {model}, {prompt_file}) and env = [names it may see].
-    agents: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    # Per agent type: command = [...] (with {model}, {prompt_file}), env = [names it may see],
+    # idle_minutes = N (no progress for that long: the agent is stopped as idle; default 10).
+    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Values for the agents' variables; the environment is used for names not set here.
     secrets: dict[str, str] = Field(default_factory=dict)
     # Per repository path: setup, setup_timeout_seconds, ci, forge, base (as in .fleet.toml).
@@ -125,6 +126,17 @@ class Settings(BaseModel):
 
         try:
             ModelRouter.from_config(value)
+        except BadInputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("agents")
+    @classmethod
+    def _agents(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from fleet_core.runtime.adapters import build_adapters
+
+        try:
+            build_adapters(value)
         except BadInputError as exc:
             raise ValueError(str(exc)) from None
         return value

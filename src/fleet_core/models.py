@@ -202,6 +202,9 @@ class TaskRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     sandbox: str | None = None  # "bwrap", or "none" when the agent ran unsandboxed
+    # The last stall warning: {"since", "minutes", "at"} (no commit since the agent's start or
+    # its last commit, whichever is later).
+    stall_warning: dict[str, Any] | None = None
 
     @property
     def short_id(self) -> str:
@@ -280,6 +283,7 @@ class TaskUpdate(BaseModel):
     spawned_at: datetime | None = None
     completed_at: datetime | None = None
     sandbox: str | None = Field(default=None, pattern=r"^(bwrap|none)$")
+    stall_warning: dict[str, Any] | None = None
 
     def assignments(self, first_param: int) -> tuple[list[str], list[Any]]:
         """SET clauses for the fields given explicitly (None clears), numbered from first_param."""

@@ -14,12 +14,16 @@ are reported, never killed. Each cycle then, in this order:
    with a versioned metadata update,
    failing → failed with the checks and log excerpt, passing → reviewing → ready (review
    recorded as skipped until the review pipeline exists);
-4. agents that ended: exit 0 with a PR is fine; otherwise failed with exit status and log
-   tail (137 → OOM; a usage-limit message → paused until its reset; a branch that could not
-   be pushed → push_failed);
-5. timeouts (the task's own timeout_minutes) → log tail read, then killed (beside the cycle,
-   outside its deadline) and failed; stalls (no new commit for
-   `stall_s`) → a warning event; interrupted spawns → failed or cancelled;
+4. agents that ended: exit 0 with a PR is fine; a branch that could not be pushed →
+   push_failed; otherwise failed with the reason failures.classify gives (exit status, log
+   tail, the adapter's patterns), the CLI's own message and what to do; an exit 0 is judged
+   at once when the agent said it failed or changed nothing, whether or not the forge
+   answered;
+5. timeouts (the task's own timeout_minutes) and idle agents (no progress for the agent
+   type's idle_minutes, see progress.py) → log tail read, then killed (beside the cycle,
+   outside its deadline) and failed (`timeout`, `agent_idle` or `agent_network`); stalls (no
+   new commit for `stall_s` since the agent's start or its last commit) → a warning event,
+   stored on the task; interrupted spawns → failed or cancelled;
 6. retries that are due (RetryEngine), then queued spawns.
 
 Overlapping cycles are skipped, a cycle has a deadline, and every exception is caught and
@@ -44,14 +48,17 @@ from uuid import UUID
 from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
+from fleet_core.failures import CONFIG_REASONS, NO_PR, TIMEOUT, Verdict, classify, idle_reason
 from fleet_core.forge.base import CiReport, ForgeError, PullRequest
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import CiStatus, TaskRecord
+from fleet_core.progress import ProgressWatch
 from fleet_core.registry import TaskRegistry
-from fleet_core.retry import failure_context, usage_limit_resume
+from fleet_core.retry import failure_context
 from fleet_core.runtime import git as g
+from fleet_core.runtime.agent_profiles import profile_for
 from fleet_core.runtime.checkout import in_checkout
-from fleet_core.runtime.local import ExitStatus, session_name
+from fleet_core.runtime.local import ExitStatus, session_name, strip_echo
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
@@ -61,6 +68,7 @@ log = logging.getLogger(__name__)
 S = TaskStatus
 FORGE_LOCK = (17998, 1)  # pg advisory lock: one engine polls the forges per cycle
 LOG_TAIL_LINES = 60
+ATTEMPT_START = "fleet: starting "  # the launcher's first line: an attempt's output begins
 DIFF_KEEP_CHARS = 8000
 WITH_PR = (S.PR_CREATED, S.REVIEWING, S.READY)
 PUBLISH_PARALLEL = 8
@@ -112,7 +120,8 @@ class Monitor:
         self._loop: asyncio.Task[None] | None = None
         self._stalled: dict[UUID, str] = {}
         self._push_errors: dict[UUID, str] = {}  # running tasks whose last push failed
-        self._kills: dict[UUID, asyncio.Task[None]] = {}  # timed-out agents being killed
+        self._kills: dict[UUID, asyncio.Task[None]] = {}  # timed-out or idle agents being killed
+        self.progress = ProgressWatch(conductor.runtime.paths.data_dir)
         self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
 
     def health(self) -> dict[str, Any]:
@@ -158,7 +167,8 @@ class Monitor:
         orphaned = []
         for rec in rows:
             if rec.status in (S.SPAWNING, S.RUNNING) and rec.id not in sessions:
-                ctx = failure_context("conductor_restart", previous=rec)
+                ctx = failure_context("conductor_restart", previous=rec,
+                                      log_tail=await self._tail(rec))  # fmt: skip
                 if await self._move(rec, S.FAILED, "conductor_restart", failure_context=ctx):
                     orphaned.append(rec.id)
         known = {r.id for r in rows}
@@ -202,6 +212,7 @@ class Monitor:
         report.checked = len(tasks)
         alive = await self.c.runtime.alive_tasks()
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
+        self.progress.keep_only(alive)
         await self._publish([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
                             report)  # fmt: skip
         prs, ci, polled = await self._poll_forges(tasks, report)
@@ -325,7 +336,11 @@ class Monitor:
         elif rec.status is S.RUNNING and ended:
             pushed = rec.id not in self._push_errors
             if status is not None and status.code == 0 and not judge and pushed:
-                return  # finished well; whether it made a PR, the forge says next cycle
+                # Whether it made a PR, the forge says next cycle; unless its own exit tells
+                # already: it said it failed, or it changed nothing.
+                verdict = await self._verdict(rec, status)
+                if verdict.reason == NO_PR and await self._diff(rec) is not None:
+                    return
             if status is not None and status.code == 0 and pushed:
                 opened = await self._open_pr(rec)
                 if opened is not None:  # the engine opens the PR (GitHub); agents never do
@@ -361,29 +376,37 @@ class Monitor:
         ctx = failure_context("spawn_interrupted", previous=rec)
         await self._move(rec, S.FAILED, "spawn_interrupted", failure_context=ctx)
 
+    async def _verdict(
+        self, rec: TaskRecord, status: ExitStatus | None, tail: str | None = None
+    ) -> Verdict:
+        tail = await self._tail(rec) or "" if tail is None else tail
+        code = status.code if status else None
+        return classify(
+            profile_for(rec.agent_type),
+            exit_code=code,
+            oom=bool(status and status.oom),
+            tail=tail,
+            push_failed=rec.id in self._push_errors,
+            now=datetime.now(UTC),
+            not_found=bool(status and status.error and "No such file" in status.error),
+        )
+
     async def _agent_ended(
         self, rec: TaskRecord, status: ExitStatus | None, report: CycleReport
     ) -> None:
         tail = await self._tail(rec) or ""
         code = status.code if status else None
-        oom = bool(status and status.oom) or "out of memory" in tail.lower()
-        resume = usage_limit_resume(tail, datetime.now(UTC)) if code != 0 else None
-        if resume is not None:
-            reason = "usage_limit"
-        elif oom:
-            reason = "oom"
-        elif code == 0 and rec.id in self._push_errors:
-            reason = "push_failed"
-        elif code == 0:
-            reason = "exited_without_pull_request"
-        else:
-            reason = "agent_exited"
+        verdict = await self._verdict(rec, status, tail)
+        reason, resume = verdict.reason, verdict.resume_at
         ctx = failure_context(
             reason,
             previous=rec,
             exit_code=code,
             signal=status.signal if status else None,
-            oom=oom or None,
+            oom=(reason == "oom") or None,
+            message=verdict.message,
+            hint=verdict.hint,
+            retried=False if reason in CONFIG_REASONS else None,
             log_tail=tail or None,
             diff=await self._diff(rec),
             resume_at=resume.isoformat() if resume else None,
@@ -423,45 +446,73 @@ class Monitor:
                 await self._move(reviewing, S.READY, "review_skipped", review_status=skipped)
                 report.ready += 1
 
+    def _kill_beside(self, rec: TaskRecord, verdict: Verdict, **fields: Any) -> None:
+        """The kill (its grace, then SIGKILL) runs beside the cycle, never inside its
+        deadline: a cancelled kill would leave the agent running and the task unfailed."""
+        if rec.id in self._kills:
+            return
+        task = asyncio.create_task(self._stop_agent(rec, verdict, fields),
+                                   name=f"fleet-{verdict.reason}-{rec.id}")  # fmt: skip
+        self._kills[rec.id] = task
+        task.add_done_callback(functools.partial(self._killed, rec.id))
+
     async def _timeout_or_stall(self, rec: TaskRecord, now: datetime, report: CycleReport) -> None:
         started = rec.spawned_at or rec.created_at
         limit = rec.timeout_minutes * self.config.minute_s
         if _age(started, now) > limit:
-            # The kill (its grace, then SIGKILL) runs beside the cycle, never inside its
-            # deadline: a cancelled kill would leave the agent running and the task unfailed.
-            if rec.id not in self._kills:
-                report.timeouts += 1
-                task = asyncio.create_task(self._time_out(rec), name=f"fleet-timeout-{rec.id}")
-                self._kills[rec.id] = task
-                task.add_done_callback(functools.partial(self._killed, rec.id))
+            report.timeouts += 1
+            self._kill_beside(rec, Verdict(TIMEOUT), timeout_minutes=rec.timeout_minutes)
             return
+        adapter = self.c.runtime.adapters.get(rec.agent_type)
+        if adapter is not None:
+            pane = await self.c.runtime.tmux.pane(session_name(rec.id))
+            idle = await self.progress.idle_for(
+                rec.id,
+                log_path=self.c.runtime.log_path(rec.id),
+                pane_pid=pane.pid if pane else None,
+                checkout=Path(rec.worktree_path) if rec.worktree_path else None,
+                profile=adapter.profile,
+            )
+            if idle > adapter.idle_minutes * self.config.minute_s:
+                tail = await self._tail(rec) or ""
+                report.timeouts += 1
+                self._kill_beside(rec, idle_reason(adapter.profile, tail),
+                                  idle_minutes=adapter.idle_minutes)  # fmt: skip
+                return
         if _age(started, now) < self.config.stall_s or not rec.worktree_path:
             return
         last = await in_checkout(self.c.runtime.paths.data_dir, Path(rec.worktree_path), "log",
                                  "-1", "--format=%H %ct", check=False)  # fmt: skip
         sha, _, stamp = last.stdout.strip().partition(" ")
-        if not stamp.isdigit() or time.time() - int(stamp) < self.config.stall_s:
+        # From the agent's start or its last commit, whichever is later (never the base's).
+        since = (
+            max(started, datetime.fromtimestamp(int(stamp), UTC)) if stamp.isdigit() else started
+        )
+        if _age(since, now) < self.config.stall_s:
             return
         if self._stalled.get(rec.id) != sha:
             self._stalled[rec.id] = sha
             report.stalls += 1
+            minutes = round(_age(since, now) / 60)
+            warning = {"since": since.isoformat(), "minutes": minutes, "at": now.isoformat()}
+            with contextlib.suppress(StaleVersionError):
+                await self.admin.update_metadata(
+                    rec.id, {"stall_warning": warning}, expected_version=rec.version
+                )
             await self.c.bus.emit(
-                EventType.STALLED,
-                operator_id=rec.operator_id,
-                task_id=rec.id,
-                minutes=round((time.time() - int(stamp)) / 60),
+                EventType.STALLED, operator_id=rec.operator_id, task_id=rec.id, minutes=minutes
             )
 
-    async def _time_out(self, rec: TaskRecord) -> None:
-        """The log tail and diff first (the kill removes the session), then the kill, then
-        running → failed with reason `timeout`."""
+    async def _stop_agent(self, rec: TaskRecord, verdict: Verdict, fields: dict[str, Any]) -> None:
+        """The log tail and diff first, then the kill, then running → failed with the
+        verdict's reason (`timeout`, `agent_idle`, `agent_network`)."""
         tail = await self._tail(rec)
         diff = await self._diff(rec)
         await self.c.runtime.kill(rec.id)
-        ctx = failure_context(
-            "timeout", previous=rec, timeout_minutes=rec.timeout_minutes, diff=diff, log_tail=tail
-        )
-        await self._move(rec, S.FAILED, "timeout", failure_context=ctx)
+        self.progress.forget(rec.id)
+        ctx = failure_context(verdict.reason, previous=rec, diff=diff, log_tail=tail,
+                              message=verdict.message, **fields)  # fmt: skip
+        await self._move(rec, S.FAILED, verdict.reason, failure_context=ctx)
 
     def _killed(self, task_id: UUID, task: asyncio.Task[None]) -> None:
         self._kills.pop(task_id, None)
@@ -492,8 +543,14 @@ class Monitor:
         return out.stdout[:DIFF_KEEP_CHARS] or None
 
     async def _tail(self, rec: TaskRecord) -> str | None:
+        """The end of the agent's output, without what it echoed of its prompt."""
         try:
-            return await self.c.runtime.logs(rec.id, LOG_TAIL_LINES)
+            text = await self.c.runtime.logs(rec.id, LOG_TAIL_LINES * 4)
+            keys = self.c.runtime.prompt_hashes(rec.id)
+            lines = strip_echo(text, keys).splitlines()
+            starts = [i for i, ln in enumerate(lines) if ln.startswith(ATTEMPT_START)]
+            lines = lines[starts[-1] :] if starts else lines  # this attempt's output only
+            return "\n".join(lines[-LOG_TAIL_LINES:]) or None
         except Exception as exc:
             log.warning("no log tail for the failure context: %s", exc, extra={"task": str(rec.id)})
             return None

@@ -7,7 +7,9 @@ transaction, then relaunches the agent in the task's own worktree with a prompt 
 the previous failure (sanitized). An agent killed by the OOM killer (137, "out of memory")
 gets 0.75 of the last prompt budget. A usage-limit or quota message in the agent's output
 pauses the task until the stated reset without spending a retry. A spent budget abandons
-the task.
+the task. A configuration failure (`agent_not_installed`, `agent_auth`, `agent_config`: the
+same setup fails the same way) is never retried automatically: the operator fixes the cause and
+runs `fleet retry`.
 Cancelled tasks are never retried (they have no way out of `cancelled`).
 """
 
@@ -41,6 +43,8 @@ _IN = re.compile(r"(?:try again|retry|resets?)\s+in\s+(\d+)\s*(s|sec|second|m|mi
                  re.IGNORECASE)  # fmt: skip
 _AT = re.compile(r"resets?\s+(?:at\s+)?(\d{1,2}):(\d{2})", re.IGNORECASE)
 DEFAULT_PAUSE = timedelta(minutes=15)
+# Failures a retry with the same setup cannot fix: `fleet retry` only, after the fix.
+MANUAL_ONLY = frozenset({"agent_not_installed", "agent_auth", "agent_config"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class RetryEngine:
         for rec in tasks:
             if rec.status not in RETRYABLE or rec.host_id != self.conductor.runtime.host_id:
                 continue
+            if (rec.failure_context or {}).get("reason") in MANUAL_ONLY:
+                continue  # the operator fixes the cause, then `fleet retry`
             spent = rec.retry_count >= rec.max_retries and not _paused(rec)
             if not spent and self.due_at(rec) > now:
                 continue

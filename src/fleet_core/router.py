@@ -50,13 +50,13 @@ _OPUS = ModelChoice(AgentType.CLAUDE_CODE, "claude-opus-4-6")
 DEFAULT_TABLE: Mapping[TaskType, ModelChoice] = {
     TaskType.BUG_FIX: _OPUS,
     TaskType.FEATURE: _OPUS,
-    TaskType.REFACTOR: ModelChoice(AgentType.CODEX, "codex-mini-latest"),
+    TaskType.REFACTOR: ModelChoice(AgentType.CODEX, "gpt-5.5"),
     TaskType.REVIEW: ModelChoice(AgentType.GEMINI, "gemini-2.5-pro"),
     TaskType.DOCS: ModelChoice(AgentType.CLAUDE_CODE, "claude-sonnet-4-5"),
 }
 DEFAULT_AGENT_MODELS: Mapping[AgentType, str] = {
     AgentType.CLAUDE_CODE: "claude-sonnet-4-5",
-    AgentType.CODEX: "codex-mini-latest",
+    AgentType.CODEX: "gpt-5.5",
     AgentType.GEMINI: "gemini-2.5-pro",
     AgentType.AIDER: "claude-sonnet-4-5",
     AgentType.DEMO: "demo",

@@ -171,6 +171,7 @@ class SpawnSaga:
             setup=config.setup,
             setup_timeout_s=config.setup_timeout_seconds,
             sandbox=rec.sandbox,
+            quoted=tuple(str((rec.failure_context or {}).get("log_tail") or "").splitlines()),
         )
         if retry:
             return await self.runtime.respawn(spec)
@@ -200,6 +201,10 @@ def _failure_context(failure: Failure) -> dict[str, Any]:
     doc = {"reason": "spawn_failed", **failure.to_dict()}
     if isinstance(failure.error, SpawnError):
         doc["runtime_step"] = failure.error.step
+        if failure.error.step == "not_installed":  # not retried until the operator installs it
+            doc["reason"] = "agent_not_installed"
+            doc["message"] = str(failure.error)
+            doc["hint"] = "install the agent's CLI on the engine's PATH, then `fleet retry`"
         if failure.error.output:
             doc["output"] = failure.error.output[-2000:]
     return doc

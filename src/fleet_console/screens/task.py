@@ -280,6 +280,10 @@ class TaskScreen(Screen[None]):
             ("spawned", stamp(rec.spawned_at)),
             ("completed", stamp(rec.completed_at)),
         ]
+        if rec.stall_warning:  # no new commit since the agent's start or its last commit
+            w = rec.stall_warning
+            fields.append(("stalled", f"no new commit for {w.get('minutes')} min "
+                                      f"(warned {w.get('at')})"))  # fmt: skip
         lines = [f"{label:<13} {value}" for label, value in fields]
         if rec.failure_context:
             pretty = json.dumps(rec.failure_context, indent=2, sort_keys=True, default=str)

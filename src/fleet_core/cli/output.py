@@ -76,6 +76,16 @@ def status_text(
     return text
 
 
+def stall_text(rec: TaskRecord) -> str:
+    """The task's stall warning in words ("-" when there is none)."""
+    w = rec.stall_warning
+    if not w:
+        return "-"
+    return (
+        f"no new commit for {w.get('minutes')} min (since {w.get('since')}; warned {w.get('at')})"
+    )
+
+
 def details_text(rec: TaskRecord) -> str:
     fields = [
         ("id", str(rec.id)),
@@ -98,6 +108,7 @@ def details_text(rec: TaskRecord) -> str:
         ("created", rec.created_at.isoformat(timespec="seconds")),
         ("spawned", rec.spawned_at.isoformat(timespec="seconds") if rec.spawned_at else "-"),
         ("completed", rec.completed_at.isoformat(timespec="seconds") if rec.completed_at else "-"),
+        ("stalled", stall_text(rec)),
     ]
     width = max(len(k) for k, _ in fields)
     lines = [f"{k.ljust(width)}  {v}" for k, v in fields]

@@ -51,6 +51,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("demo", "the whole lifecycle offline, with demo agents", "demo_cmd"),
     Verb("token", "bearer tokens for the HTTP API", "auth_cmds"),
     Verb("operator", "operators' stored tiers", "operator_cmds"),
+    Verb("agent", "log an agent CLI in (its own login, in your agents' HOME)", "login_cmd"),
     Verb("secrets", "your secrets for your agents (stored encrypted)", "secrets_cmds"),
     Verb("repo", "the repositories agents may work in, and who may use them", "repo_cmds"),
     Verb("keys", "the API's signing keys", "auth_cmds"),

@@ -25,9 +25,9 @@ from fleet_core.config import Settings
 from fleet_core.db.sysuser import RunAs
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
+from fleet_core.runtime import agent_log, launch, limits
 from fleet_core.runtime import checkout as co
 from fleet_core.runtime import git as g
-from fleet_core.runtime import launch, limits
 from fleet_core.runtime.adapters import Adapter
 from fleet_core.runtime.cleanup import CleanupResult, remove_checkout
 from fleet_core.runtime.contained import Confinement
@@ -68,6 +68,11 @@ class RuntimePaths:
         return self.data_dir / "snapshots"
 
     @property
+    def agent_logs(self) -> Path:
+        """Each agent's output (`<task id>.log`, rotated to `.log.1`), kept past its session."""
+        return self.data_dir / "agent-logs"
+
+    @property
     def homes(self) -> Path:
         """Agents' persistent HOMEs, one per operator and agent type (their CLIs' logins)."""
         return self.data_dir / "homes"
@@ -91,6 +96,7 @@ class SpawnSpec:
     setup: list[str] | None = None
     setup_timeout_s: float = 600.0
     sandbox: str | None = None  # how an earlier attempt ran: "bwrap" binds this one too
+    quoted: tuple[str, ...] = ()  # lines the prompt quotes of earlier output: never its echo
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,17 @@ class ExitStatus:
     def oom(self) -> bool:
         """137 = SIGKILL; unless fleet itself sent it, that is the OOM killer."""
         return self.code == OOM_EXIT and not self.killed_by_fleet
+
+
+def agent_home(paths: RuntimePaths, operator_id: str, agent: AgentType, owner: RunAs) -> Path:
+    """The operator's persistent HOME for one agent type (its CLI's login), made on first use
+    and owned by the agent user."""
+    home = path_under(paths.homes, operator_id, field="operator_id") / agent.value
+    if not home.is_dir():
+        home.mkdir(parents=True, mode=0o700)
+        if owner.uid is not None:
+            os.chown(home, owner.uid, owner.gid or 0)
+    return home
 
 
 def session_name(task_id: UUID) -> str:
@@ -161,6 +178,32 @@ class LocalRuntime:
 
     def run_dir(self, task_id: UUID) -> Path:
         return path_under(self.paths.runs, str(task_id), field="task_id")
+
+    def log_path(self, task_id: UUID) -> Path:
+        return path_under(self.paths.agent_logs, f"{task_id}.log", field="task_id")
+
+    def prompt_lines_path(self, task_id: UUID) -> Path:
+        """Hashes of the prompt's lines (never its text): what an agent echoes of it is cut
+        from the failure context and the retry prompt."""
+        return path_under(self.paths.agent_logs, f"{task_id}.prompt", field="task_id")
+
+    def installed(self) -> dict[AgentType, str | None]:
+        """Each configured agent type's binary as found on PATH (None: not installed)."""
+        return {agent: shutil.which(a.binary) for agent, a in self.adapters.items()}
+
+    def require_installed(self, agent: AgentType) -> None:
+        """BadInputError naming the binary and the agents that are installed, unless the
+        agent's binary is on PATH."""
+        adapter = self.adapters.get(agent)
+        if adapter is None:
+            raise BadInputError("agent_type", f"no command configured for {agent.value}")
+        if shutil.which(adapter.binary) is None:
+            found = sorted(a.value for a, exe in self.installed().items() if exe)
+            raise BadInputError(
+                "agent_type",
+                f"{adapter.binary} (for {agent.value}) is not installed: not on PATH; "
+                f"installed: {', '.join(found) or 'none'}",
+            )
 
     # -- spawn -------------------------------------------------------------------------------
 
@@ -279,13 +322,7 @@ class LocalRuntime:
             raise SpawnError("setup", f"cannot run {argv[0]}: {exc}") from None
 
     def _home(self, operator_id: str, agent: AgentType) -> Path:
-        home = path_under(self.paths.homes, operator_id, field="operator_id") / agent.value
-        if not home.is_dir():
-            home.mkdir(parents=True, mode=0o700)
-            owner = self.agent_owner
-            if owner.uid is not None:
-                os.chown(home, owner.uid, owner.gid or 0)
-        return home
+        return agent_home(self.paths, operator_id, agent, self.agent_owner)
 
     async def _launch(
         self, spec: SpawnSpec, adapter: Adapter, handle: AgentHandle, rd: Path, common: Path
@@ -298,7 +335,9 @@ class LocalRuntime:
         argv = adapter.argv(spec.model)
         exe = shutil.which(argv[0])
         if exe is None:
-            raise SpawnError("process", f"cannot start {argv[0]}: not installed (not on PATH)")
+            raise SpawnError(
+                "not_installed", f"cannot start {argv[0]}: not installed (not on PATH)"
+            )
         slirp = seccomp = ""
         if self.sandbox is not None:
             # By its absolute path, with its own directory first on PATH (a Node CLI's `node`
@@ -332,8 +371,16 @@ class LocalRuntime:
         )
         # The launcher needs only the standard library: run its file without `site`.
         launcher = [sys.executable, "-S", launch.__file__, str(rd)]
+        self.paths.agent_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        echo = prompt_hashes(spec.prompt, spec.quoted)
+        _write_atomic(self.prompt_lines_path(spec.task_id), echo)
         try:
             await self.tmux.new_session(handle.session, rd, launcher)
+            # The output's file, from the first byte: the launcher prints nothing and starts
+            # no agent until `go`, which is written after this.
+            await self.tmux.pipe_pane(
+                handle.session, agent_log.pipe_command(self.log_path(spec.task_id))
+            )
         except Exception as exc:
             raise SpawnError("process", f"tmux could not start the launcher: {exc}") from None
 
@@ -441,9 +488,28 @@ class LocalRuntime:
         return alive
 
     async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
+        """The last `lines` readable lines of the agent's output: from its kept log file
+        (after the session too), else from the pane."""
         if not 1 <= lines <= MAX_LOG_LINES:
             raise BadInputError("lines", f"must be between 1 and {MAX_LOG_LINES}")
+        kept = await asyncio.to_thread(agent_log.read_tail, self.log_path(task_id), lines)
+        if kept is not None:
+            return "\n".join(kept)
         return await self.tmux.capture(session_name(task_id), lines)
+
+    def prompt_hashes(self, task_id: UUID) -> frozenset[str]:
+        try:
+            text = self.prompt_lines_path(task_id).read_text()
+        except OSError:
+            return frozenset()
+        return frozenset(text.split())
+
+    def forget_logs(self, task_id: UUID) -> None:
+        """Remove the task's kept output (when the task itself is deleted)."""
+        log_file = self.log_path(task_id)
+        for path in (log_file, log_file.with_name(log_file.name + ".1"),
+                     self.prompt_lines_path(task_id)):  # fmt: skip
+            path.unlink(missing_ok=True)
 
     async def list_active(self) -> list[UUID]:
         """Task ids of the sessions on our own socket (never the user's tmux)."""
@@ -505,6 +571,41 @@ class LocalRuntime:
         limits.remove(task_id)
         self._published.pop(task_id, None)
         return result
+
+
+ECHO_MIN_CHARS = 12  # a line this long that repeats the prompt's is its echo
+ECHO_NEAR = 6  # a shorter one (a heading) counts when that close to a long one
+
+
+def echo_key(line: str) -> str | None:
+    """A line's key for recognising the prompt's echo (None for a blank line)."""
+    text = " ".join(line.split())
+    if not text:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def prompt_hashes(prompt: str, quoted: tuple[str, ...] | list[str] = ()) -> bytes:
+    """The keys of the prompt's lines, except those it quotes of the agent's earlier output
+    (a retry's log tail): the agent printing them again is output, not echo."""
+    keys = {k for line in prompt.splitlines() if (k := echo_key(line))}
+    keys -= {k for line in quoted if (k := echo_key(line))}
+    return "\n".join(sorted(keys)).encode()
+
+
+def strip_echo(text: str, keys: frozenset[str]) -> str:
+    """`text` without the lines that repeat the prompt's: long ones wherever they are, short
+    ones (headings, file names) only beside long ones."""
+    if not keys:
+        return text
+    lines = text.splitlines()
+    hit = [not ln.startswith("fleet: ") and echo_key(ln) in keys for ln in lines]
+    long_hits = [i for i, ln in enumerate(lines) if hit[i] and len(ln.strip()) >= ECHO_MIN_CHARS]
+    drop = set(long_hits)
+    for i, is_hit in enumerate(hit):
+        if is_hit and any(abs(i - j) <= ECHO_NEAR for j in long_hits):
+            drop.add(i)
+    return "\n".join(ln for i, ln in enumerate(lines) if i not in drop)
 
 
 async def _terminate_group(pid: int, grace_s: float) -> bool:

@@ -78,6 +78,10 @@ class Tmux:
         """Start `argv` (executed directly, no shell) as the only pane of a new session."""
         await asyncio.to_thread(self._new_session, name, cwd, argv, width, height)
 
+    async def pipe_pane(self, name: str, command: str) -> None:
+        """Pipe everything the pane prints from now on into `command` (a shell command)."""
+        await asyncio.to_thread(self._cmd, "pipe-pane", "-t", f"={name}:", command)
+
     def _has(self, name: str) -> bool:
         return self._server.cmd("has-session", "-t", f"={name}").returncode == 0
 

@@ -1,0 +1,1 @@
+ALTER TABLE fleet_tasks DROP COLUMN stall_warning;

@@ -1,0 +1,149 @@
+"""Whether a running agent makes progress: a hang is caught by silence, not only by the
+task's timeout.
+
+Progress is new output in its kept log (except what its adapter knows as waiting noise:
+codex's "Reconnecting... waiting for network", a spinner), CPU time used by its process tree
+(more than a small share of one core since the last look), or a change in its checkout (HEAD
+or the working tree). No progress for the agent type's `idle_minutes` → idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from fleet_core.runtime import agent_log
+from fleet_core.runtime.agent_profiles import Profile
+from fleet_core.runtime.checkout import in_checkout
+
+CPU_SHARE = 0.05  # of one core, over the time since the last look: below that, it waits
+NEW_OUTPUT_CAP = 256_000
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class _Seen:
+    at: float  # monotonic time of the last progress
+    looked: float  # monotonic time of the last look
+    log_size: int = 0
+    cpu: float = 0.0
+    checkout: str = ""
+
+
+class ProgressWatch:
+    def __init__(self, data_dir: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.data_dir = data_dir
+        self._clock = clock
+        self._seen: dict[UUID, _Seen] = {}
+
+    def forget(self, task_id: UUID) -> None:
+        self._seen.pop(task_id, None)
+
+    def keep_only(self, running: set[UUID]) -> None:
+        for tid in set(self._seen) - running:
+            del self._seen[tid]
+
+    async def idle_for(
+        self,
+        task_id: UUID,
+        *,
+        log_path: Path,
+        pane_pid: int | None,
+        checkout: Path | None,
+        profile: Profile,
+    ) -> float:
+        """Seconds since this agent last made progress (0 at the first look)."""
+        now = self._clock()
+        size = _size(log_path)
+        cpu = await asyncio.to_thread(tree_cpu_seconds, pane_pid) if pane_pid else 0.0
+        seen = self._seen.get(task_id)
+        if seen is None:
+            fp = await fingerprint(self.data_dir, checkout)
+            self._seen[task_id] = _Seen(now, now, size, cpu, fp)
+            return 0.0
+        moved = False
+        if size != seen.log_size:
+            fresh = await asyncio.to_thread(_new_output, log_path, seen.log_size, size)
+            moved = any(not (profile.noise and profile.noise.search(ln)) for ln in fresh)
+            seen.log_size = size
+        if cpu - seen.cpu > CPU_SHARE * max(now - seen.looked, 0.001):
+            moved = True
+        seen.cpu = cpu
+        if not moved:
+            fp = await fingerprint(self.data_dir, checkout)
+            if fp != seen.checkout:
+                seen.checkout, moved = fp, True
+        seen.looked = now
+        if moved:
+            seen.at = now
+        return now - seen.at
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _new_output(path: Path, before: int, size: int) -> list[str]:
+    """The readable lines appended since `before` (all of a file that was rotated)."""
+    start = before if size > before else 0
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(start, size - NEW_OUTPUT_CAP))
+            data = fh.read(NEW_OUTPUT_CAP)
+    except OSError:
+        return []
+    return agent_log.readable(data)
+
+
+async def fingerprint(data_dir: Path, checkout: Path | None) -> str:
+    """HEAD and the working tree's state, hashed ("" without a checkout)."""
+    if checkout is None or not checkout.is_dir():
+        return ""
+    head = await in_checkout(data_dir, checkout, "rev-parse", "HEAD", check=False)
+    args = ("--no-optional-locks", "status", "--porcelain", "-z")
+    state = await in_checkout(data_dir, checkout, *args, check=False)
+    return hashlib.sha256((head.stdout + "\0" + state.stdout).encode()).hexdigest()
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User and system CPU time of `root` and every descendant, from /proc."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0.0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) < 13:
+            continue
+        pid = int(name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / TICKS
+    total = 0.0
+    for pid in cpu:
+        p = pid
+        for _ in range(64):
+            if p == root:
+                total += cpu[pid]
+                break
+            p = parents.get(p, 0)
+            if p <= 1:
+                break
+    return total
