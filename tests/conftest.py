@@ -42,6 +42,7 @@ from fleet_core.registry import TaskRegistry  # noqa: E402
 from fleet_core.runtime.local import RuntimePaths  # noqa: E402
 
 TABLES = (
+    "fleet_notify_channels",
     "fleet_master_key",
     "fleet_secrets",
     "fleet_tokens",
