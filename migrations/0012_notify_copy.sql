@@ -2,6 +2,9 @@
 -- fleet_notify_channels. SQL cannot encrypt with the master key (it never reaches the
 -- database), so a value waits in `secret_plain` until the engine seals it at its next start
 -- (fleet_core.notify.settings.seal_pending: encrypt, store secret_enc, clear secret_plain).
+-- The tables FORCE row-level security, also for their owner: see every row (this transaction only).
+SELECT set_config('app.is_admin', 'true', true);
+
 ALTER TABLE fleet_notify_channels
     ADD COLUMN secret_plain TEXT;
 
