@@ -65,7 +65,7 @@ async def running_engine(
             await conductor.start()
             notify = NotifyService(settings, db, conductor.runtime.secrets.store,
                                    cli_stream=notify_stream)  # fmt: skip
-            await notify.start()
+            await notify.start(conductor.bus, monitor.on_cycle)
         yield Engine(settings, db, conductor, monitor, reconciled, notify)
     finally:
         if notify is not None:

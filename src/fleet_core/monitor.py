@@ -442,6 +442,7 @@ class Monitor:
                 operator_id=rec.operator_id,
                 task_id=rec.id,
                 minutes=round((time.time() - int(stamp)) / 60),
+                commit=sha,
             )
 
     async def _time_out(self, rec: TaskRecord) -> None:

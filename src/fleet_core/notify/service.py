@@ -3,13 +3,15 @@ outbox worker (and NATS when configured), started and stopped together."""
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
 from fleet_core.auth.secret_store import SecretStore
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
+from fleet_core.events import EventBus
+from fleet_core.notify.bus_events import EventQueuer
 from fleet_core.notify.channels import DesktopChannel
 from fleet_core.notify.delivery import Dispatcher, LocalOperator, Policy
 from fleet_core.notify.outbox import OutboxWorker
@@ -61,11 +63,18 @@ class NotifyService:
             lease_s=settings.notify_lease_seconds,
         )
 
-    async def start(self) -> None:
+        self.queuer = EventQueuer(db, settings.host_id)
+
+    async def start(self, bus: EventBus | None = None, on_cycle: list[Any] | None = None) -> None:
+        """Start the worker; with `bus` (and the monitor's `on_cycle` listeners), also queue
+        stalls, pauses and an unhealthy monitor."""
+        if bus is not None:
+            self.queuer.attach(bus, on_cycle)
         await self.worker.start()
 
     async def stop(self) -> None:
         try:
+            await self.queuer.detach()
             await self.worker.stop()
         finally:
             if self.nats is not None:
