@@ -46,6 +46,12 @@ ROUTES: dict[tuple[str, str], Tier] = {
     ("GET", "/api/fleet/secrets"): O,
     ("PUT", "/api/fleet/secrets/{name}"): B,
     ("DELETE", "/api/fleet/secrets/{name}"): B,
+    ("GET", "/api/fleet/notifications"): O,
+    ("POST", "/api/fleet/notifications/redrive"): B,
+    ("POST", "/api/fleet/notifications/test"): B,
+    ("GET", "/api/fleet/notifications/channels"): O,
+    ("PUT", "/api/fleet/notifications/channels/{channel}"): B,
+    ("DELETE", "/api/fleet/notifications/channels/{channel}"): B,
     ("GET", "/api/fleet/admin/tokens"): S,
     ("POST", "/api/fleet/admin/tokens/{jti}/revoke"): S,
     ("PUT", "/api/fleet/admin/operators/{operator}/tier"): S,
@@ -97,7 +103,8 @@ async def call(s: Server, route: tuple[str, str], headers: dict[str, str]) -> tu
     task = await TaskRegistry(s.engine.db, Tenant.operator("alice")).create(
         new_task(branch=f"fleet/access-{uuid.uuid4().hex[:8]}", repository="/nowhere")
     )
-    path = template.format(task_id=task.id, jti=uuid.uuid4(), operator="bob", name="API_KEY")
+    path = template.format(task_id=task.id, jti=uuid.uuid4(), operator="bob", name="API_KEY",
+                           channel="desktop")  # fmt: skip
     body: dict[str, Any] | None = None
     if route == ("POST", "/api/fleet/spawn"):
         body = spawn_body(Path("/nowhere"))
@@ -105,6 +112,10 @@ async def call(s: Server, route: tuple[str, str], headers: dict[str, str]) -> tu
         body = {"tier": "builder"}
     elif route[0] == "PUT" and "/secrets/" in path:
         body = {"value": "v"}
+    elif route[0] == "PUT" and "/channels/" in path:
+        body = {"enabled": False}
+    elif route[0] == "POST" and "/notifications/" in path:
+        body = {}
     async with s.client.stream(method, path, headers=headers, json=body) as r:
         if r.headers.get("content-type", "").startswith("text/event-stream"):
             return r.status_code, None

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from fleet_core import __version__
-from fleet_core.api import admin_routes, errors, routes, secret_routes
+from fleet_core.api import admin_routes, errors, notify_routes, routes, secret_routes
 from fleet_core.api.body import JsonBodies
 from fleet_core.api.identity import ADMIN_TIER, OPTIONAL_BEARER, optional_caller
 from fleet_core.api.metrics import Metrics
@@ -43,6 +43,7 @@ def create_app(
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(secret_routes.router)
+    app.include_router(notify_routes.router)
     app.include_router(admin_routes.router)
     app.middleware("http")(app.state.metrics.middleware)
     app.add_middleware(JsonBodies)

@@ -127,7 +127,7 @@ def set_channel(args: argparse.Namespace, settings: Settings) -> int:
     from fleet_core.errors import BadInputError
     from fleet_core.notify.events import validate_events
 
-    _require(settings, "participant", "setting up notifications")
+    _require(settings, "builder", "setting up notifications")
     if args.events is not None and args.default_events:
         raise BadInputError("events", "give --events or --default-events, not both")
     events = validate_events(args.events.split(",")) if args.events else None
@@ -174,7 +174,7 @@ def list_channels(args: argparse.Namespace, settings: Settings) -> int:
 def remove_channel(args: argparse.Namespace, settings: Settings) -> int:
     from fleet_core.cli.output import dumps
 
-    _require(settings, "participant", "removing a channel")
+    _require(settings, "builder", "removing a channel")
     info = _with_db(settings, lambda db: _store(db, settings).remove(settings.operator,
                                                                      args.channel))  # fmt: skip
     if args.json:

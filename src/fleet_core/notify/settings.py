@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from fleet_core.auth.secret_store import SecretStore
 from fleet_core.db.database import Database, Tenant
-from fleet_core.errors import EXIT_NOT_FOUND, BadInputError, FleetError
+from fleet_core.errors import BadInputError, NotFoundError
 
 CHANNELS = ("discord", "telegram", "desktop", "cli")
 SECRET_CHANNELS = ("discord", "telegram")
@@ -24,9 +24,8 @@ TELEGRAM_TOKEN_RE = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$")
 CHAT_ID_RE = re.compile(r"^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,63})$")
 
 
-class ChannelNotFoundError(FleetError):
-    exit_code = EXIT_NOT_FOUND
-    code = "not_found"
+class ChannelNotFoundError(NotFoundError):
+    """The operator has no such channel set up."""
 
 
 @dataclass(frozen=True)
