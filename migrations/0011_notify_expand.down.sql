@@ -32,8 +32,10 @@ CREATE POLICY fleet_notifications_tenant ON fleet_notifications
 DROP TRIGGER IF EXISTS fleet_outbox_wake ON fleet_outbox;
 DROP FUNCTION IF EXISTS fleet_outbox_wake();
 DROP INDEX IF EXISTS fleet_outbox_dead_idx;
+DROP INDEX IF EXISTS fleet_outbox_unpublished_idx;
 DROP INDEX IF EXISTS fleet_outbox_due_idx;
 ALTER TABLE fleet_outbox
+    DROP COLUMN IF EXISTS published_at,
     DROP COLUMN IF EXISTS dead_at,
     DROP COLUMN IF EXISTS locked_until,
     DROP COLUMN IF EXISTS locked_by,

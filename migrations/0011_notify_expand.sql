@@ -9,11 +9,17 @@ SELECT set_config('app.is_admin', 'true', true);
 
 -- The outbox: when a row is next due, who holds it (a lease: an engine that dies releases it
 -- when the lease runs out, or at its own restart), and when it was given up (dead-lettered).
+-- `published_at`: when the event reached NATS JetStream (published in order, by one engine at
+-- a time; NULL while NATS is not configured or down).
 ALTER TABLE fleet_outbox
     ADD COLUMN next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     ADD COLUMN locked_by       TEXT,
     ADD COLUMN locked_until    TIMESTAMPTZ,
-    ADD COLUMN dead_at         TIMESTAMPTZ;
+    ADD COLUMN dead_at         TIMESTAMPTZ,
+    ADD COLUMN published_at    TIMESTAMPTZ;
+
+CREATE INDEX fleet_outbox_unpublished_idx ON fleet_outbox (created_at, id)
+    WHERE published_at IS NULL;
 
 CREATE INDEX fleet_outbox_due_idx ON fleet_outbox (next_attempt_at, created_at)
     WHERE processed_at IS NULL AND dead_at IS NULL;

@@ -62,7 +62,7 @@ COLUMNS = {
         ("payload", J, False), ("created_at", TZ, False), ("processed_at", TZ, True),
         ("retry_count", I, False), ("dedup_key", VC, True), ("error", T, True),
         ("next_attempt_at", TZ, False), ("locked_by", T, True), ("locked_until", TZ, True),
-        ("dead_at", TZ, True),
+        ("dead_at", TZ, True), ("published_at", TZ, True),
     ],
     "fleet_notify_channels": [
         ("operator_id", T, False), ("channel", T, False), ("enabled", B, False),
@@ -158,6 +158,7 @@ INDEXES = {
     "fleet_outbox_dedup_key": "UNIQUE INDEX fleet_outbox_dedup_key ON public.fleet_outbox USING btree (dedup_key)",
     "fleet_outbox_pending_idx": "INDEX fleet_outbox_pending_idx ON public.fleet_outbox USING btree (created_at) WHERE (processed_at IS NULL)",
     "fleet_outbox_due_idx": "INDEX fleet_outbox_due_idx ON public.fleet_outbox USING btree (next_attempt_at, created_at) WHERE ((processed_at IS NULL) AND (dead_at IS NULL))",
+    "fleet_outbox_unpublished_idx": "INDEX fleet_outbox_unpublished_idx ON public.fleet_outbox USING btree (created_at, id) WHERE (published_at IS NULL)",
     "fleet_outbox_dead_idx": "INDEX fleet_outbox_dead_idx ON public.fleet_outbox USING btree (dead_at) WHERE (dead_at IS NOT NULL)",
     "fleet_notifications_outbox_channel": "UNIQUE INDEX fleet_notifications_outbox_channel ON public.fleet_notifications USING btree (outbox_id, operator_id, channel) WHERE (outbox_id IS NOT NULL)",
     "fleet_notifications_dead_idx": "INDEX fleet_notifications_dead_idx ON public.fleet_notifications USING btree (dead_at) WHERE (dead_at IS NOT NULL)",

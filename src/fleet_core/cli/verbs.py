@@ -53,6 +53,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("operator", "operators' stored tiers", "operator_cmds"),
     Verb("secrets", "your secrets for your agents (stored encrypted)", "secrets_cmds"),
     Verb("notify", "notification channels, pending and dead-lettered deliveries", "notify_cmds"),
+    Verb("events", "follow the fleet's events on NATS JetStream", "events_cmd"),
     Verb("keys", "the API's signing keys", "auth_cmds"),
     Verb("db", "the database: migrations, URL, embedded server", "db_cmd"),
     Verb("config", "show the settings in effect, or the file's path", "config_cmd"),

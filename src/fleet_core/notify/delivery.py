@@ -5,8 +5,8 @@ status, delivered at, dead-lettered at, next attempt).
 Channels are sent in parallel and one failing never blocks another. A failed channel is
 tried again after a jittered exponential backoff (or what the receiver's Retry-After asked),
 and after `max_attempts` it is dead-lettered; when every channel of an operator's event was
-dead-lettered, the CLI line goes out instead, so the event is never silently dropped. NATS
-has no attempt limit: while it is down, its rows wait.
+dead-lettered, the CLI line goes out instead, so the event is never silently dropped. (NATS
+is not a channel: nats.py publishes every event, in order, beside this.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -64,9 +64,6 @@ class LocalOperator:
     desktop: bool = True
 
 
-Publisher = Callable[[Mapping[str, Any]], Awaitable[Outcome]]
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -79,7 +76,6 @@ class Dispatcher:
         local: LocalOperator | None = None,
         cli_stream: IO[str] | None = None,
         desktop: DesktopChannel | None = None,
-        nats: Publisher | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -89,7 +85,6 @@ class Dispatcher:
         self.local = local
         self.cli = CliChannel(cli_stream)
         self.desktop = desktop or DesktopChannel()
-        self.nats = nats
 
     async def recipients(self, operator_id: str) -> list[str]:
         if operator_id != ALL_SOVEREIGNS:
@@ -161,8 +156,6 @@ class Dispatcher:
 
     async def _records(self, row: Mapping[str, Any], targets: dict[Key, Channel]) -> list[Any]:
         keys = list(targets)
-        if self.nats is not None:
-            keys.append((str(row["operator_id"]), "nats"))
         payload = row["payload"] or {}
         task_id = payload.get("task_id")
         async with self.db.tx(ADMIN) as conn:
@@ -190,10 +183,6 @@ class Dispatcher:
     async def _send(
         self, rec: Any, targets: dict[Key, Channel], msg: Message | None, row: Mapping[str, Any]
     ) -> Outcome:
-        if rec["channel"] == "nats":
-            if self.nats is None:
-                return Outcome(False, None, None, False, "NATS is not configured on this engine")
-            return await self.nats(row)
         channel = targets.get((rec["operator_id"], rec["channel"]))
         if rec["channel"] == "cli":
             channel = self.cli
@@ -215,8 +204,7 @@ class Dispatcher:
                 rec["id"], attempts, out.status,
             )  # fmt: skip
             return
-        limit = None if rec["channel"] == "nats" else self.policy.max_attempts
-        dead = out.permanent or (limit is not None and attempts >= limit)
+        dead = out.permanent or attempts >= self.policy.max_attempts
         delay = self.policy.delay(attempts, out.retry_after)
         await conn.execute(
             "UPDATE fleet_notifications SET attempts = $2, last_status = $3, last_error = $4, "
@@ -235,7 +223,7 @@ class Dispatcher:
         async with self.db.tx(ADMIN) as conn:
             ops = await conn.fetch(
                 """SELECT operator_id FROM fleet_notifications
-                    WHERE outbox_id = $1 AND channel NOT IN ('nats', 'cli')
+                    WHERE outbox_id = $1 AND channel <> 'cli'
                     GROUP BY operator_id
                    HAVING bool_and(dead_at IS NOT NULL)""",
                 row["id"],

@@ -1,10 +1,14 @@
 """NATS JetStream, when FLEET_NATS_URL is set: every outbox event is published to
 `fleet.<event>` (e.g. fleet.task.merged) on the stream `nats_stream`, which is created if
 missing (subjects fleet.>, limits from the settings). `Nats-Msg-Id` is the event's dedup key,
-so JetStream drops a repeat (a delivery redone after a crash); the operator travels in the
+so JetStream drops a repeat (a publish redone after a crash); the operator travels in the
 payload and in a `Fleet-Operator` header (operator ids may contain dots, so never in the
-subject). NATS down: the publish fails, the outbox row waits and is tried again; nothing is
-lost, and `connected` says so for the health line.
+subject).
+
+The pump publishes outbox rows with `published_at IS NULL` oldest first, one engine at a time
+(a transaction-level advisory lock), and stops at the first failure: events leave in order
+(per task, the order of its transitions), and while NATS is down they wait in the database;
+nothing is lost, and `connected` / `last_error` say so for the health line.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
 from fleet_core.config import Settings
+from fleet_core.db.database import Database, Tenant
 from fleet_core.notify.channels import Outcome
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,8 @@ SUBJECTS = "fleet.>"
 OPERATOR_HEADER = "Fleet-Operator"
 CONNECT_TIMEOUT_S = 2.0
 PUBLISH_TIMEOUT_S = 5.0
+PUMP_LOCK = (0x464C54, 2)  # our advisory-lock namespace ("FLT"), key 2: the NATS pump
+PUMP_BATCH = 200
 
 
 def subject(event_type: str) -> str:
@@ -63,14 +70,23 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         )
 
 
+async def _quiet(exc: Exception) -> None:
+    log.debug("nats: %s", exc)
+
+
 async def connect(settings: Settings) -> Client:
+    """One connection attempt, bounded (nats-py alone keeps retrying a refused connect)."""
     assert settings.nats_url
-    return await nats.connect(
-        settings.nats_url,
-        connect_timeout=CONNECT_TIMEOUT_S,
-        allow_reconnect=False,
-        max_reconnect_attempts=0,
-        name=f"fleet-{settings.host_id}",
+    return await asyncio.wait_for(
+        nats.connect(
+            settings.nats_url,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            name=f"fleet-{settings.host_id}",
+            error_cb=_quiet,
+        ),
+        CONNECT_TIMEOUT_S * 2,
     )
 
 
@@ -119,3 +135,31 @@ class NatsPublisher:
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
+
+
+async def pump(db: Database, publisher: NatsPublisher, max_age_s: float) -> int:
+    """Publish the unpublished events (younger than the stream keeps), oldest first, until
+    the first failure; returns how many were published. Another engine pumping: 0."""
+    published = 0
+    async with db.tx(Tenant.admin()) as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, $2)", *PUMP_LOCK):
+            return 0
+        rows = await conn.fetch(
+            """SELECT * FROM fleet_outbox
+                WHERE published_at IS NULL
+                  AND created_at > now() - make_interval(secs => $1)
+                ORDER BY created_at, id LIMIT $2""",
+            max_age_s, PUMP_BATCH,
+        )  # fmt: skip
+        done = []
+        for row in rows:
+            out = await publisher.publish(dict(row))
+            if not out.ok:
+                break
+            done.append(row["id"])
+        if done:
+            await conn.execute(
+                "UPDATE fleet_outbox SET published_at = now() WHERE id = ANY($1::uuid[])", done
+            )
+            published = len(done)
+    return published

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +51,17 @@ class OutboxWorker:
         poll_s: float = 5.0,
         lease_s: float = 60.0,
         batch: int = 50,
+        after: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
+        """`after`: work done after each round of claims (the NATS pump), with the same
+        wake-ups; it returns how much it did (more may be waiting)."""
         self.db = db
         self.dispatcher = dispatcher
         self.engine_id = engine_id
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.batch = batch
+        self.after = after
         self.stats = WorkerStats()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -148,6 +153,9 @@ class OutboxWorker:
             try:
                 while await self.run_once():
                     pass
+                if self.after is not None:
+                    while await self.after() > 0:
+                        pass
                 due = await self.next_due_in()
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()

@@ -29,6 +29,7 @@ class NotifyService:
         desktop: DesktopChannel | None = None,
     ) -> None:
         self.settings = settings
+        self.db = db
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.notify_timeout_seconds),
             follow_redirects=False,
@@ -53,7 +54,6 @@ class NotifyService:
             local=LocalOperator(settings.operator, settings.tier, settings.notify_desktop),
             cli_stream=cli_stream,
             desktop=desktop,
-            nats=self.nats.publish if self.nats else None,
         )
         self.worker = OutboxWorker(
             db,
@@ -61,9 +61,16 @@ class NotifyService:
             engine_id=settings.host_id,
             poll_s=settings.notify_poll_seconds,
             lease_s=settings.notify_lease_seconds,
+            after=self._pump if self.nats else None,
         )
 
         self.queuer = EventQueuer(db, settings.host_id)
+
+    async def _pump(self) -> int:
+        from fleet_core.notify.nats import pump
+
+        assert self.nats is not None
+        return await pump(self.db, self.nats, self.settings.nats_max_age_hours * 3600)
 
     async def start(self, bus: EventBus | None = None, on_cycle: list[Any] | None = None) -> None:
         """Start the worker; with `bus` (and the monitor's `on_cycle` listeners), also queue
