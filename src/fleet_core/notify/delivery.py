@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -37,6 +38,7 @@ from fleet_core.notify.settings import ChannelConfig, ChannelStore
 log = logging.getLogger(__name__)
 ADMIN = Tenant.admin()
 Key = tuple[str, str]  # (operator, channel)
+CONFIG_TTL_S = 2.0  # how long an operator's channel settings are reused (a change binds after)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Dispatcher:
         self.local = local
         self.cli = CliChannel(cli_stream)
         self.desktop = desktop or DesktopChannel()
+        self._configs: dict[str, tuple[float, list[ChannelConfig]]] = {}
 
     async def recipients(self, operator_id: str) -> list[str]:
         if operator_id != ALL_SOVEREIGNS:
@@ -111,7 +114,12 @@ class Dispatcher:
     async def channels_for(self, op: str) -> list[tuple[ChannelConfig, Channel]]:
         """The operator's working channels (enabled, configured; the desktop by default for
         the local operator when notify-send is installed), with their settings."""
-        configs = await self.store.configs(op) if self.store else []
+        cached = self._configs.get(op)
+        if cached is not None and time.monotonic() - cached[0] < CONFIG_TTL_S:
+            configs = cached[1]
+        else:
+            configs = await self.store.configs(op) if self.store else []
+            self._configs[op] = (time.monotonic(), configs)
         by_name = {c.channel: c for c in configs}
         local = self.local is not None and self.local.operator_id == op
         desktop = local and self.local is not None and self.local.desktop
@@ -148,11 +156,13 @@ class Dispatcher:
         outcomes = await asyncio.gather(
             *(self._send(r, targets, msgs.get(r["operator_id"]), row) for r in due)
         )
-        async with self.db.tx(ADMIN) as conn:
+        dead = any(r["dead_at"] is not None for r in rows)
+        async with self.db.tx(ADMIN) as conn:  # the outcomes and the row's state: one commit
             for rec, out in zip(due, outcomes, strict=True):
-                await self._record(conn, rec, out)
-        await self._fallback(row)
-        await self._settle(row, engine_id)
+                dead = await self._record(conn, rec, out) or dead
+            if dead:
+                await self._fallback(conn, row)
+            await self._settle(conn, row, engine_id)
 
     async def _records(self, row: Mapping[str, Any], targets: dict[Key, Channel]) -> list[Any]:
         keys = list(targets)
@@ -194,7 +204,8 @@ class Dispatcher:
             log.exception("notification channel failed", extra={"channel": rec["channel"]})
             return Outcome(False, None, None, False, f"{type(exc).__name__}: {exc}"[:200])
 
-    async def _record(self, conn: Any, rec: Any, out: Outcome) -> None:
+    async def _record(self, conn: Any, rec: Any, out: Outcome) -> bool:
+        """Write one attempt's outcome; True when it dead-lettered the delivery."""
         attempts = rec["attempts"] + 1
         if out.ok:
             await conn.execute(
@@ -203,7 +214,7 @@ class Dispatcher:
                 "next_attempt_at = NULL WHERE id = $1",
                 rec["id"], attempts, out.status,
             )  # fmt: skip
-            return
+            return False
         dead = out.permanent or attempts >= self.policy.max_attempts
         delay = self.policy.delay(attempts, out.retry_after)
         await conn.execute(
@@ -217,49 +228,48 @@ class Dispatcher:
             log.warning("notification dead-lettered", extra={
                 "channel": rec["channel"], "operator": rec["operator_id"],
                 "attempts": attempts, "error": out.error})  # fmt: skip
+        return dead
 
-    async def _fallback(self, row: Mapping[str, Any]) -> None:
+    async def _fallback(self, conn: Any, row: Mapping[str, Any]) -> None:
         """An operator whose every channel was dead-lettered gets the CLI line."""
-        async with self.db.tx(ADMIN) as conn:
-            ops = await conn.fetch(
-                """SELECT operator_id FROM fleet_notifications
-                    WHERE outbox_id = $1 AND channel <> 'cli'
-                    GROUP BY operator_id
-                   HAVING bool_and(dead_at IS NOT NULL)""",
-                row["id"],
-            )
-            for r in ops:
-                op = r["operator_id"]
-                inserted = await conn.fetchval(
-                    """INSERT INTO fleet_notifications
-                           (outbox_id, operator_id, channel, event_type, payload, attempts,
-                            delivered, delivered_at)
-                       VALUES ($1, $2, 'cli', $3, $4, 1, true, now())
-                       ON CONFLICT DO NOTHING RETURNING id""",
-                    row["id"], op, row["event_type"], {"dedup_key": row["dedup_key"]},
-                )  # fmt: skip
-                if inserted is not None:
-                    await self.cli.send(message(row, op))
-
-    async def _settle(self, row: Mapping[str, Any], engine_id: str) -> None:
-        async with self.db.tx(ADMIN) as conn:
-            await conn.execute(
-                """WITH s AS (
-                       SELECT count(*) FILTER (WHERE delivered_at IS NULL AND dead_at IS NULL)
-                                  AS pending,
-                              count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
-                              min(next_attempt_at) FILTER (WHERE delivered_at IS NULL
-                                                             AND dead_at IS NULL) AS next_at
-                         FROM fleet_notifications WHERE outbox_id = $1)
-                   UPDATE fleet_outbox o SET
-                       locked_by = NULL, locked_until = NULL,
-                       retry_count = o.retry_count + 1,
-                       processed_at = CASE WHEN s.pending = 0 THEN now() END,
-                       dead_at = CASE WHEN s.pending = 0 AND s.dead > 0 THEN now() END,
-                       error = CASE WHEN s.dead > 0 THEN s.dead || ' channel(s) dead-lettered'
-                               END,
-                       next_attempt_at = COALESCE(s.next_at, now())
-                     FROM s
-                    WHERE o.id = $1 AND o.locked_by = $2""",
-                row["id"], engine_id,
+        ops = await conn.fetch(
+            """SELECT operator_id FROM fleet_notifications
+                WHERE outbox_id = $1 AND channel <> 'cli'
+                GROUP BY operator_id
+               HAVING bool_and(dead_at IS NOT NULL)""",
+            row["id"],
+        )
+        for r in ops:
+            op = r["operator_id"]
+            inserted = await conn.fetchval(
+                """INSERT INTO fleet_notifications
+                       (outbox_id, operator_id, channel, event_type, payload, attempts,
+                        delivered, delivered_at)
+                   VALUES ($1, $2, 'cli', $3, $4, 1, true, now())
+                   ON CONFLICT DO NOTHING RETURNING id""",
+                row["id"], op, row["event_type"], {"dedup_key": row["dedup_key"]},
             )  # fmt: skip
+            if inserted is not None:
+                await self.cli.send(message(row, op))
+
+    async def _settle(self, conn: Any, row: Mapping[str, Any], engine_id: str) -> None:
+        await conn.execute(
+            """WITH s AS (
+                   SELECT count(*) FILTER (WHERE delivered_at IS NULL AND dead_at IS NULL)
+                              AS pending,
+                          count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
+                          min(next_attempt_at) FILTER (WHERE delivered_at IS NULL
+                                                         AND dead_at IS NULL) AS next_at
+                     FROM fleet_notifications WHERE outbox_id = $1)
+               UPDATE fleet_outbox o SET
+                   locked_by = NULL, locked_until = NULL,
+                   retry_count = o.retry_count + 1,
+                   processed_at = CASE WHEN s.pending = 0 THEN now() END,
+                   dead_at = CASE WHEN s.pending = 0 AND s.dead > 0 THEN now() END,
+                   error = CASE WHEN s.dead > 0 THEN s.dead || ' channel(s) dead-lettered'
+                           END,
+                   next_attempt_at = COALESCE(s.next_at, now())
+                 FROM s
+                WHERE o.id = $1 AND o.locked_by = $2""",
+            row["id"], engine_id,
+        )  # fmt: skip
