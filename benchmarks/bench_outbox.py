@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -60,12 +61,20 @@ class Sink:
         self.port = int(self.proc.stdout.readline())
         self.arrivals: dict[str, float] = {}
         self.expected = 0
+        self.cond = threading.Condition()
+        threading.Thread(target=self._drain, daemon=True).start()  # a full pipe would block it
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            key, at = line.split()
+            with self.cond:
+                self.arrivals.setdefault(key, float(at))
+                self.cond.notify_all()
 
     def read(self, n: int) -> None:
-        assert self.proc.stdout is not None
-        while len(self.arrivals) < n:
-            key, at = self.proc.stdout.readline().split()
-            self.arrivals.setdefault(key, float(at))
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.arrivals) >= n, timeout=120)
 
     def stop(self) -> None:
         self.proc.kill()

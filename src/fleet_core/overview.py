@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fleet_core.db.database import Tenant
 from fleet_core.lifecycle import SLOT_HOLDING
 from fleet_core.models import Tier
+from fleet_core.notify.status import DeliveryHealth, delivery_health
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Actor, Conductor
@@ -36,6 +37,7 @@ class Overview:
     queued: int
     monitor: dict[str, Any] = field(default_factory=dict)
     forges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deliveries: DeliveryHealth | None = None  # the notifications the viewer may see
 
 
 async def fleet_overview(
@@ -56,6 +58,7 @@ async def fleet_overview(
         )
         total = int(await conn.fetchval("SELECT fleet_active_total($1)", slots))
         queued = int(await conn.fetchval("SELECT count(*) FROM fleet_spawn_queue"))
+    deliveries = await delivery_health(conductor.db, tenant)
     limits = conductor.governor.limits
     loads = []
     for r in rows:
@@ -73,4 +76,5 @@ async def fleet_overview(
         queued=queued,
         monitor=monitor.health() if monitor else {},
         forges=conductor.forges.health(),
+        deliveries=deliveries,
     )
