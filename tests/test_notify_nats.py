@@ -138,12 +138,14 @@ async def test_nats_stopped_mid_run_loses_nothing(
         return service.nats is not None and service.nats.last_error is not None
 
     await wait_for(failed, what="the pump to meet the stopped server")
+    assert service.health()["nats"] == "error"
     assert await su.fetchval("SELECT count(*) FROM fleet_outbox WHERE published_at IS NULL") == 6
     natsd.start()  # same port, same store
     await wait_for(lambda: _published(su), what="the waiting events after NATS came back")
     msgs = await stream_messages(natsd.url)
     ids = [m.headers["Nats-Msg-Id"] for m in msgs]
     assert len(ids) == len(set(ids)) == 12
+    assert service.health()["nats"] == "ok" and service.health()["worker"] == "running"
 
 
 def test_events_tail_prints_the_operators_own(pg: Pg, natsd: NatsServer, su: object) -> None:

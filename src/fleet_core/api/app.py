@@ -20,6 +20,7 @@ from fleet_core.auth.access import Access
 from fleet_core.auth.keys import KeyStore
 from fleet_core.conductor import Actor
 from fleet_core.engine import Engine
+from fleet_core.notify.status import delivery_health
 
 JWKS_MAX_AGE_S = 300
 ADMIN_ONLY_HEALTH = ("last_error", "forges")
@@ -74,13 +75,20 @@ def create_app(
         except Exception as exc:  # the answer says what is wrong; it does not fail
             database = f"error: {type(exc).__name__}"
         monitor = engine.monitor.health()
+        notify = engine.notify.health() if engine.notify is not None else None
         ok = database == "ok" and bool(monitor.get("running"))
+        ok = ok and (notify is None or notify.get("nats") != "error")  # NATS down: degraded
         health = Health(ok=ok, status="ok" if ok else "degraded")
         if actor is None:
             return health
         if not actor.tier.at_least(ADMIN_TIER):
             monitor = {k: v for k, v in monitor.items() if k not in ADMIN_ONLY_HEALTH}
-        return health.model_copy(update={"database": database, "monitor": monitor})
+        if notify is not None and database == "ok":
+            d = await delivery_health(engine.db, actor.tenant)
+            notify |= {"pending": d.pending, "failing": d.failing, "dead_lettered": d.dead}
+        return health.model_copy(
+            update={"database": database, "monitor": monitor, "notifications": notify}
+        )
 
     @app.get(
         "/metrics",
@@ -102,3 +110,4 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str | None = None  # with a token
     monitor: dict[str, Any] | None = None  # with a token
+    notifications: dict[str, Any] | None = None  # with a token, on an engine that delivers

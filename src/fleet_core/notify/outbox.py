@@ -78,6 +78,10 @@ class OutboxWorker:
         await self._listen()
         self._task = asyncio.create_task(self._loop(), name="outbox-worker")
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

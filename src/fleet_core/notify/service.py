@@ -66,6 +66,19 @@ class NotifyService:
 
         self.queuer = EventQueuer(db, settings.host_id)
 
+    def health(self) -> dict[str, Any]:
+        """The worker's state and NATS's, for /healthz (no operator's data in it)."""
+        st = self.worker.stats
+        doc: dict[str, Any] = {
+            "worker": "running" if self.worker.running else "stopped",
+            "listening": st.listening,
+            "processed": st.processed,
+            "errors": st.errors,
+        }
+        if self.nats is not None:
+            doc["nats"] = "error" if self.nats.last_error else "ok"
+        return doc
+
     async def _pump(self) -> int:
         from fleet_core.notify.nats import pump
 
