@@ -8,18 +8,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet_core.api.errors import responses
 from fleet_core.api.identity import at_least
 from fleet_core.conductor import Actor
 from fleet_core.engine import Engine
-from fleet_core.errors import BadInputError, ConfigError
+from fleet_core.errors import ConfigError
 from fleet_core.models import Tier
 from fleet_core.notify.events import validate_events
 from fleet_core.notify.service import NotifyService, send_test
-from fleet_core.notify.settings import ChannelStore
+from fleet_core.notify.settings import (
+    CHAT_ID_RE,
+    SECRET_CHANNELS,
+    TELEGRAM_TOKEN_RE,
+    WEBHOOK_RE,
+    ChannelNotFoundError,
+    ChannelStore,
+)
 from fleet_core.notify.status import outbox_status, redrive
 
 router = APIRouter(prefix="/api/fleet/notifications", tags=["notifications"],
@@ -38,17 +45,38 @@ class Channel(BaseModel):
     updated_at: str
 
 
-class ChannelSettings(BaseModel):
-    """`webhook_url` (discord) or `bot_token` + `chat_id` (telegram); omitted secrets keep the
-    stored one. `events`: the event types to send (null: the defaults)."""
+EventName = Literal[
+    "task.proposed", "task.spawning", "task.running", "task.pr_created", "task.reviewing",
+    "task.ready", "task.merged", "task.failed", "task.retrying", "task.abandoned",
+    "task.rejected", "task.cancelled", "task.stalled", "task.paused", "spawn.admitted",
+    "monitor.unhealthy",
+]  # fmt: skip
+WEBHOOK = WEBHOOK_RE.pattern
+BOT = TELEGRAM_TOKEN_RE.pattern
+CHAT = CHAT_ID_RE.pattern
+
+
+class DesktopSettings(BaseModel):
+    """`events`: the event types to send (null: the defaults, what needs you)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    webhook_url: str | None = Field(default=None, max_length=2000)
-    bot_token: str | None = Field(default=None, max_length=200)
-    chat_id: str | None = Field(default=None, max_length=200)
-    events: list[str] | None = Field(default=None, max_length=64)
+    events: list[EventName] | None = Field(default=None, max_length=64)
     enabled: bool = True
+
+
+class DiscordSettings(DesktopSettings):
+    """`webhook_url` (https, or http to a loopback address); omitted: the stored one (404
+    when none is stored)."""
+
+    webhook_url: str | None = Field(default=None, max_length=2000, pattern=WEBHOOK)
+
+
+class TelegramSettings(DesktopSettings):
+    """`bot_token` and `chat_id`; omitted: the stored ones (404 when none is stored)."""
+
+    bot_token: str | None = Field(default=None, pattern=BOT)
+    chat_id: str | None = Field(default=None, pattern=CHAT)
 
 
 class TestRequest(BaseModel):
@@ -102,9 +130,9 @@ def _store(request: Request) -> ChannelStore:
     return ChannelStore(engine.db, store)
 
 
-@router.get("", responses=responses(403))
+@router.get("", responses=responses(400, 403))
 async def notification_status(
-    request: Request, actor: Observer, limit: Annotated[int, Field(ge=1, le=200)] = 50
+    request: Request, actor: Observer, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> dict[str, Any]:
     """Counts, the oldest pending events and the dead-lettered deliveries of the caller."""
     return await outbox_status(_engine(request).db, actor.tenant, limit)
@@ -133,24 +161,48 @@ async def list_channels(request: Request, actor: Observer) -> list[Channel]:
     return [Channel(**i.to_dict()) for i in await _store(request).entries(actor.operator_id)]
 
 
-@router.put("/channels/{channel}", response_model=Channel, responses=responses(400, 403))
-async def put_channel(
-    request: Request, channel: ChannelName, body: ChannelSettings, actor: Builder
+async def _put(
+    request: Request,
+    actor: Actor,
+    channel: str,
+    body: DesktopSettings,
+    secret: str | None = None,
+    target: str | None = None,
 ) -> Channel:
-    """Create or replace the caller's settings of `channel`."""
-    if channel != "discord" and body.webhook_url is not None:
-        raise BadInputError("webhook_url", "only discord has a webhook URL")
-    if channel != "telegram" and (body.bot_token is not None or body.chat_id is not None):
-        raise BadInputError("bot_token", "only telegram has a bot token and chat id")
+    store = _store(request)
+    if secret is None and channel in SECRET_CHANNELS:
+        have = {i.channel: i for i in await store.entries(actor.operator_id)}
+        if channel not in have or (
+            channel == "telegram" and target is None and not have[channel].target
+        ):
+            what = "webhook_url" if channel == "discord" else "bot_token and chat_id"
+            raise ChannelNotFoundError(f"{actor.operator_id} has no {channel} channel yet: "
+                                       f"give its {what}")  # fmt: skip
     events = validate_events(body.events) if body.events is not None else None
-    secret = body.webhook_url if channel == "discord" else body.bot_token
-    info = await _store(request).set(actor.operator_id, channel, secret=secret,
-                                     target=body.chat_id, events=events,
-                                     enabled=body.enabled)  # fmt: skip
+    info = await store.set(actor.operator_id, channel, secret=secret, target=target,
+                           events=events, enabled=body.enabled)  # fmt: skip
     return Channel(**info.to_dict())
 
 
-@router.delete("/channels/{channel}", response_model=Channel, responses=responses(403, 404))
+@router.put("/channels/discord", response_model=Channel, responses=responses(400, 403, 404))
+async def put_discord(request: Request, body: DiscordSettings, actor: Builder) -> Channel:
+    """Create or replace the caller's Discord webhook (stored encrypted, never returned)."""
+    return await _put(request, actor, "discord", body, body.webhook_url)
+
+
+@router.put("/channels/telegram", response_model=Channel, responses=responses(400, 403, 404))
+async def put_telegram(request: Request, body: TelegramSettings, actor: Builder) -> Channel:
+    """Create or replace the caller's Telegram bot token (encrypted) and chat."""
+    return await _put(request, actor, "telegram", body, body.bot_token, body.chat_id)
+
+
+@router.put("/channels/desktop", response_model=Channel, responses=responses(400, 403))
+async def put_desktop(request: Request, body: DesktopSettings, actor: Builder) -> Channel:
+    """The desktop channel (notify-send on the engine's machine) for the caller."""
+    return await _put(request, actor, "desktop", body)
+
+
+@router.delete("/channels/{channel}", response_model=Channel, responses=responses(400, 403, 404))
 async def delete_channel(request: Request, channel: ChannelName, actor: Builder) -> Channel:
     """Delete the caller's settings of `channel` (404 when there are none)."""
     return Channel(**(await _store(request).remove(actor.operator_id, channel)).to_dict())

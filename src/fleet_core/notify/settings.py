@@ -22,6 +22,11 @@ CHANNELS = ("discord", "telegram", "desktop", "cli")
 SECRET_CHANNELS = ("discord", "telegram")
 TELEGRAM_TOKEN_RE = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$")
 CHAT_ID_RE = re.compile(r"^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,63})$")
+# What validate_webhook accepts, as a pattern for the API's schema (https, or http to loopback).
+WEBHOOK_RE = re.compile(
+    r"^(https://[^\s/?#@:\[\]]+(:[0-9]{1,5})?"
+    r"|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?)(/\S*)?$"
+)
 
 
 class ChannelNotFoundError(NotFoundError):

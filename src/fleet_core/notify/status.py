@@ -126,9 +126,11 @@ async def delivery_health(db: Database, tenant: Tenant) -> DeliveryHealth:
 async def redrive(db: Database, tenant: Tenant, prefix: str | None = None) -> int:
     """Dead-lettered deliveries (all the tenant sees, or of the events whose id or dedup key
     starts with `prefix`) go back to attempt one; returns how many. Wakes the workers."""
-    if prefix is not None and (not prefix or len(prefix) > 128 or "%" in prefix):
+    if prefix is not None and (not prefix or len(prefix) > 128):
         raise BadInputError("id", "give an event id (or its start) or a dedup key")
-    like = None if prefix is None else prefix.replace("\\", "\\\\").replace("_", "\\_") + "%"
+    like = None
+    if prefix is not None:
+        like = "".join("\\" + c if c in "\\%_" else c for c in prefix) + "%"
     async with db.tx(tenant) as conn:
         rows = await conn.fetch(
             """UPDATE fleet_notifications n
