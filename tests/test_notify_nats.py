@@ -174,3 +174,33 @@ def test_events_tail_prints_the_operators_own(pg: Pg, natsd: NatsServer, su: obj
         proc.wait(30)
     rest = proc.stdout.read() if proc.stdout else ""
     assert rest == ""  # bob's and alice.x's were not printed
+
+
+async def test_a_demo_runs_transitions_reach_jetstream_once_in_order(
+    pg: Pg, natsd: NatsServer, su: asyncpg.Connection
+) -> None:
+    from conftest import fleet
+    from test_cli import tmux_socket
+
+    try:
+        result = await asyncio.to_thread(fleet, "demo", "--headless", FLEET_NATS_URL=natsd.url,
+                                         FLEET_NATS_STREAM="FLEETT")  # fmt: skip
+    finally:
+        subprocess.run(["tmux", "-L", tmux_socket(), "kill-server"], capture_output=True)
+    assert result.returncode == 0, result.stderr
+    rows = await su.fetch("SELECT dedup_key, event_type, payload ->> 'task_id' AS task, "
+                          "(payload ->> 'version')::int AS v, published_at FROM fleet_outbox "
+                          "WHERE event_type LIKE 'task.%' ORDER BY created_at")  # fmt: skip
+    assert len(rows) > 30 and all(r["published_at"] is not None for r in rows)
+    msgs = await stream_messages(natsd.url)
+    ids = [m.headers["Nats-Msg-Id"] for m in msgs]
+    assert len(ids) == len(set(ids))  # once
+    assert {r["dedup_key"] for r in rows} <= set(ids)
+    by_task: dict[str, list[str]] = {}
+    for m in msgs:
+        doc = json.loads(m.data)
+        if doc["event"].startswith("task."):
+            by_task.setdefault(doc["data"]["task_id"], []).append(doc["id"])
+    for task, seq in by_task.items():  # in order: the order of the task's transitions
+        expected = [r["dedup_key"] for r in rows if r["task"] == task]
+        assert seq == expected, task

@@ -169,14 +169,18 @@ class OutboxWorker:
             )
         return None if value is None else max(0.0, float(value))
 
+    async def drain(self) -> None:
+        """Process what is due now, then run `after` (the NATS pump) until it has nothing."""
+        while await self.run_once():
+            pass
+        if self.after is not None:
+            while await self.after() > 0:
+                pass
+
     async def _loop(self) -> None:
         while True:
             try:
-                while await self.run_once():
-                    pass
-                if self.after is not None:
-                    while await self.after() > 0:
-                        pass
+                await self.drain()
                 due = await self.next_due_in()
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()

@@ -3,6 +3,8 @@ outbox worker (and NATS when configured), started and stopped together."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import IO, Any
 
 import httpx
@@ -16,6 +18,8 @@ from fleet_core.notify.channels import DesktopChannel
 from fleet_core.notify.delivery import Dispatcher, LocalOperator, Policy
 from fleet_core.notify.outbox import OutboxWorker
 from fleet_core.notify.settings import ChannelStore
+
+log = logging.getLogger(__name__)
 
 
 class NotifyService:
@@ -92,9 +96,16 @@ class NotifyService:
             self.queuer.attach(bus, on_cycle)
         await self.worker.start()
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 5.0) -> None:
+        """Stop; a running worker first delivers (and publishes) what is due, for at most
+        `drain_s` (what is left waits in the database for the next engine)."""
         try:
             await self.queuer.detach()
+            if self.worker.running and drain_s > 0:
+                try:
+                    await asyncio.wait_for(self.worker.drain(), drain_s)
+                except Exception as exc:  # TimeoutError included: the rest waits
+                    log.info("outbox: stopped before draining: %s", exc)
             await self.worker.stop()
         finally:
             if self.nats is not None:
