@@ -3,9 +3,11 @@ migrations that move the plaintext webhook URL and bot token into encrypted stor
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,6 +19,7 @@ from fleet_core.db.migrate import Migrator, discover
 from fleet_core.errors import BadInputError
 from fleet_core.notify.channels import (
     MARKDOWN_V2_RESERVED,
+    DesktopChannel,
     DiscordChannel,
     Message,
     TelegramChannel,
@@ -160,3 +163,25 @@ async def test_expand_copy_contract_moves_plaintext_into_sealed_storage(
                                    "discord_webhook_url IS NOT NULL") == 0  # fmt: skip
     finally:
         await conn.close()
+
+
+async def test_desktop_runs_notify_send_with_the_message(tmp_path: Path) -> None:
+    """A fake `notify-send` (records its argv, fails when told) stands for the real one."""
+    record = tmp_path / "argv"
+    fake = tmp_path / "notify-send"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\n"
+                    "[ \"$FAIL\" = 1 ] && { echo 'cannot connect to the bus' >&2; exit 1; }\n"
+                    "exit 0\n")  # fmt: skip
+    fake.chmod(0o755)
+    out = await DesktopChannel(str(fake)).send(Message(**{**MSG.__dict__, "kind": "bad"}))
+    assert out.ok
+    assert record.read_text().splitlines() == [
+        "-a", "fleet", "-u", "critical", MSG.title, MSG.summary]  # fmt: skip
+    os.environ["FAIL"] = "1"
+    try:
+        out = await DesktopChannel(str(fake)).send(MSG)
+    finally:
+        del os.environ["FAIL"]
+    assert not out.ok and out.status == 1 and "cannot connect to the bus" in (out.error or "")
+    missing = await DesktopChannel(str(tmp_path / "absent")).send(MSG)
+    assert not missing.ok and missing.permanent
