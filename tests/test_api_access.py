@@ -51,6 +51,14 @@ ROUTES: dict[tuple[str, str], Tier] = {
     ("POST", "/api/fleet/repos/{name}/grants"): S,
     ("DELETE", "/api/fleet/repos/{name}/grants/{operator}"): S,
     ("DELETE", "/api/fleet/repos/{name}"): S,
+    ("GET", "/api/fleet/notifications"): O,
+    ("POST", "/api/fleet/notifications/redrive"): B,
+    ("POST", "/api/fleet/notifications/test"): B,
+    ("GET", "/api/fleet/notifications/channels"): O,
+    ("PUT", "/api/fleet/notifications/channels/discord"): B,
+    ("PUT", "/api/fleet/notifications/channels/telegram"): B,
+    ("PUT", "/api/fleet/notifications/channels/desktop"): B,
+    ("DELETE", "/api/fleet/notifications/channels/{channel}"): B,
     ("GET", "/api/fleet/admin/tokens"): S,
     ("POST", "/api/fleet/admin/tokens/{jti}/revoke"): S,
     ("PUT", "/api/fleet/admin/operators/{operator}/tier"): S,
@@ -110,7 +118,8 @@ async def call(s: Server, route: tuple[str, str], headers: dict[str, str]) -> tu
         new_task(branch=f"fleet/access-{uuid.uuid4().hex[:8]}", repository="/nowhere")
     )
     name = "repo" if "/repos/" in template else "API_KEY"
-    path = template.format(task_id=task.id, jti=uuid.uuid4(), operator="bob", name=name)
+    path = template.format(task_id=task.id, jti=uuid.uuid4(), operator="bob", name=name,
+                           channel="desktop")  # fmt: skip
     body: dict[str, Any] | None = None
     if route == ("POST", "/api/fleet/spawn"):
         body = spawn_body(Path("/nowhere"))
@@ -122,6 +131,10 @@ async def call(s: Server, route: tuple[str, str], headers: dict[str, str]) -> tu
         body = {"path": "/nowhere"}
     elif route == ("POST", "/api/fleet/repos/{name}/grants"):
         body = {"operator": "bob"}
+    elif route[0] == "PUT" and "/channels/" in path:
+        body = {"enabled": False}
+    elif route[0] == "POST" and "/notifications/" in path:
+        body = {}
     async with s.client.stream(method, path, headers=headers, json=body) as r:
         if r.headers.get("content-type", "").startswith("text/event-stream"):
             return r.status_code, None

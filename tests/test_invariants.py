@@ -149,7 +149,8 @@ async def test_inv018_terminal_without_notification(
     await su.execute("DELETE FROM fleet_outbox")
     assert [v.task_id for v in await verify_inv018(db)] == [rec.id]
     await su.execute(
-        "INSERT INTO fleet_notifications (task_id, channel, payload) VALUES ($1, 'cli', '{}')",
+        "INSERT INTO fleet_notifications (task_id, channel, payload, operator_id) "
+        "VALUES ($1, 'cli', '{}', 'alice')",
         rec.id,
     )
     assert await verify_inv018(db) == []

@@ -19,6 +19,7 @@ TENANT_TABLES = (
     "fleet_audit",
     "fleet_spawn_queue",
     "fleet_secrets",
+    "fleet_notify_channels",
 )
 
 
@@ -26,10 +27,14 @@ async def seed(su: asyncpg.Connection, alice: TaskRegistry):
     rec = await alice.create(new_task())
     done = await alice.transition(rec.id, TaskStatus.CANCELLED, expected_version=0)  # audit+outbox
     await su.execute(
-        "INSERT INTO fleet_notifications (task_id, channel, payload) VALUES ($1, 'cli', '{}')",
+        "INSERT INTO fleet_notifications (task_id, channel, payload, operator_id) "
+        "VALUES ($1, 'cli', '{}', 'alice')",
         rec.id,
     )
     await su.execute("INSERT INTO fleet_config (operator_id) VALUES ('alice')")
+    await su.execute(
+        "INSERT INTO fleet_notify_channels (operator_id, channel) VALUES ('alice', 'desktop')"
+    )
     await su.execute(
         "INSERT INTO fleet_spawn_queue (operator_id, tier, request) VALUES ('alice', 'builder', '{}')"
     )
@@ -79,8 +84,8 @@ async def test_other_tables_are_isolated(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with db.tx(Tenant.operator("bob")) as conn:
             await conn.execute(
-                "INSERT INTO fleet_notifications (task_id, channel, payload) "
-                "VALUES ($1, 'cli', '{}')",
+                "INSERT INTO fleet_notifications (task_id, channel, payload, operator_id) "
+                "VALUES ($1, 'cli', '{}', 'alice')",
                 task.id,
             )
     async with db.tx(Tenant.operator("alice")) as conn:

@@ -44,13 +44,14 @@ COLUMNS = {
         ("updated_at", TZ, False), ("sandbox", T, True), ("stall_warning", J, True),
     ],
     "fleet_notifications": [
-        ("id", U, False), ("task_id", U, False), ("channel", T, False), ("payload", J, False),
+        ("id", U, False), ("task_id", U, True), ("channel", T, False), ("payload", J, False),
         ("delivered", B, False), ("attempts", I, False), ("last_error", T, True),
-        ("delivered_at", TZ, True), ("created_at", TZ, False),
+        ("delivered_at", TZ, True), ("created_at", TZ, False), ("outbox_id", U, True),
+        ("operator_id", T, False), ("event_type", T, True), ("last_status", I, True),
+        ("next_attempt_at", TZ, True), ("dead_at", TZ, True), ("updated_at", TZ, False),
     ],
     "fleet_config": [
-        ("operator_id", T, False), ("discord_webhook_url", T, True),
-        ("telegram_bot_token", T, True), ("telegram_chat_id", T, True),
+        ("operator_id", T, False),
         ("notify_on_spawn", B, False), ("notify_on_complete", B, False),
         ("notify_on_failure", B, False), ("default_max_retries", I, False),
         ("default_timeout_minutes", I, False), ("preferred_model", T, True),
@@ -60,6 +61,13 @@ COLUMNS = {
         ("id", U, False), ("operator_id", T, False), ("event_type", VC, False),
         ("payload", J, False), ("created_at", TZ, False), ("processed_at", TZ, True),
         ("retry_count", I, False), ("dedup_key", VC, True), ("error", T, True),
+        ("next_attempt_at", TZ, False), ("locked_by", T, True), ("locked_until", TZ, True),
+        ("dead_at", TZ, True), ("published_at", TZ, True),
+    ],
+    "fleet_notify_channels": [
+        ("operator_id", T, False), ("channel", T, False), ("enabled", B, False),
+        ("target", T, True), ("secret_enc", "bytea", True), ("events", "ARRAY", True),
+        ("created_at", TZ, False), ("updated_at", TZ, False), ("secret_plain", T, True),
     ],
     "fleet_audit": [
         ("id", "bigint", False), ("task_id", U, True), ("operator_id", T, False),
@@ -105,13 +113,17 @@ CONSTRAINTS = {
     },
     "fleet_notifications": {
         "fleet_notifications_pkey", "fleet_notifications_task_id_fkey", "valid_channel",
-        "valid_attempts",
+        "valid_attempts", "fleet_notifications_outbox_id_fkey", "valid_notification_operator_id",
     },
     "fleet_config": {
         "fleet_config_pkey", "valid_config_operator_id", "valid_default_max_retries",
         "valid_default_timeout_minutes", "valid_config_tier",
     },
     "fleet_outbox": {"fleet_outbox_pkey", "fleet_outbox_dedup_key", "valid_outbox_operator_id"},
+    "fleet_notify_channels": {
+        "fleet_notify_channels_pkey", "valid_notify_operator_id", "valid_notify_channel",
+        "valid_notify_secret", "valid_notify_target",
+    },
     "fleet_audit": {"fleet_audit_pkey", "valid_audit_operator_id", "valid_audit_event_type"},
     "fleet_spawn_queue": {
         "fleet_spawn_queue_pkey", "valid_queue_operator_id", "valid_queue_tier",
@@ -161,6 +173,12 @@ INDEXES = {
     "fleet_outbox_pkey": "UNIQUE INDEX fleet_outbox_pkey ON public.fleet_outbox USING btree (id)",
     "fleet_outbox_dedup_key": "UNIQUE INDEX fleet_outbox_dedup_key ON public.fleet_outbox USING btree (dedup_key)",
     "fleet_outbox_pending_idx": "INDEX fleet_outbox_pending_idx ON public.fleet_outbox USING btree (created_at) WHERE (processed_at IS NULL)",
+    "fleet_outbox_due_idx": "INDEX fleet_outbox_due_idx ON public.fleet_outbox USING btree (next_attempt_at, created_at) WHERE ((processed_at IS NULL) AND (dead_at IS NULL))",
+    "fleet_outbox_unpublished_idx": "INDEX fleet_outbox_unpublished_idx ON public.fleet_outbox USING btree (created_at, id) WHERE (published_at IS NULL)",
+    "fleet_outbox_dead_idx": "INDEX fleet_outbox_dead_idx ON public.fleet_outbox USING btree (dead_at) WHERE (dead_at IS NOT NULL)",
+    "fleet_notifications_outbox_channel": "UNIQUE INDEX fleet_notifications_outbox_channel ON public.fleet_notifications USING btree (outbox_id, operator_id, channel) WHERE (outbox_id IS NOT NULL)",
+    "fleet_notifications_dead_idx": "INDEX fleet_notifications_dead_idx ON public.fleet_notifications USING btree (dead_at) WHERE (dead_at IS NOT NULL)",
+    "fleet_notify_channels_pkey": "UNIQUE INDEX fleet_notify_channels_pkey ON public.fleet_notify_channels USING btree (operator_id, channel)",
     "fleet_audit_pkey": "UNIQUE INDEX fleet_audit_pkey ON public.fleet_audit USING btree (id)",
     "fleet_audit_task_idx": "INDEX fleet_audit_task_idx ON public.fleet_audit USING btree (task_id, created_at)",
     "fleet_audit_operator_idx": "INDEX fleet_audit_operator_idx ON public.fleet_audit USING btree (operator_id, created_at DESC)",
@@ -183,6 +201,9 @@ TRIGGERS = {
     ("fleet_tasks", "fleet_tasks_updated_at"),
     ("fleet_config", "fleet_config_updated_at"),
     ("fleet_secrets", "fleet_secrets_updated_at"),
+    ("fleet_outbox", "fleet_outbox_wake"),
+    ("fleet_notifications", "fleet_notifications_updated_at"),
+    ("fleet_notify_channels", "fleet_notify_channels_updated_at"),
 }
 
 
@@ -303,10 +324,10 @@ async def test_every_enum_value_is_accepted(su: asyncpg.Connection) -> None:
 async def test_other_checks_reject(su: asyncpg.Connection) -> None:
     tid = await _insert_task(su)
     cases = [
-        ("valid_channel", "INSERT INTO fleet_notifications (task_id, channel, payload) "
-         "VALUES ($1, 'email', '{}')", [tid]),
-        ("valid_attempts", "INSERT INTO fleet_notifications (task_id, channel, payload, attempts) "
-         "VALUES ($1, 'cli', '{}', -1)", [tid]),
+        ("valid_channel", "INSERT INTO fleet_notifications (task_id, channel, payload, "
+         "operator_id) VALUES ($1, 'email', '{}', 'alice')", [tid]),
+        ("valid_attempts", "INSERT INTO fleet_notifications (task_id, channel, payload, attempts, operator_id) "
+         "VALUES ($1, 'cli', '{}', -1, 'alice')", [tid]),
         ("valid_config_operator_id", "INSERT INTO fleet_config (operator_id) VALUES ('')", []),
         ("valid_default_max_retries",
          "INSERT INTO fleet_config (operator_id, default_max_retries) VALUES ('a', 11)", []),

@@ -39,5 +39,11 @@ class EngineSource:
     async def audit(self, task_id: UUID) -> list[dict[str, Any]]:
         return await audit_trail(self.engine.db, self.actor.tenant, task_id)
 
+    async def deliveries(self, task_id: UUID) -> list[dict[str, Any]]:
+        """The task's notification record: per event and channel."""
+        from fleet_core.notify.status import task_deliveries
+
+        return await task_deliveries(self.engine.db, self.actor.tenant, task_id)
+
     async def overview(self) -> Overview:
         return await fleet_overview(self.engine.conductor, self.actor, self.engine.monitor)

@@ -21,15 +21,9 @@ async def record_terminal(
 ) -> None:
     """Audit row plus outbox event for a task that just became terminal; runs inside the
     transaction of the status change, in one round trip."""
-    payload = {
-        "task_id": str(rec.id),
-        "operator_id": rec.operator_id,
-        "from_status": from_status,
-        "to_status": rec.status.value,
-        "branch": rec.branch,
-        "pr_number": rec.pr_number,
-        "retry_count": rec.retry_count,
-    }
+    from fleet_core.notify.record import task_payload
+
+    payload = task_payload(rec, from_status, detail)
     await conn.execute(
         """WITH audit AS (
                INSERT INTO fleet_audit

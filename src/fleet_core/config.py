@@ -108,6 +108,24 @@ class Settings(BaseModel):
     # tier?) before reading it again: a revocation or downgrade binds within that time.
     token_max_ttl_hours: float = Field(default=24.0, ge=1 / 60, le=720)
     auth_cache_seconds: float = Field(default=30.0, gt=0, le=60)
+    # Notifications (the outbox worker): attempts per channel before a delivery is
+    # dead-lettered, the backoff (min(base·2^n, max), jittered; a Retry-After wins), how often
+    # the worker polls besides LISTEN/NOTIFY, how long a claimed row stays with its engine,
+    # and each HTTP call's timeout. `telegram_api_url`: the Bot API's base URL.
+    notify_max_attempts: int = Field(default=8, ge=1, le=100)
+    notify_retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
+    notify_retry_max_seconds: float = Field(default=600.0, gt=0, le=86400)
+    notify_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    notify_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    notify_desktop: bool = True  # notify-send for the local operator, when it is installed
+    telegram_api_url: str = Field(default="https://api.telegram.org", pattern=r"^https?://")
+    # NATS JetStream (unset: no NATS): every event is published to fleet.<event> on `nats_stream`,
+    # created if missing with these limits.
+    nats_url: str | None = Field(default=None, pattern=r"^(nats|tls|ws|wss)://")
+    nats_stream: str = Field(default="FLEET", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    nats_max_age_hours: float = Field(default=168.0, gt=0, le=87600)
+    nats_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
 
     @field_validator("database_url", "engine_database_url")
     @classmethod

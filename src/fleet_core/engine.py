@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import IO
 
 from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
@@ -14,6 +15,7 @@ from fleet_core.db.connect import open_database
 from fleet_core.db.database import Database
 from fleet_core.events import EventBus
 from fleet_core.monitor import Monitor, MonitorConfig, ReconcileReport
+from fleet_core.notify.service import NotifyService
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Engine:
     conductor: Conductor
     monitor: Monitor
     reconciled: ReconcileReport
+    notify: NotifyService | None = None  # the outbox worker (None: background=False)
 
     @property
     def bus(self) -> EventBus:
@@ -45,20 +48,28 @@ async def running_engine(
     bus: EventBus | None = None,
     config: MonitorConfig | None = None,
     background: bool = True,
+    notify_stream: IO[str] | None = None,
 ) -> AsyncIterator[Engine]:
     """The engine, started; with `background=False` only the verbs work (no reconcile, no
-    monitor cycle, no queue loop): what a read-mostly view or a test needs."""
+    monitor cycle, no queue loop, no outbox worker): what a read-mostly view or a test needs.
+    `notify_stream` gets the `[FLEET] ...` fallback line (the headless server's stdout)."""
     db = await open_database(settings)
     conductor = Conductor.from_settings(settings, db, bus=bus)
     monitor = Monitor(conductor, config or monitor_config(settings))
+    notify: NotifyService | None = None
     try:
         await conductor.runtime.secrets.ready()  # a wrong master key stops here, one line
         reconciled = ReconcileReport([], [])
         if background:
             reconciled = await monitor.start()
             await conductor.start()
-        yield Engine(settings, db, conductor, monitor, reconciled)
+            notify = NotifyService(settings, db, conductor.runtime.secrets.store,
+                                   cli_stream=notify_stream)  # fmt: skip
+            await notify.start(conductor.bus, monitor.on_cycle)
+        yield Engine(settings, db, conductor, monitor, reconciled, notify)
     finally:
+        if notify is not None:
+            await notify.stop()
         await monitor.stop()
         await conductor.stop_engine()
         await db.close()

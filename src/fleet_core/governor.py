@@ -27,6 +27,7 @@ from fleet_core.errors import SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.lifecycle import SLOT_HOLDING, TaskStatus
 from fleet_core.models import NewTask, TaskRecord, Tier
+from fleet_core.notify.record import queue_event
 from fleet_core.registry import TaskRegistry
 from fleet_core.spawn_queue import Queued, QueueEntry
 
@@ -185,6 +186,13 @@ class Governor:
             if deleted is None:  # another engine took it while we waited for the lock
                 return None
             rec = await TaskRegistry(self.db, tenant).create(build(entry), conn=conn)
+            await queue_event(
+                conn, operator_id=operator_id, event_type="spawn.admitted",
+                payload={"task_id": str(rec.id), "branch": rec.branch, "queue_entry": entry.id,
+                         "description": rec.description[:100],
+                         "summary": f"queued spawn admitted as {rec.short_id}"},
+                dedup_key=f"{rec.id}:admitted",
+            )  # fmt: skip
         self._cache[operator_id] = (state.active + 1, self.clock())
         await self._capacity(None if state.total is None else state.total + 1)
         return entry, rec

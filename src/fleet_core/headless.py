@@ -9,6 +9,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 
 import uvicorn
@@ -41,7 +42,7 @@ class Server(uvicorn.Server):
 async def serve(settings: Settings, host: str, port: int) -> None:
     if settings.sandbox is None:  # a server never starts an agent unsandboxed unless told
         settings = settings.model_copy(update={"sandbox": SandboxMode.REQUIRED})
-    async with running_engine(settings) as engine:
+    async with running_engine(settings, notify_stream=sys.stdout) as engine:
         keys = KeyStore(engine.db, KeyStore.load_master_key(settings))
         await keys.ensure_signing_key()
         app = create_app(engine, keys)

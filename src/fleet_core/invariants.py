@@ -7,7 +7,9 @@ database (and, for INV-015, this host's runtime) and returns the violations it f
 - INV-016: every terminal task has its audit entry (written with the status change).
 - INV-017: retry_count ≤ max_retries.
 - INV-018: every terminal task produced a notification attempt (outbox event or
-  notification row).
+  notification row), and no outbox event waits unclaimed long past its due time (a crash
+  between the change and its delivery is replayed by the next poll; one that is not means
+  no outbox worker runs).
 """
 
 from __future__ import annotations
@@ -124,8 +126,20 @@ async def verify_inv017(db: Database) -> list[Violation]:
     ]
 
 
-async def verify_inv018(db: Database) -> list[Violation]:
+STUCK_AFTER_S = 300  # an event due this long ago and held by nobody: no worker delivers
+
+
+async def verify_inv018(db: Database, stuck_after_s: float = STUCK_AFTER_S) -> list[Violation]:
     async with db.tx(ADMIN, QueryClass.LIST) as conn:
+        stuck = await conn.fetch(
+            """SELECT id, operator_id, event_type, payload ->> 'task_id' AS task_id
+                 FROM fleet_outbox
+                WHERE processed_at IS NULL AND dead_at IS NULL
+                  AND next_attempt_at < now() - make_interval(secs => $1)
+                  AND (locked_until IS NULL OR locked_until < now())
+                ORDER BY created_at""",
+            stuck_after_s,
+        )
         rows = await conn.fetch(
             """SELECT t.id, t.operator_id, t.status FROM fleet_tasks t
                 WHERE t.status = ANY($1::text[])
@@ -134,10 +148,21 @@ async def verify_inv018(db: Database) -> list[Violation]:
                   AND NOT EXISTS (SELECT 1 FROM fleet_notifications n WHERE n.task_id = t.id)""",
             _values(TERMINAL),
         )
-    return [
+    out = [
         Violation("INV-018", f"{r['status']} without a notification", r["id"], r["operator_id"])
         for r in rows
     ]
+    out += [
+        Violation(
+            "INV-018",
+            f"outbox event {r['event_type']} ({r['id']}) undelivered, due more than "
+            f"{stuck_after_s:.0f}s ago and claimed by no worker",
+            UUID(r["task_id"]) if r["task_id"] else None,
+            r["operator_id"],
+        )
+        for r in stuck
+    ]
+    return out
 
 
 async def verify_all(

@@ -500,7 +500,11 @@ class Monitor:
                     rec.id, {"stall_warning": warning}, expected_version=rec.version
                 )
             await self.c.bus.emit(
-                EventType.STALLED, operator_id=rec.operator_id, task_id=rec.id, minutes=minutes
+                EventType.STALLED,
+                operator_id=rec.operator_id,
+                task_id=rec.id,
+                minutes=minutes,
+                commit=sha,
             )
 
     async def _stop_agent(self, rec: TaskRecord, verdict: Verdict, fields: dict[str, Any]) -> None:

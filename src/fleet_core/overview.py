@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fleet_core.db.database import Tenant
 from fleet_core.lifecycle import SLOT_HOLDING
 from fleet_core.models import Tier
+from fleet_core.notify.status import DeliveryHealth, delivery_health
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Actor, Conductor
@@ -37,6 +38,7 @@ class Overview:
     monitor: dict[str, Any] = field(default_factory=dict)
     forges: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsandboxed: str | None = None  # why agents run without a sandbox here (None: they don't)
+    deliveries: DeliveryHealth | None = None  # the notifications the viewer may see
 
 
 async def fleet_overview(
@@ -57,6 +59,7 @@ async def fleet_overview(
         )
         total = int(await conn.fetchval("SELECT fleet_active_total($1)", slots))
         queued = int(await conn.fetchval("SELECT count(*) FROM fleet_spawn_queue"))
+    deliveries = await delivery_health(conductor.db, tenant)
     limits = conductor.governor.limits
     loads = []
     for r in rows:
@@ -75,4 +78,5 @@ async def fleet_overview(
         monitor=monitor.health() if monitor else {},
         forges=conductor.forges.health(),
         unsandboxed=conductor.runtime.unsandboxed_reason,
+        deliveries=deliveries,
     )

@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from fleet_core.audit import record_terminal
+from fleet_core.notify.record import queue_transition
 
 if TYPE_CHECKING:
     from fleet_core.db.database import Conn
@@ -277,12 +278,10 @@ class TaskRegistry:
         terminal = to_status in TERMINAL
         changes = _update(update)
         sets, args = changes.assignments(5)
-        returning = "*"
-        if terminal:
-            if "completed_at" not in changes.model_fields_set:
-                sets.append("completed_at = now()")
-            # A subquery in RETURNING sees the row as it was before this statement.
-            returning += ", (SELECT p.status FROM fleet_tasks p WHERE p.id = $1) AS from_status"
+        # A subquery in RETURNING sees the row as it was before this statement.
+        returning = "*, (SELECT p.status FROM fleet_tasks p WHERE p.id = $1) AS from_status"
+        if terminal and "completed_at" not in changes.model_fields_set:
+            sets.append("completed_at = now()")
         set_sql = ", ".join(["status = $3", "version = version + 1", *sets])
         sql = (
             f"UPDATE fleet_tasks SET {set_sql} "
@@ -296,6 +295,8 @@ class TaskRegistry:
             rec = _record(row)
             if terminal:
                 await record_terminal(c, rec, row["from_status"], audit_detail)
+            else:  # every transition is an event (NATS, channels that ask for it)
+                await queue_transition(c, rec, row["from_status"], audit_detail)
         return rec
 
     async def _explain_miss(

@@ -200,11 +200,12 @@ class TaskScreen(Screen[None]):
             self._show_gone()
             return
         audit = await self.source.audit(self.task_id)
+        deliveries = await self.source.deliveries(rec.id)
         self.record, self.gone = rec, False
         now = self.clock()
         with self.app.batch_update():
             self._render_header(rec, now)
-            self._render_details(rec, now)
+            self._render_details(rec, now, deliveries)
             self._render_ci(rec)
             self._render_reviews(rec)
             self._render_audit(audit)
@@ -255,7 +256,9 @@ class TaskScreen(Screen[None]):
             f"status-{rec.status.value}",
         )
 
-    def _render_details(self, rec: TaskRecord, now: datetime) -> None:
+    def _render_details(
+        self, rec: TaskRecord, now: datetime, deliveries: list[dict[str, Any]] | None = None
+    ) -> None:
         pr = f"#{rec.pr_number}" if rec.pr_number is not None else DASH
 
         def stamp(when: datetime | None) -> str:
@@ -285,6 +288,9 @@ class TaskScreen(Screen[None]):
             fields.append(("stalled", f"no new commit for {w.get('minutes')} min "
                                       f"(warned {w.get('at')})"))  # fmt: skip
         lines = [f"{label:<13} {value}" for label, value in fields]
+        if deliveries:
+            lines += ["", "notifications:"]
+            lines += [f"  {notification_line(d)}" for d in deliveries]
         if rec.failure_context:
             pretty = json.dumps(rec.failure_context, indent=2, sort_keys=True, default=str)
             lines += ["", "failure context:", pretty]
@@ -333,3 +339,18 @@ class TaskScreen(Screen[None]):
                 _one_line(row.get("detail")),
                 key=key,
             )
+
+
+def notification_line(d: dict[str, Any]) -> str:
+    """`task.merged  discord  delivered 12:01 (1 attempt)` and the like."""
+    n = d["attempts"]
+    tries = f"{n} attempt{'s' if n != 1 else ''}"
+    if d["delivered_at"]:
+        state = f"delivered {str(d['delivered_at'])[11:16]} ({tries})"
+    elif d["dead_at"]:
+        state = f"DEAD-LETTERED after {tries}: {d['last_error'] or d['last_status']}"
+    elif n:
+        state = f"retrying ({tries}; last {d['last_error'] or d['last_status']})"
+    else:
+        state = "pending"
+    return f"{d['event'] or '-':<16} {d['channel']:<9} {state}"

@@ -1,5 +1,6 @@
 """The governor panel: slots used per operator against their limit, the fleet-wide count and
-cap, the queue, the monitor's health and the forges' budget."""
+cap, the queue, the monitor's health, the forges' budget and, when notifications fail, a
+"deliveries failing" line."""
 
 from __future__ import annotations
 
@@ -56,7 +57,17 @@ def render_overview(ov: Overview | None) -> Text:
         budget = f" ({remaining} calls left)" if remaining is not None else ""
         text.append(f"{name:<7}")
         text.append(f"{health}{budget}\n", style="" if health == "ok" else "yellow")
+    _deliveries(text, ov, "\n")
     return text
+
+
+def _deliveries(text: Text, ov: Overview, lead: str) -> None:
+    """Only when something fails: retrying or dead-lettered notifications."""
+    d = ov.deliveries
+    if d is not None and not d.ok:
+        text.append(lead)
+        text.append(d.line(), style="red" if d.dead else "yellow")
+        text.append("  (fleet notify status)" if d.dead else "")
 
 
 def render_strip(ov: Overview | None) -> Text:
@@ -85,6 +96,7 @@ def render_strip(ov: Overview | None) -> Text:
         text.append("off\n", style="dim")
     text.append("Forges ", style="bold")
     text.append("  ".join(f"{name}: {f.get('health', 'ok')}" for name, f in ov.forges.items()))
+    _deliveries(text, ov, "  ")
     if ov.unsandboxed:
         text.append("  agents run UNSANDBOXED", style="bold red")
     return text

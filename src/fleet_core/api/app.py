@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from fleet_core import __version__
-from fleet_core.api import admin_routes, errors, repo_routes, routes, secret_routes
+from fleet_core.api import (
+    admin_routes,
+    errors,
+    notify_routes,
+    repo_routes,
+    routes,
+    secret_routes,
+)
 from fleet_core.api.body import JsonBodies
 from fleet_core.api.identity import ADMIN_TIER, OPTIONAL_BEARER, optional_caller
 from fleet_core.api.metrics import Metrics
@@ -20,6 +27,7 @@ from fleet_core.auth.access import Access
 from fleet_core.auth.keys import KeyStore
 from fleet_core.conductor import Actor
 from fleet_core.engine import Engine
+from fleet_core.notify.status import delivery_health
 
 JWKS_MAX_AGE_S = 300
 ADMIN_ONLY_HEALTH = ("last_error", "forges")
@@ -43,6 +51,7 @@ def create_app(
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(secret_routes.router)
+    app.include_router(notify_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(repo_routes.router)
     app.middleware("http")(app.state.metrics.middleware)
@@ -74,13 +83,20 @@ def create_app(
         except Exception as exc:  # the answer says what is wrong; it does not fail
             database = f"error: {type(exc).__name__}"
         monitor = engine.monitor.health()
+        notify = engine.notify.health() if engine.notify is not None else None
         ok = database == "ok" and bool(monitor.get("running"))
+        ok = ok and (notify is None or notify.get("nats") != "error")  # NATS down: degraded
         health = Health(ok=ok, status="ok" if ok else "degraded")
         if actor is None:
             return health
         if not actor.tier.at_least(ADMIN_TIER):
             monitor = {k: v for k, v in monitor.items() if k not in ADMIN_ONLY_HEALTH}
-        return health.model_copy(update={"database": database, "monitor": monitor})
+        if notify is not None and database == "ok":
+            d = await delivery_health(engine.db, actor.tenant)
+            notify |= {"pending": d.pending, "failing": d.failing, "dead_lettered": d.dead}
+        return health.model_copy(
+            update={"database": database, "monitor": monitor, "notifications": notify}
+        )
 
     @app.get(
         "/metrics",
@@ -102,3 +118,4 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str | None = None  # with a token
     monitor: dict[str, Any] | None = None  # with a token
+    notifications: dict[str, Any] | None = None  # with a token, on an engine that delivers

@@ -123,6 +123,23 @@ class SecretStore:
                 self._aead = AESGCM(key)
             return self._aead
 
+    async def seal(self, aad: bytes, plain: str) -> bytes:
+        """`plain` encrypted with the master key: nonce || ciphertext, bound to `aad` (other
+        stores of the engine, e.g. notification channels, keep their secrets this way)."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + (await self._cipher()).encrypt(nonce, plain.encode(), aad)
+
+    async def unseal(self, aad: bytes, blob: bytes, what: str) -> str:
+        """The inverse of `seal`; `what` names the value in the error when it does not open."""
+        aead = await self._cipher()
+        try:
+            return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad).decode()
+        except InvalidTag:
+            raise ConfigError(
+                f"config error: {MASTER_KEY_ENV}: {what} does not decrypt with the master key "
+                f"from {self.source}"
+            ) from None
+
     async def set(self, operator_id: str, name: str, value: str) -> tuple[SecretInfo, bool]:
         """Store (or replace) a secret; returns it and whether it is new."""
         validate_name(name)

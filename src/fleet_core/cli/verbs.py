@@ -54,6 +54,8 @@ VERBS: tuple[Verb, ...] = (
     Verb("agent", "log an agent CLI in (its own login, in your agents' HOME)", "login_cmd"),
     Verb("secrets", "your secrets for your agents (stored encrypted)", "secrets_cmds"),
     Verb("repo", "the repositories agents may work in, and who may use them", "repo_cmds"),
+    Verb("notify", "notification channels, pending and dead-lettered deliveries", "notify_cmds"),
+    Verb("events", "follow the fleet's events on NATS JetStream", "events_cmd"),
     Verb("keys", "the API's signing keys", "auth_cmds"),
     Verb("db", "the database: migrations, URL, embedded server", "db_cmd"),
     Verb("config", "show the settings in effect, or the file's path", "config_cmd"),
