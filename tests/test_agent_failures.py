@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from conftest import grant_repo
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -31,8 +32,10 @@ FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=1.0)
 
 
 @pytest.fixture
-def sample(tmp_path: Path) -> Path:
-    return make_sample(tmp_path / "demo")
+async def sample(tmp_path: Path, db: Database) -> Path:
+    work = make_sample(tmp_path / "demo")
+    await grant_repo(db, work, "alice")
+    return work
 
 
 @pytest.fixture

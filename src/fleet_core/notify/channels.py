@@ -15,9 +15,11 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-import httpx
+if TYPE_CHECKING:  # httpx (and the CLI helpers it loads) only when delivering
+    import httpx
+
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ def _number(doc: Any, *path: str) -> float | None:
 async def post_json(
     client: httpx.AsyncClient, url: str, body: dict[str, Any], event_id: str
 ) -> httpx.Response | Outcome:
+    import httpx
+
     try:
         return await client.post(url, json=body, headers={EVENT_ID_HEADER: event_id})
     except httpx.TimeoutException:

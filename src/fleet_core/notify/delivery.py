@@ -17,9 +17,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
-
-import httpx
+from typing import IO, TYPE_CHECKING, Any
 
 from fleet_core.db.database import Database, Tenant
 from fleet_core.models import Tier
@@ -39,6 +37,9 @@ log = logging.getLogger(__name__)
 ADMIN = Tenant.admin()
 Key = tuple[str, str]  # (operator, channel)
 CONFIG_TTL_S = 2.0  # how long an operator's channel settings are reused (a change binds after)
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass

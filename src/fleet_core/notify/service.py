@@ -7,8 +7,6 @@ import asyncio
 import logging
 from typing import IO, Any
 
-import httpx
-
 from fleet_core.auth.secret_store import SecretStore
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -34,6 +32,8 @@ class NotifyService:
     ) -> None:
         self.settings = settings
         self.db = db
+        import httpx  # only in an engine that delivers (it loads rich for its CLI)
+
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.notify_timeout_seconds),
             follow_redirects=False,

@@ -175,6 +175,7 @@ class LocalRuntime:
         self.tmux = Tmux(paths.tmux_socket, paths.data_dir / "tmux.conf")
         self._default_branches: dict[Path, str] = {}
         self._published: dict[UUID, str] = {}  # task -> the last commit pushed
+        self.locks = g.RepoLocks(paths.data_dir / "locks")
 
     def run_dir(self, task_id: UUID) -> Path:
         return path_under(self.paths.runs, str(task_id), field="task_id")
@@ -550,8 +551,11 @@ class LocalRuntime:
         sha = await co.head(self.paths.data_dir, checkout, branch)
         if sha is None or self._published.get(task_id) == sha:
             return False
-        repo = (await g.repo_paths(repository))[0]
-        await co.publish(self.paths.data_dir, repo, checkout, branch)
+        repo, common = await g.repo_paths(repository)
+        # One publisher per repository at a time, across engines sharing this data dir: two
+        # fetches into one ref would fail each other's ref lock.
+        async with self.locks.hold(repo, common):
+            await co.publish(self.paths.data_dir, repo, checkout, branch)
         self._published[task_id] = sha
         return True
 
