@@ -44,7 +44,7 @@ async def test_channels_test_status_redrive(pg: Pg, su: Any, tmp_path: Path) -> 
                 assert r.status_code == 400, r.text
                 assert r.json()["field"].split(".")[0] == field
             r = await s.client.put(f"{BASE}/channels/pager", headers=alice, json={})
-            assert r.status_code == 405  # no such route: only discord, telegram, desktop
+            assert r.status_code == 404  # no such channel: only discord, telegram, desktop
             r = await s.client.put(f"{BASE}/channels/telegram", headers=alice,
                                    json={"chat_id": "-5"})  # fmt: skip
             assert r.status_code == 404 and "bot_token" in r.json()["message"]

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from fleet_core.api.errors import responses
 from fleet_core.api.identity import at_least
@@ -62,7 +62,7 @@ class DesktopSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[EventName] | None = Field(default=None, max_length=64)
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class DiscordSettings(DesktopSettings):
@@ -202,7 +202,25 @@ async def put_desktop(request: Request, body: DesktopSettings, actor: Builder) -
     return await _put(request, actor, "desktop", body)
 
 
-@router.delete("/channels/{channel}", response_model=Channel, responses=responses(400, 403, 404))
-async def delete_channel(request: Request, channel: ChannelName, actor: Builder) -> Channel:
-    """Delete the caller's settings of `channel` (404 when there are none)."""
+async def _delete(request: Request, actor: Actor, channel: ChannelName) -> Channel:
     return Channel(**(await _store(request).remove(actor.operator_id, channel)).to_dict())
+
+
+# One DELETE per channel path, beside its PUT (a `{channel}` template would answer on each
+# channel's path with methods that path's own schema does not list).
+@router.delete("/channels/discord", response_model=Channel, responses=responses(403, 404))
+async def delete_discord(request: Request, actor: Builder) -> Channel:
+    """Delete the caller's Discord settings (404 when there are none)."""
+    return await _delete(request, actor, "discord")
+
+
+@router.delete("/channels/telegram", response_model=Channel, responses=responses(403, 404))
+async def delete_telegram(request: Request, actor: Builder) -> Channel:
+    """Delete the caller's Telegram settings (404 when there are none)."""
+    return await _delete(request, actor, "telegram")
+
+
+@router.delete("/channels/desktop", response_model=Channel, responses=responses(403, 404))
+async def delete_desktop(request: Request, actor: Builder) -> Channel:
+    """Delete the caller's desktop settings (404 when there are none)."""
+    return await _delete(request, actor, "desktop")
