@@ -156,18 +156,23 @@ async def test_stopped_task_shows_cancelled_and_its_audit_row(fleet: Fleet) -> N
         assert [row[1] for row in audit] == ["fleet.secrets_issued", "fleet.cancelled"]
         assert audit[-1][2].endswith("→ cancelled") and '"by": "alice"' in audit[-1][3]
         assert screen.log_refreshes == 0  # the log tab was never shown
-        await pilot.press("1")
-        await until(pilot, lambda: "no agent session" in log_text(screen))
+        await pilot.press("1")  # the agent's output is kept past its session
+        await until(pilot, lambda: "fleet: starting" in log_text(screen))
         assert "completed" in details(screen) and "(0s ago)" not in details(screen)
 
 
-async def test_task_whose_session_is_gone_shows_no_agent_session(fleet: Fleet) -> None:
-    """The log tab explains a missing tmux session instead of failing."""
+async def test_task_whose_session_is_gone_shows_its_kept_log(fleet: Fleet) -> None:
+    """The log tab reads the agent's kept output after its tmux session is gone; with no
+    output kept either, it explains the missing session instead of failing."""
     rec = await fleet.finished()
     screen = screen_for(fleet, rec.id)
     async with Harness(screen).run_test(size=(120, 36)) as pilot:
         await until(pilot, lambda: "[demo] committed" in log_text(screen))
         assert await fleet.conductor.runtime.tmux.kill_session(rec.tmux_session or "")
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        assert "[demo] committed" in log_text(screen)
+        fleet.conductor.runtime.forget_logs(rec.id)
         await pilot.press("r")
         await until(pilot, lambda: "no agent session" in log_text(screen))
         assert log_text(screen).startswith("no agent session: ")
@@ -214,7 +219,7 @@ async def test_keys_switch_tabs_refresh_and_go_back(fleet: Fleet) -> None:
         await fleet.conductor.stop(ALICE, str(rec.id))
         await screen.refresh_data()
         assert "  cancelled  " in header(screen)
-        assert "no agent session" in log_text(screen)
+        assert "[demo] done" in log_text(screen)  # kept past the session
         await pilot.press("escape")
         await pilot.pause()
         assert screen.app.screen is not screen and not screen.is_current
