@@ -14,7 +14,7 @@ from fleet_core.failures import classify, idle_reason
 from fleet_core.models import AgentType
 from fleet_core.runtime import agent_log, logpipe
 from fleet_core.runtime.agent_profiles import profile_for
-from fleet_core.runtime.local import prompt_hashes, strip_echo
+from fleet_core.runtime.echo import prompt_hashes, strip_echo
 
 RUNS = Path(__file__).parent / "fixtures" / "clis" / "runs"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

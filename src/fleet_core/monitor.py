@@ -58,7 +58,8 @@ from fleet_core.retry import failure_context
 from fleet_core.runtime import git as g
 from fleet_core.runtime.agent_profiles import profile_for
 from fleet_core.runtime.checkout import in_checkout
-from fleet_core.runtime.local import ExitStatus, session_name, strip_echo
+from fleet_core.runtime.echo import strip_echo
+from fleet_core.runtime.local import ExitStatus, session_name
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
