@@ -358,6 +358,18 @@ async def test_merge_success_and_conflict(world: World) -> None:
     assert world.calls()[-1][-1] == "--rebase"
 
 
+async def test_a_merged_pr_merges_again_and_reports_merged(world: World) -> None:
+    """A merge whose caller failed after GitHub merged: the next merge answers merged (gh
+    refuses a merged PR), and CI reports carry the PR's state for the monitor."""
+    world.update(prs=[pr(3, "fleet/a", checks=[OK]), pr(4, "fleet/b", checks=[OK])])
+    forge = GitHubForge(env=world.env)
+    first = await forge.merge(world.repo, 3)
+    again = await forge.merge(world.repo, 3)
+    assert again.merged and again.sha == first.sha and again.reason == "already merged"
+    reports = await forge.ci_status(world.repo, [3, 4])
+    assert (reports[3].pr_state, reports[4].pr_state) == (PrState.MERGED, PrState.OPEN)
+
+
 @pytest.mark.parametrize(
     ("url", "slug"),
     [

@@ -136,6 +136,53 @@ async def test_local_forge_end_to_end(engine, sample: Path, db: Database) -> Non
     assert not Path(rec.worktree_path or "/nonexistent").exists()
 
 
+async def test_a_pr_merged_before_its_task_moved_completes_the_task(engine, sample: Path) -> None:
+    """An engine that died between the forge's merge and the task's move: the next `merge`
+    completes the task (and answers it again, never a conflict), and so does the next cycle."""
+    c, m = engine()
+    first = await spawn(c, sample, "Add a multiply function")
+    second = await spawn(c, sample, "Add a subtract function")
+    ready = [await until(c, m, t.id, status_is(TaskStatus.READY)) for t in (first, second)]
+    for rec in ready:  # the forge merged; the rows did not move
+        assert rec.pr_number is not None
+        assert (await c.forges.local.merge(sample, rec.pr_number)).merged
+    merged = await c.merge(ACTOR, str(first.id))
+    assert merged.status is TaskStatus.MERGED
+    again = await c.merge(ACTOR, str(first.id)[:8])
+    assert (again.status, again.version) == (TaskStatus.MERGED, merged.version)
+    done = await until(c, m, second.id, status_is(TaskStatus.MERGED))
+    assert done.completed_at is not None
+    assert not Path(done.worktree_path or "/nonexistent").exists()
+
+
+async def test_a_row_moved_while_the_forge_merged_is_moved_again(
+    engine, sample: Path, pg: Pg
+) -> None:
+    """The task's version moves between the merge's read and its move (here: a post-merge
+    hook of the remote updates the row, as a monitor cycle would): the merge still completes."""
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a multiply function")
+    ready = await until(c, m, rec.id, status_is(TaskStatus.READY))
+    hook = sample.parent / "sample.git" / "hooks" / "post-merge"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(
+        f"#!{sys.executable}\n"
+        "import asyncio, asyncpg\n"
+        "async def bump():\n"
+        f"    conn = await asyncpg.connect({pg.superuser_dsn!r})\n"
+        "    await conn.execute('UPDATE fleet_tasks SET version = version + 1 WHERE id = $1',\n"
+        f"                       {str(rec.id)!r})\n"
+        "    await conn.close()\n"
+        "asyncio.run(bump())\n"
+    )
+    hook.chmod(0o755)
+    merged = await c.merge(ACTOR, str(rec.id))
+    assert merged.status is TaskStatus.MERGED
+    assert merged.version == ready.version + 2  # the hook's update, then the move
+    remote = sample.parent / "sample.git"
+    assert f"fleet-demo/{rec.id}.md" in git(remote, "ls-tree", "-r", "--name-only", "main")
+
+
 async def test_ci_failure_is_retried_with_the_failing_test_in_the_prompt(
     engine, sample: Path
 ) -> None:

@@ -44,7 +44,7 @@ from uuid import UUID
 from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
-from fleet_core.forge.base import CiReport, ForgeError, PullRequest
+from fleet_core.forge.base import CiReport, ForgeError, PrState, PullRequest
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import CiStatus, TaskRecord
 from fleet_core.registry import TaskRegistry
@@ -84,6 +84,7 @@ class CycleReport:
     prs: int = 0
     ci_updates: int = 0
     ready: int = 0
+    merged: int = 0  # found merged on the forge, completed here
     failed: int = 0
     timeouts: int = 0
     stalls: int = 0
@@ -400,6 +401,12 @@ class Monitor:
                 )
 
     async def _ci(self, rec: TaskRecord, ci: CiReport, report: CycleReport) -> None:
+        if ci.pr_state is PrState.MERGED and rec.status is S.READY:
+            # Merged on the forge while the task was not moved (a merge whose engine died
+            # after the forge merged, or a merge on the forge's own page): it is done.
+            await self.c.complete_merge(rec, by="monitor", sha=None)
+            report.merged += 1
+            return
         if ci.state is not rec.ci_status:
             rec = await self.admin.update_metadata(
                 rec.id, {"ci_status": ci.state}, expected_version=rec.version

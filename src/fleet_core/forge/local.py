@@ -25,7 +25,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -141,6 +141,7 @@ class LocalForge:
                 )
             else:
                 reports[number] = self._ci.report(number, sha, remote.path, remote.dir, argv)
+            reports[number] = replace(reports[number], pr_state=PrState(record["state"]))
         return reports
 
     async def poll(
