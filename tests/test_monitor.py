@@ -373,12 +373,20 @@ async def test_a_stalled_agent_is_reported_once(engine, sample: Path) -> None:
     seen: list[FleetEvent] = []
     c.bus.subscribe(EventType.STALLED, seen.append)
     rec = await spawn(c, sample, "think forever [demo:stall]")
-    await asyncio.sleep(0.7)  # no commit since the base commit, older than stall_s
-    for _ in range(3):
+
+    async def cycle() -> list[FleetEvent]:
         report = await m.cycle()
         assert report is not None and report.errors == []
+        return seen
+
+    await eventually(cycle)  # no commit since the base commit, older than stall_s
+    for _ in range(3):
+        await cycle()
     assert [e.task_id for e in seen] == [rec.id]
     assert (await c.registry(ACTOR).get(rec.id)).status is TaskStatus.RUNNING  # a warning only
+    await c.stop(ACTOR, str(rec.id))
+    await cycle()
+    assert rec.id not in m._stalled  # what the monitor keeps per task ends with the task
 
 
 async def test_two_engines_never_act_twice(engine, sample: Path) -> None:

@@ -201,6 +201,7 @@ class Monitor:
         host = self.c.runtime.host_id
         tasks = await self.admin.list_live()
         report.checked = len(tasks)
+        self._forget_ended({t.id for t in tasks})
         alive = await self.c.runtime.alive_tasks()
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
         await self._publish([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
@@ -220,6 +221,13 @@ class Monitor:
         failed = await self.admin.query(status=[S.FAILED, S.REJECTED], limit=1000)
         report.retries = await self.c.retries.run_due(failed, now)
         await self.c.drain_queue()
+
+    def _forget_ended(self, live: set[UUID]) -> None:
+        """What the monitor keeps per task (stall warnings given, push errors) ends with the
+        task, so a long-lived engine does not grow with every task it ever watched."""
+        for kept in (self._stalled, self._push_errors):
+            for task_id in [t for t in kept if t not in live]:
+                del kept[task_id]
 
     async def _publish(self, running: list[TaskRecord], report: CycleReport) -> None:
         """The agent commits, the engine pushes: each running task's new commits go to its
