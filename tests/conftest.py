@@ -28,6 +28,9 @@ for _name in [n for n in os.environ if n.startswith("FLEET_")]:
 _SANDBOX = Path(tempfile.mkdtemp(prefix="fleet-tests-"))
 os.environ["FLEET_CONFIG"] = str(_SANDBOX / "absent.toml")
 os.environ["FLEET_DATA_DIR"] = str(_SANDBOX / "data")
+# The fake `gh` (tests/fake_gh) parses GraphQL with graphql-core, a test dependency: whatever
+# python3 is first on PATH, it runs itself with this interpreter when that one lacks it.
+os.environ["FAKE_GH_PYTHON"] = sys.executable
 
 from fleet_core.api.app import create_app  # noqa: E402
 from fleet_core.auth.keys import KeyStore  # noqa: E402
