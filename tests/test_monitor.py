@@ -36,6 +36,7 @@ from fleet_core.monitor import FORGE_LOCK, CycleReport, Monitor, MonitorConfig
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 HERE = Path(__file__).parent
+THIS_HOST = 3  # agents of this host beside the other host's tasks in the flat-calls test
 FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)  # timeout 5 min → 1.5 s
 
 
@@ -290,11 +291,15 @@ async def test_liveness_goes_on_without_gh(engine, tmp_path: Path, sample: Path)
 
 @pytest.mark.parametrize("n", [10, 100, 500])
 async def test_github_calls_per_cycle_stay_flat(
-    engine, tmp_path: Path, su: asyncpg.Connection, n: int
+    engine, tmp_path: Path, su: asyncpg.Connection, sample: Path, n: int
 ) -> None:
-    repo = tmp_path / "gh-repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    git(repo, "remote", "add", "origin", "https://github.com/acme/widgets.git")
+    """n tasks of another host plus agents of this host: the gh calls per cycle stay flat
+    while this host's per-task work (push, liveness) runs for its own agents."""
+    bare = tmp_path / "github.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(sample), str(bare)], check=True)
+    url = "https://github.com/acme/widgets.git"
+    git(sample, "remote", "set-url", "origin", url)
+    git(sample, "config", f"url.{bare}.pushInsteadOf", url)
     world, log = tmp_path / "world.json", tmp_path / "gh.log"
     prs = [{"number": i + 1, "branch": f"fleet/t-{i}", "base": "main", "state": "OPEN",
             "checks": [{"name": "test", "status": "IN_PROGRESS", "conclusion": None}]}
@@ -305,25 +310,37 @@ async def test_github_calls_per_cycle_stay_flat(
     }))  # fmt: skip
     env = {**os.environ, "PATH": f"{HERE / 'fake_gh'}:{os.environ['PATH']}",
            "FAKE_GH_STATE": str(world), "FAKE_GH_LOG": str(log)}  # fmt: skip
-    c, m = engine(repos={str(repo): {"forge": "github"}})
+    c, m = engine(repos={str(sample): {"forge": "github"}}, config=MonitorConfig(deadline_s=60))
     c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=env))
-    # n live tasks on another host (no tmux here): half running without a PR, half with one.
+    # Agents of this host, still at work (spawned first: the rows below count against the
+    # global cap); one of them already has a PR for its branch (a PR counts once the agent
+    # has ended, so it stays running).
+    mine = [await spawn(c, sample, f"wait {k} [demo:hang]") for k in range(THIS_HOST)]
+    # n live tasks of bob's on another host (no tmux here): half running without a PR, half
+    # with one.
     for i in range(n):
         with_pr = i % 2 == 1
         await su.execute(
             "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
             " branch, repository, status, pr_number, host_id, spawned_at)"
-            " VALUES ('alice','demo','demo','docs','d',$1,$2,$3,$4,'other-host', now())",
-            f"fleet/t-{i}", str(repo), "pr_created" if with_pr else "running",
+            " VALUES ('bob','demo','demo','docs','d',$1,$2,$3,$4,'other-host', now())",
+            f"fleet/t-{i}", str(sample), "pr_created" if with_pr else "running",
             i if with_pr else None,
         )  # fmt: skip
+    doc = json.loads(world.read_text())
+    doc["prs"].append({"number": n + 1, "branch": mine[0].branch, "base": "main",
+                       "state": "OPEN", "checks": []})  # fmt: skip
+    world.write_text(json.dumps(doc))
     for _ in range(3):
         before = len(log.read_text().splitlines()) if log.exists() else 0
         report = await m.cycle()
         assert report is not None and report.errors == []
         calls = len(log.read_text().splitlines()) - before
-        assert calls <= math.ceil(n / 50) + 1, calls
-    assert report.checked == n
+        assert calls <= math.ceil((n + THIS_HOST) / 50) + 1, calls
+    assert report.checked == n + THIS_HOST
+    for rec in mine:  # judged alive, and published by the engine
+        assert (await c.registry(ACTOR).get(rec.id)).status is TaskStatus.RUNNING
+        assert git(bare, "rev-parse", "--verify", rec.branch).strip()
 
 
 async def test_reconcile_after_the_engine_is_killed(
