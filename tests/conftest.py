@@ -22,8 +22,9 @@ import asyncpg
 import pytest
 import uvicorn
 
-# Tests never read the user's config or touch their data dir.
-for _name in [n for n in os.environ if n.startswith("FLEET_")]:
+# Tests never read the user's config or touch their data dir (FLEET_TEST_* are the suite's own
+# settings, such as FLEET_TEST_EXTERNAL_URL).
+for _name in [n for n in os.environ if n.startswith("FLEET_") and not n.startswith("FLEET_TEST_")]:
     del os.environ[_name]
 _SANDBOX = Path(tempfile.mkdtemp(prefix="fleet-tests-"))
 os.environ["FLEET_CONFIG"] = str(_SANDBOX / "absent.toml")
