@@ -299,3 +299,14 @@ async def pilot_until(
             return
         await pilot.pause(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def fits(table: Any) -> bool:
+    """Every cell of a Textual DataTable is shown whole by its column's width."""
+    from rich.cells import cell_len
+
+    for column in table.ordered_columns:
+        shown = column.get_render_width(table) - 2 * table.cell_padding
+        if any(cell_len(str(cell)) > shown for cell in table.get_column(column.key)):
+            return False
+    return True
