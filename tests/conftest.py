@@ -22,12 +22,16 @@ import asyncpg
 import pytest
 import uvicorn
 
-# Tests never read the user's config or touch their data dir (FLEET_TEST_* opt into tests).
+# Tests never read the user's config or touch their data dir (FLEET_TEST_* are the suite's own
+# settings, such as FLEET_TEST_EXTERNAL_URL).
 for _name in [n for n in os.environ if n.startswith("FLEET_") and not n.startswith("FLEET_TEST_")]:
     del os.environ[_name]
 _SANDBOX = Path(tempfile.mkdtemp(prefix="fleet-tests-"))
 os.environ["FLEET_CONFIG"] = str(_SANDBOX / "absent.toml")
 os.environ["FLEET_DATA_DIR"] = str(_SANDBOX / "data")
+# The fake `gh` (tests/fake_gh) parses GraphQL with graphql-core, a test dependency: whatever
+# python3 is first on PATH, it runs itself with this interpreter when that one lacks it.
+os.environ["FAKE_GH_PYTHON"] = sys.executable
 
 from fleet_core.api.app import create_app  # noqa: E402
 from fleet_core.auth.keys import KeyStore  # noqa: E402
@@ -296,3 +300,14 @@ async def pilot_until(
             return
         await pilot.pause(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def fits(table: Any) -> bool:
+    """Every cell of a Textual DataTable is shown whole by its column's width."""
+    from rich.cells import cell_len
+
+    for column in table.ordered_columns:
+        shown = column.get_render_width(table) - 2 * table.cell_padding
+        if any(cell_len(str(cell)) > shown for cell in table.get_column(column.key)):
+            return False
+    return True

@@ -241,13 +241,15 @@ async def test_rotation_rejects_negative_overlap(store: KeyStore) -> None:
 async def test_other_server_sees_rotation_when_its_cache_expires(
     db: Database, store: KeyStore, master: bytes
 ) -> None:
-    other = KeyStore(db, master, cache_s=0.3)
+    ticks = [1000.0]
+    other = KeyStore(db, master, cache_s=300, ticks=lambda: ticks[0])
     kid1, _ = await other.signer()
     assert kid1 == (await store.signer())[0]
     rotated = await store.rotate()
     assert (await store.signer())[0] == rotated.kid  # the rotating server switches at once
+    ticks[0] += 299
     assert (await other.signer())[0] == kid1  # the other still uses its cache...
-    await asyncio.sleep(0.35)
+    ticks[0] += 1
     assert (await other.signer())[0] == rotated.kid  # ...until it expires, no restart
     assert len((await other.jwks())["keys"]) == 2
 

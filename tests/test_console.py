@@ -4,14 +4,13 @@ engine event updates exactly the one row it concerns."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from conftest import Pg, pilot_until
+from conftest import Pg, eventually, pilot_until
 from fleet_console.app import FleetApp
 from fleet_console.screens.fleet import FleetScreen
 from fleet_console.screens.forms import ConfirmDialog, SpawnForm
@@ -217,6 +216,9 @@ async def test_quitting_stops_the_engine_and_leaves_agents_running(
         rec = await spawn(app, repo, "keep going [demo:hang]")
         runtime = app.source.conductor.runtime
         await pilot.press("q")
-    await asyncio.sleep(0.2)
-    assert app.source is None  # the engine's context was left
+
+    async def left() -> bool:
+        return app.source is None  # the engine's context was left
+
+    await eventually(left)
     assert await runtime.is_alive(rec.id)

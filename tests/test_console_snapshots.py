@@ -22,7 +22,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Log, TextArea
 
-from conftest import pilot_until
+from conftest import fits, pilot_until
 from fleet_console.app import FleetApp
 from fleet_console.screens.fleet import FleetScreen
 from fleet_console.screens.forms import ConfirmDialog, HelpScreen, SpawnForm
@@ -282,6 +282,10 @@ def test_task_screen(snap_compare: Any, fleet: Seeded, tab: str) -> None:
                 return False
             if tab == "log":
                 return screen.log_renders >= 1 and screen.query_one(Log).line_count >= 1
+            if tab in ("ci", "reviews"):  # the failure's rows are there, each shown whole
+                table = screen.query_one(f"#{tab}-table", DataTable)
+                if table.row_count < 2 or not fits(table):
+                    return False
             return screen.active_tab == tab
 
         await until(pilot, ready, f"the task screen on {tab}")

@@ -15,7 +15,7 @@ from textual.app import App
 from textual.screen import Screen
 from textual.widgets import DataTable, Log, Static, TabbedContent
 
-from conftest import eventually, grant_repo, pilot_until
+from conftest import eventually, fits, grant_repo, pilot_until
 from fleet_console.screens.task import TaskScreen
 from fleet_console.source import EngineSource
 from fleet_core.conductor import Actor, Conductor
@@ -147,6 +147,28 @@ async def test_finished_task_shows_log_details_ci_reviews_and_audit(fleet: Fleet
         audit = table_rows(screen, "#audit-table")
         assert [row[1] for row in audit] == ["fleet.secrets_issued"]
         assert audit[0][0].endswith("Z") and len(audit[0][0]) == len("2030-01-01T12:00Z")
+
+
+async def test_ci_columns_fit_their_content_as_soon_as_it_arrives(fleet: Fleet) -> None:
+    """New, longer CI rows are laid out whole on the next render, not after the table's next
+    idle pass (a snapshot under load once caught 'ci s' and 'faili')."""
+    rec = await fleet.finished()
+    screen = screen_for(fleet, rec.id, tab="ci")
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: screen.record is not None)
+        table = screen.query_one("#ci-table", DataTable)
+        assert fits(table)
+        failure = {"reason": "ci_failed", "failing_checks": ["integration-tests-on-postgres"],
+                   "ci_url": "https://ci.example/runs/4242/jobs/integration-tests"}  # fmt: skip
+        await fleet.conductor.moves.move(
+            rec, TaskStatus.FAILED, reason="ci_failed", update={"failure_context": failure}
+        )
+        await screen.refresh_data()  # renders the new rows; no idle pass in between
+        assert table_rows(screen, "#ci-table")[1] == [
+            "failing check",
+            "integration-tests-on-postgres",
+        ]
+        assert fits(table)
 
 
 async def test_stopped_task_shows_cancelled_and_its_audit_row(fleet: Fleet) -> None:

@@ -1,4 +1,5 @@
-"""FLEET_DATABASE_URL mode against the PostgreSQL server on 127.0.0.1:5432 (when present)."""
+"""FLEET_DATABASE_URL mode against the PostgreSQL server on 127.0.0.1:5432: skipped when there
+is none, except under CI=true, where a missing server fails the run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from conftest import new_task
+from conftest import free_port, new_task
 from fleet_core.config import Settings
 from fleet_core.db.connect import cluster_for, open_database
 from fleet_core.db.database import Tenant
@@ -23,12 +24,19 @@ ADMIN_URL = os.environ.get(
 )
 
 
+def ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 @pytest.fixture
 async def external_url() -> AsyncIterator[str]:
     try:
         admin = await asyncpg.connect(ADMIN_URL, timeout=3)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.skip(f"no external PostgreSQL at {ADMIN_URL}: {exc}")
+        missing = f"no external PostgreSQL at {ADMIN_URL}: {exc}"
+        if ci():  # CI machines have one: its absence is a broken run, not a skip
+            pytest.fail(f"{missing} (CI=true: a CI machine must provide it)")
+        pytest.skip(missing)
     name = f"fleet_ext_{uuid.uuid4().hex[:8]}"
     await admin.execute(f"CREATE DATABASE {name}")
     try:
@@ -75,3 +83,17 @@ async def test_unreachable_external_database_is_one_clear_error(tmp_path: Path) 
 
     with pytest.raises(DatabaseError, match="cannot reach FLEET_DATABASE_URL"):
         await open_database(settings)
+
+
+def test_a_missing_server_fails_under_ci(tmp_path: Path) -> None:
+    """Run this file's tests against a port nobody answers: skipped by hand, failed under CI."""
+    port = free_port()
+    env = {**os.environ, "FLEET_TEST_EXTERNAL_URL": f"postgresql://postgres@127.0.0.1:{port}/x"}
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+            "-k", "binds_rls", "--rootdir", str(Path(__file__).parent.parent)]  # fmt: skip
+    by_hand = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                             env={**env, "CI": ""}, cwd=tmp_path)  # fmt: skip
+    assert by_hand.returncode == 0 and "1 skipped" in by_hand.stdout, by_hand.stdout
+    under_ci = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                              env={**env, "CI": "true"}, cwd=tmp_path)  # fmt: skip
+    assert under_ci.returncode == 1 and "CI=true" in under_ci.stdout, under_ci.stdout

@@ -82,6 +82,37 @@ def world(tmp_path: Path) -> World:
     return w
 
 
+def gh_graphql(world: World, query: str, **variables: str) -> tuple[int, dict[str, Any]]:
+    """The fake gh's answer to a raw GraphQL query (exit code, body)."""
+    args = ["gh", "api", "graphql", "-f", f"query={query}"]
+    for name, value in variables.items():
+        args += ["-f", f"{name}={value}"]
+    done = subprocess.run(args, env=world.env, capture_output=True, text=True, timeout=60)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_the_fake_answers_only_what_a_query_selects_and_refuses_unknown_fields(
+    world: World,
+) -> None:
+    world.update(prs=[pr(3, "fleet/a", checks=[OK])])
+    head = (
+        "query($owner: String!, $name: String!, $n: Int!) { repository(owner: $owner, name: $name)"
+    )
+    code, body = gh_graphql(world, head + " { pullRequest(number: $n) { number state } } }",
+                            owner="acme", name="widgets", n="3")  # fmt: skip
+    assert code != 0  # $n travels with -f: a string, not the Int! it is declared as
+    assert "$n" in body["errors"][0]["message"] and "data" not in body
+    query = head.replace(", $n: Int!", "") + " { pullRequest(number: 3) { number } } }"
+    code, body = gh_graphql(world, query, owner="acme", name="widgets")
+    assert (code, body["data"]) == (0, {"repository": {"pullRequest": {"number": 3}}})
+    misspelt = head.replace(", $n: Int!", "") + " { pullRequest(number: 3) { number headRefOd } } }"
+    code, body = gh_graphql(world, misspelt, owner="acme", name="widgets")
+    assert code != 0 and "data" not in body
+    assert body["errors"][0]["message"].startswith(
+        "Cannot query field 'headRefOd' on type 'PullRequest'."
+    )
+
+
 def scaled_world(n: int) -> tuple[list[str], list[dict[str, Any]]]:
     """n branches; every 7th has no PR, the rest cycle through CI/review situations."""
     branches = [f"fleet/task-{i:04d}" for i in range(n)]
@@ -356,6 +387,18 @@ async def test_merge_success_and_conflict(world: World) -> None:
     assert refused.reason is not None and "not mergeable" in refused.reason
     assert world.read()["prs"][1]["state"] == "OPEN"
     assert world.calls()[-1][-1] == "--rebase"
+
+
+async def test_a_merged_pr_merges_again_and_reports_merged(world: World) -> None:
+    """A merge whose caller failed after GitHub merged: the next merge answers merged (gh
+    refuses a merged PR), and CI reports carry the PR's state for the monitor."""
+    world.update(prs=[pr(3, "fleet/a", checks=[OK]), pr(4, "fleet/b", checks=[OK])])
+    forge = GitHubForge(env=world.env)
+    first = await forge.merge(world.repo, 3)
+    again = await forge.merge(world.repo, 3)
+    assert again.merged and again.sha == first.sha and again.reason == "already merged"
+    reports = await forge.ci_status(world.repo, [3, 4])
+    assert (reports[3].pr_state, reports[4].pr_state) == (PrState.MERGED, PrState.OPEN)
 
 
 @pytest.mark.parametrize(

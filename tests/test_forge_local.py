@@ -135,9 +135,9 @@ async def test_numbering(repo: Path, make: Callable[..., LocalForge], tmp_path: 
     )
     assert {d["feat/d"].number, e["feat/e"].number} == {4, 5}
 
-    state_files = list((tmp_path / "forge").glob("*/state.json"))
-    assert len(state_files) == 1
-    assert json.loads(state_files[0].read_text())["next"] == 6
+    counters = list((tmp_path / "forge").glob("*/next.json"))
+    assert len(counters) == 1
+    assert json.loads(counters[0].read_text())["next"] == 6
 
 
 async def test_ci_pass_fail_and_new_push(
@@ -341,8 +341,8 @@ async def test_comment_and_diff(
     pr = (await forge.find_prs(repo, ["talk"]))["talk"]
     await forge.comment(repo, pr.number, "looks good")
     await forge.comment(repo, pr.number, "second")
-    state = json.loads(next((tmp_path / "forge").glob("*/state.json")).read_text())
-    assert [c["body"] for c in state["prs"][str(pr.number)]["comments"]] == ["looks good", "second"]
+    record = json.loads(next((tmp_path / "forge").glob(f"*/prs/{pr.number}.json")).read_text())
+    assert [c["body"] for c in record["comments"]] == ["looks good", "second"]
     assert "+hello diff" in await forge.diff(repo, pr.number)
     with pytest.raises(ForgeError):
         await forge.comment(repo, 42, "nobody")
@@ -400,3 +400,41 @@ async def test_remote_must_be_a_local_bare_repo(
     assert (await forge.find_prs(repo, ["x"]))["x"].number == 1
     assert forge.health() is None
     assert forge.budget().remaining is None
+
+
+async def test_each_call_reads_and_writes_only_its_own_prs(
+    repo: Path, make: Callable[..., LocalForge], tmp_path: Path
+) -> None:
+    """One file per PR: a PR whose record is unreadable breaks no call about another PR (a
+    single state file would be read, and rewritten, whole by every call)."""
+    forge = make()
+    for i in range(3):
+        push(repo, f"feat/{i}", {f"f{i}.txt": f"{i}\n"})
+    prs = await forge.find_prs(repo, ["feat/0", "feat/1", "feat/2"])
+    assert [prs[f"feat/{i}"].number for i in range(3)] == [1, 2, 3]
+    records = next((tmp_path / "forge").glob("*/prs"))
+    assert sorted(p.name for p in records.iterdir()) == ["1.json", "2.json", "3.json"]
+    (records / "1.json").write_text("{ not json")
+    await forge.comment(repo, 2, "fine")
+    assert (await forge.merge(repo, 3)).merged
+    assert set(await forge.ci_status(repo, [2, 3])) == {2, 3}
+    assert (await forge.find_prs(repo, ["feat/1"]))["feat/1"].number == 2
+    assert json.loads((records / "2.json").read_text())["comments"][0]["body"] == "fine"
+    with pytest.raises(ForgeError, match=r"prs/1\.json"):
+        await forge.ci_status(repo, [1])
+
+
+async def test_an_earlier_single_state_file_is_split(
+    repo: Path, make: Callable[..., LocalForge], tmp_path: Path
+) -> None:
+    forge = make()
+    push(repo, "old", {"o.txt": "o\n"})
+    remote = await forge._remote(repo)
+    record = {"number": 7, "branch": "old", "base": "main", "state": "open", "comments": []}
+    state = {"remote": str(remote.path), "next": 8, "branches": {"old": 7}, "prs": {"7": record}}
+    remote.dir.mkdir(parents=True, exist_ok=True)
+    (remote.dir / "state.json").write_text(json.dumps(state))
+    assert (await forge.find_prs(repo, ["old"]))["old"].number == 7
+    assert not (remote.dir / "state.json").exists()
+    push(repo, "new", {"n.txt": "n\n"})
+    assert (await forge.find_prs(repo, ["new"]))["new"].number == 8

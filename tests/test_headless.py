@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from conftest import fleet, free_port, git
+from conftest import eventually, fleet, free_port, git
 from fleet_core.runtime.local import RuntimePaths
 
 
@@ -32,13 +31,30 @@ def wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
     raise AssertionError("the server did not start")
 
 
+async def setup_waiting(su: asyncpg.Connection, worktrees: Path) -> Path:
+    """The checkout of the task being spawned, once its setup command runs (the task is
+    `spawning` and its checkout exists)."""
+    checkout: list[Path] = []
+
+    async def started() -> bool:
+        row = await su.fetchrow("SELECT id FROM fleet_tasks WHERE status = 'spawning'")
+        if row is not None and (worktrees / str(row["id"]) / ".fleet.toml").exists():
+            checkout.append(worktrees / str(row["id"]))
+        return bool(checkout)
+
+    await eventually(started, timeout=60)
+    return checkout[0]
+
+
 async def test_serve_then_sigterm_during_a_spawn(
     su: asyncpg.Connection, repo: Path, tmp_path: Path
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # A slow setup command keeps the spawn request in flight when SIGTERM arrives.
-    (repo / ".fleet.toml").write_text('setup = ["sleep", "2"]\n')
+    # The setup command waits for the test's word, so the spawn request is in flight for sure
+    # when SIGTERM arrives, and finishes only after it.
+    wait = "while [ ! -e .proceed ]; do sleep 0.05; done"
+    (repo / ".fleet.toml").write_text(f'setup = ["sh", "-c", "{wait}"]\n')
     git(repo, "add", ".fleet.toml")
     git(repo, "commit", "-q", "-m", "slow setup")
     ours = {"FLEET_HOST_ID": "headless-host", "FLEET_SECRETS": '{"FLEET_DEMO_DELAY": "0"}',
@@ -64,8 +80,10 @@ async def test_serve_then_sigterm_during_a_spawn(
 
         sender = threading.Thread(target=request)
         sender.start()
-        time.sleep(1.0)  # inside the setup command
+        checkout = await setup_waiting(su, tmp_path / "worktrees")
         proc.send_signal(signal.SIGTERM)
+        assert sender.is_alive() and not answer  # in flight: the setup is still waiting
+        (checkout / ".proceed").touch()
         sender.join(30)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -76,7 +94,8 @@ async def test_serve_then_sigterm_during_a_spawn(
     # The request in flight was finished, not cut: the task runs, and its agent outlives the
     # server.
     assert answer["status"] == 201, answer
-    row = await su.fetchrow("SELECT status, tmux_session FROM fleet_tasks")
+    row = await su.fetchrow("SELECT id, status, tmux_session FROM fleet_tasks")
+    row_id = row["id"]
     assert row["status"] == "running"
     sock = RuntimePaths.under(Path(os.environ["FLEET_DATA_DIR"])).tmux_socket
     try:
@@ -84,4 +103,6 @@ async def test_serve_then_sigterm_during_a_spawn(
         assert alive.returncode == 0
     finally:
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
-    assert json.dumps(answer["body"])  # a complete JSON answer
+    # A complete answer: the task as it is now.
+    assert answer["body"]["status"] == "running" and answer["body"]["agent_type"] == "demo"
+    assert answer["body"]["id"] == str(row_id)

@@ -37,6 +37,7 @@ from fleet_core.monitor import FORGE_LOCK, CycleReport, Monitor, MonitorConfig
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 HERE = Path(__file__).parent
+THIS_HOST = 3  # agents of this host beside the other host's tasks in the flat-calls test
 FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)  # timeout 5 min → 1.5 s
 
 
@@ -135,6 +136,53 @@ async def test_local_forge_end_to_end(engine, sample: Path, db: Database) -> Non
     trail = [a["event_type"] for a in await audit_trail(db, Tenant.operator("alice"), rec.id)]
     assert trail[-1] == "fleet.completed"
     assert not Path(rec.worktree_path or "/nonexistent").exists()
+
+
+async def test_a_pr_merged_before_its_task_moved_completes_the_task(engine, sample: Path) -> None:
+    """An engine that died between the forge's merge and the task's move: the next `merge`
+    completes the task (and answers it again, never a conflict), and so does the next cycle."""
+    c, m = engine()
+    first = await spawn(c, sample, "Add a multiply function")
+    second = await spawn(c, sample, "Add a subtract function")
+    ready = [await until(c, m, t.id, status_is(TaskStatus.READY)) for t in (first, second)]
+    for rec in ready:  # the forge merged; the rows did not move
+        assert rec.pr_number is not None
+        assert (await c.forges.local.merge(sample, rec.pr_number)).merged
+    merged = await c.merge(ACTOR, str(first.id))
+    assert merged.status is TaskStatus.MERGED
+    again = await c.merge(ACTOR, str(first.id)[:8])
+    assert (again.status, again.version) == (TaskStatus.MERGED, merged.version)
+    done = await until(c, m, second.id, status_is(TaskStatus.MERGED))
+    assert done.completed_at is not None
+    assert not Path(done.worktree_path or "/nonexistent").exists()
+
+
+async def test_a_row_moved_while_the_forge_merged_is_moved_again(
+    engine, sample: Path, pg: Pg
+) -> None:
+    """The task's version moves between the merge's read and its move (here: a post-merge
+    hook of the remote updates the row, as a monitor cycle would): the merge still completes."""
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a multiply function")
+    ready = await until(c, m, rec.id, status_is(TaskStatus.READY))
+    hook = sample.parent / "sample.git" / "hooks" / "post-merge"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(
+        f"#!{sys.executable}\n"
+        "import asyncio, asyncpg\n"
+        "async def bump():\n"
+        f"    conn = await asyncpg.connect({pg.superuser_dsn!r})\n"
+        "    await conn.execute('UPDATE fleet_tasks SET version = version + 1 WHERE id = $1',\n"
+        f"                       {str(rec.id)!r})\n"
+        "    await conn.close()\n"
+        "asyncio.run(bump())\n"
+    )
+    hook.chmod(0o755)
+    merged = await c.merge(ACTOR, str(rec.id))
+    assert merged.status is TaskStatus.MERGED
+    assert merged.version == ready.version + 2  # the hook's update, then the move
+    remote = sample.parent / "sample.git"
+    assert f"fleet-demo/{rec.id}.md" in git(remote, "ls-tree", "-r", "--name-only", "main")
 
 
 async def test_ci_failure_is_retried_with_the_failing_test_in_the_prompt(
@@ -244,11 +292,15 @@ async def test_liveness_goes_on_without_gh(engine, tmp_path: Path, sample: Path)
 
 @pytest.mark.parametrize("n", [10, 100, 500])
 async def test_github_calls_per_cycle_stay_flat(
-    engine, tmp_path: Path, su: asyncpg.Connection, n: int
+    engine, tmp_path: Path, su: asyncpg.Connection, sample: Path, n: int
 ) -> None:
-    repo = tmp_path / "gh-repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    git(repo, "remote", "add", "origin", "https://github.com/acme/widgets.git")
+    """n tasks of another host plus agents of this host: the gh calls per cycle stay flat
+    while this host's per-task work (push, liveness) runs for its own agents."""
+    bare = tmp_path / "github.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(sample), str(bare)], check=True)
+    url = "https://github.com/acme/widgets.git"
+    git(sample, "remote", "set-url", "origin", url)
+    git(sample, "config", f"url.{bare}.pushInsteadOf", url)
     world, log = tmp_path / "world.json", tmp_path / "gh.log"
     prs = [{"number": i + 1, "branch": f"fleet/t-{i}", "base": "main", "state": "OPEN",
             "checks": [{"name": "test", "status": "IN_PROGRESS", "conclusion": None}]}
@@ -259,25 +311,37 @@ async def test_github_calls_per_cycle_stay_flat(
     }))  # fmt: skip
     env = {**os.environ, "PATH": f"{HERE / 'fake_gh'}:{os.environ['PATH']}",
            "FAKE_GH_STATE": str(world), "FAKE_GH_LOG": str(log)}  # fmt: skip
-    c, m = engine(repos={str(repo): {"forge": "github"}})
+    c, m = engine(repos={str(sample): {"forge": "github"}}, config=MonitorConfig(deadline_s=60))
     c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=env))
-    # n live tasks on another host (no tmux here): half running without a PR, half with one.
+    # Agents of this host, still at work (spawned first: the rows below count against the
+    # global cap); one of them already has a PR for its branch (a PR counts once the agent
+    # has ended, so it stays running).
+    mine = [await spawn(c, sample, f"wait {k} [demo:hang]") for k in range(THIS_HOST)]
+    # n live tasks of bob's on another host (no tmux here): half running without a PR, half
+    # with one.
     for i in range(n):
         with_pr = i % 2 == 1
         await su.execute(
             "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
             " branch, repository, status, pr_number, host_id, spawned_at)"
-            " VALUES ('alice','demo','demo','docs','d',$1,$2,$3,$4,'other-host', now())",
-            f"fleet/t-{i}", str(repo), "pr_created" if with_pr else "running",
+            " VALUES ('bob','demo','demo','docs','d',$1,$2,$3,$4,'other-host', now())",
+            f"fleet/t-{i}", str(sample), "pr_created" if with_pr else "running",
             i if with_pr else None,
         )  # fmt: skip
+    doc = json.loads(world.read_text())
+    doc["prs"].append({"number": n + 1, "branch": mine[0].branch, "base": "main",
+                       "state": "OPEN", "checks": []})  # fmt: skip
+    world.write_text(json.dumps(doc))
     for _ in range(3):
         before = len(log.read_text().splitlines()) if log.exists() else 0
         report = await m.cycle()
         assert report is not None and report.errors == []
         calls = len(log.read_text().splitlines()) - before
-        assert calls <= math.ceil(n / 50) + 1, calls
-    assert report.checked == n
+        assert calls <= math.ceil((n + THIS_HOST) / 50) + 1, calls
+    assert report.checked == n + THIS_HOST
+    for rec in mine:  # judged alive, and published by the engine
+        assert (await c.registry(ACTOR).get(rec.id)).status is TaskStatus.RUNNING
+        assert git(bare, "rev-parse", "--verify", rec.branch).strip()
 
 
 async def test_reconcile_after_the_engine_is_killed(
@@ -328,18 +392,25 @@ async def test_a_stalled_agent_is_reported_once(engine, sample: Path) -> None:
     c.bus.subscribe(EventType.STALLED, seen.append)
     await asyncio.sleep(0.7)  # the base commit is older than stall_s: it does not count
     rec = await spawn(c, sample, "think forever [demo:stall]")
-    report = await m.cycle()
-    assert report is not None and report.stalls == 0 and seen == []
-    await asyncio.sleep(0.7)  # no commit since the agent started, longer than stall_s
-    for _ in range(3):
+
+    async def cycle() -> list[FleetEvent]:
         report = await m.cycle()
         assert report is not None and report.errors == []
+        return seen
+
+    assert await cycle() == []  # counted from the agent's start, not the base commit
+    await eventually(cycle)  # no commit since the agent started, longer than stall_s
+    for _ in range(3):
+        await cycle()
     assert [e.task_id for e in seen] == [rec.id]
     now = await c.registry(ACTOR).get(rec.id)
     assert now.status is TaskStatus.RUNNING  # a warning only
     warning = now.stall_warning or {}
     assert warning["since"] == (now.spawned_at or now.created_at).isoformat()  # not the base
     assert "no new commit for" in details_text(now)
+    await c.stop(ACTOR, str(rec.id))
+    await cycle()
+    assert rec.id not in m._stalled  # what the monitor keeps per task ends with the task
 
 
 async def test_two_engines_never_act_twice(engine, sample: Path) -> None:

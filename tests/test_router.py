@@ -11,7 +11,7 @@ import pytest
 
 from fleet_core.errors import BadInputError
 from fleet_core.models import AgentType, TaskType
-from fleet_core.router import ModelChoice, ModelRouter, Route, RouteReason
+from fleet_core.router import MAX_OTHER_BREAKERS, ModelChoice, ModelRouter, Route, RouteReason
 
 OPUS = "claude-opus-4-6"
 SONNET = "claude-sonnet-4-5"
@@ -510,3 +510,20 @@ def test_an_explicit_model_is_validated_like_everywhere_else() -> None:
     with pytest.raises(BadInputError) as info:
         ModelRouter().route(TaskType.DOCS, model="--dangerously-skip-permissions")
     assert info.value.field == "model"
+
+
+def test_breakers_of_made_up_model_names_are_bounded() -> None:
+    """Callers choose model names: their breakers stay a bounded set (the least recently failed
+    dropped first), while the configured models' breakers are never dropped."""
+    router = ModelRouter(clock=FakeClock())
+    configured = router.table[TaskType.FEATURE].model
+    fail(router, configured, router.breaker_threshold)
+    names = [f"made-up-{i}" for i in range(MAX_OTHER_BREAKERS * 4)]
+    for name in names:
+        fail(router, name, router.breaker_threshold)
+    models = router.describe()["models"]
+    made_up = [m for m in models if m.startswith("made-up-")]
+    assert made_up == sorted(names[-MAX_OTHER_BREAKERS:])
+    assert router.breaker_state(configured) == "open"
+    assert router.breaker_state(names[-1]) == "open"
+    assert router.breaker_state(names[0]) == "closed"  # dropped: it starts over

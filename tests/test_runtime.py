@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from conftest import git, origin_of
+from conftest import eventually, git, origin_of
 from fleet_core.db.database import Database
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
@@ -235,11 +235,13 @@ async def test_hang_and_stall_stay_alive_until_killed(rt: LocalRuntime, repo: Pa
     hang, stall = spec(repo, "work [demo:hang]"), spec(repo, "think [demo:stall]")
     await rt.spawn(hang)
     await rt.spawn(stall)
-    for _ in range(200):  # the hanging agent says so, then never ends
-        if "waiting forever" in await rt.logs(hang.task_id):
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
+
+    async def both_at_work() -> bool:  # the hanging agent says so, then never ends; the
+        # stalling one thinks aloud again and again
+        stalling = (await rt.logs(stall.task_id)).count("thinking ...")
+        return "waiting forever" in await rt.logs(hang.task_id) and stalling >= 2
+
+    await eventually(both_at_work, timeout=60)
     assert await rt.is_alive(hang.task_id) and await rt.is_alive(stall.task_id)
     for s in (hang, stall):  # neither commits
         checkout = rt.paths.worktrees / str(s.task_id)
@@ -423,7 +425,11 @@ async def test_kill_escalates_to_sigkill_for_an_agent_ignoring_sigterm(
     try:
         s = spec(repo, "x", agent_type=AgentType.CUSTOM)
         await rt.spawn(s)
-        await asyncio.sleep(0.3)
+
+        async def ignoring() -> bool:  # SIGTERM is ignored from here on
+            return "ignoring SIGTERM" in await rt.logs(s.task_id)
+
+        await eventually(ignoring)
         assert await rt.is_alive(s.task_id)
         assert await rt.kill(s.task_id, grace_s=0.5)
         assert not await rt.is_alive(s.task_id)

@@ -63,6 +63,7 @@ from fleet_core.transitions import Transitions
 from fleet_core.wording import now
 
 log = logging.getLogger(__name__)
+MERGE_MOVE_ATTEMPTS = 5  # a merged PR's task moved again after this many stale rows: give up
 
 
 @dataclass(frozen=True)
@@ -306,8 +307,12 @@ class Conductor:
 
     async def merge(self, actor: Actor, ref: str) -> TaskRecord:
         """Merge a ready task's PR through its forge, then clean its worktree up (work that only
-        the worktree holds is snapshotted first)."""
+        the worktree holds is snapshotted first). Idempotent: a task merged already (by an
+        earlier call, or found merged by the monitor) is answered as it is, and a PR the forge
+        merged before its task could be moved (a crash between the two) completes the task."""
         rec = await self.registry(actor).resolve(ref)
+        if rec.status is TaskStatus.MERGED:
+            return rec
         if rec.status is not TaskStatus.READY:
             raise MergeRefusedError(
                 f"task {rec.short_id} {now(rec.status.value)}; only a ready task can be merged"
@@ -324,12 +329,30 @@ class Conductor:
         if not result.merged:
             raise MergeRefusedError(f"{forge.name} refused to merge PR #{rec.pr_number}: "
                                     f"{result.reason or 'no reason given'}")  # fmt: skip
-        done = await self.moves.move(
-            rec,
-            TaskStatus.MERGED,
-            reason="merged",
-            audit_detail={"by": actor.operator_id, "sha": result.sha, "pr": rec.pr_number},
-        )
+        return await self.complete_merge(rec, by=actor.operator_id, sha=result.sha)
+
+    async def complete_merge(self, rec: TaskRecord, *, by: str, sha: str | None) -> TaskRecord:
+        """ready → merged for a task whose PR the forge has merged, then its worktree's
+        cleanup. The forge's merge stands whatever moved the row meanwhile: a stale row is
+        read again and moved from there (a merged PR never answers a conflict)."""
+        registry = self.moves.registry(rec.operator_id)
+        for attempt in range(MERGE_MOVE_ATTEMPTS):
+            try:
+                done = await self.moves.move(
+                    rec,
+                    TaskStatus.MERGED,
+                    reason="merged",
+                    audit_detail={"by": by, "sha": sha, "pr": rec.pr_number},
+                )
+                break
+            except (StaleVersionError, InvalidTransitionError):
+                fresh = await registry.get(rec.id)
+                if fresh.status is TaskStatus.MERGED:
+                    return fresh  # another call or the monitor completed it
+                if fresh.status is not TaskStatus.READY or attempt == MERGE_MOVE_ATTEMPTS - 1:
+                    raise
+                rec = fresh
+        repo = Path(rec.repository)
         if rec.worktree_path and rec.host_id in (None, self.runtime.host_id):
             try:
                 await g.git(repo, "fetch", "-q", "origin", check=False)

@@ -49,7 +49,7 @@ from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
 from fleet_core.failures import CONFIG_REASONS, NO_PR, TIMEOUT, Verdict, classify, idle_reason
-from fleet_core.forge.base import CiReport, ForgeError, PullRequest
+from fleet_core.forge.base import CiReport, ForgeError, PrState, PullRequest
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import CiStatus, TaskRecord
 from fleet_core.progress import ProgressWatch
@@ -93,6 +93,7 @@ class CycleReport:
     prs: int = 0
     ci_updates: int = 0
     ready: int = 0
+    merged: int = 0  # found merged on the forge, completed here
     failed: int = 0
     timeouts: int = 0
     stalls: int = 0
@@ -211,6 +212,7 @@ class Monitor:
         host = self.c.runtime.host_id
         tasks = await self.admin.list_live()
         report.checked = len(tasks)
+        self._forget_ended({t.id for t in tasks})
         alive = await self.c.runtime.alive_tasks()
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
         self.progress.keep_only(alive)
@@ -231,6 +233,13 @@ class Monitor:
         failed = await self.admin.query(status=[S.FAILED, S.REJECTED], limit=1000)
         report.retries = await self.c.retries.run_due(failed, now)
         await self.c.drain_queue()
+
+    def _forget_ended(self, live: set[UUID]) -> None:
+        """What the monitor keeps per task (stall warnings given, push errors) ends with the
+        task, so a long-lived engine does not grow with every task it ever watched."""
+        for kept in (self._stalled, self._push_errors):
+            for task_id in [t for t in kept if t not in live]:
+                del kept[task_id]
 
     async def _publish(self, running: list[TaskRecord], report: CycleReport) -> None:
         """The agent commits, the engine pushes: each running task's new commits go to its
@@ -424,6 +433,12 @@ class Monitor:
                 )
 
     async def _ci(self, rec: TaskRecord, ci: CiReport, report: CycleReport) -> None:
+        if ci.pr_state is PrState.MERGED and rec.status is S.READY:
+            # Merged on the forge while the task was not moved (a merge whose engine died
+            # after the forge merged, or a merge on the forge's own page): it is done.
+            await self.c.complete_merge(rec, by="monitor", sha=None)
+            report.merged += 1
+            return
         if ci.state is not rec.ci_status:
             rec = await self.admin.update_metadata(
                 rec.id, {"ci_status": ci.state}, expected_version=rec.version

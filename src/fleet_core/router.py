@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -75,6 +76,12 @@ _CONFIG_KEYS = frozenset(
 )
 
 
+# Breakers of models the configuration does not name (a caller's `model` is free text within
+# its charset): only this many, the least recently failed dropped first, so made-up names
+# cannot grow the router without bound. The configuration's own models always keep theirs.
+MAX_OTHER_BREAKERS = 256
+
+
 @dataclass
 class _Breaker:
     failures: int = 0
@@ -103,7 +110,7 @@ class ModelRouter:
         self.cooldown_s = cooldown_s
         self._clock = clock
         self._available: dict[str, bool] = {}
-        self._breakers: dict[str, _Breaker] = {}
+        self._breakers: OrderedDict[str, _Breaker] = OrderedDict()  # least recent first
 
     @classmethod
     def from_config(
@@ -201,6 +208,8 @@ class ModelRouter:
     def record_failure(self, model: str) -> None:
         state = self.breaker_state(model)
         breaker = self._breakers.setdefault(model, _Breaker())
+        self._breakers.move_to_end(model)
+        self._bound()
         breaker.failures += 1
         tripped = state == "closed" and breaker.failures >= self.breaker_threshold
         if tripped or state == "half_open":
@@ -209,11 +218,21 @@ class ModelRouter:
     def record_success(self, model: str) -> None:
         self._breakers.pop(model, None)
 
+    def configured_models(self) -> set[str]:
+        choices = [*self.table.values(), self.fallback, self.premium]
+        return {c.model for c in choices} | set(self.agent_models.values())
+
+    def _bound(self) -> None:
+        """Drop the least recently failed breakers of models the configuration does not name
+        beyond MAX_OTHER_BREAKERS."""
+        configured = self.configured_models()
+        others = [m for m in self._breakers if m not in configured]
+        for model in others[: max(0, len(others) - MAX_OTHER_BREAKERS)]:
+            del self._breakers[model]
+
     def describe(self) -> dict[str, Any]:
         """The effective configuration plus each known model's availability and breaker."""
-        choices = [*self.table.values(), self.fallback, self.premium]
-        models = {c.model for c in choices} | set(self.agent_models.values())
-        models |= set(self._available) | set(self._breakers)
+        models = self.configured_models() | set(self._available) | set(self._breakers)
         return {
             "table": {str(task): _dump(choice) for task, choice in self.table.items()},
             "fallback": _dump(self.fallback),

@@ -10,7 +10,6 @@ compensation did, or `cancelled` if it never left `proposed`.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,10 @@ from fleet_core.runtime.local import AgentHandle, LocalRuntime, SpawnSpec
 from fleet_core.runtime.repo_config import load_repo_config
 from fleet_core.saga import Failure, Saga, SagaError
 from fleet_core.transitions import Transitions
+from fleet_core.ttl_cache import TtlCache
 
 SUMMARY_TTL_S = 30.0
+SUMMARY_MAX_REPOS = 64  # repository summaries kept at once (each expires after SUMMARY_TTL_S)
 STALE_RETRIES = 5
 
 
@@ -53,7 +54,9 @@ class SpawnSaga:
         self.router = router
         self.moves = moves
         self.repos = repos
-        self._summaries: dict[Path, tuple[str, float]] = {}
+        self.summaries: TtlCache[Path, str] = TtlCache(
+            ttl_s=SUMMARY_TTL_S, max_entries=SUMMARY_MAX_REPOS
+        )
 
     async def launch(
         self, rec: TaskRecord, route_reason: str, *, budget: int = DEFAULT_BUDGET
@@ -179,17 +182,17 @@ class SpawnSaga:
 
     async def _prompt(self, rec: TaskRecord, budget: int = DEFAULT_BUDGET) -> EnrichedPrompt:
         repo = Path(rec.repository)
-        cached = self._summaries.get(repo)
-        if cached is None or time.monotonic() - cached[1] > SUMMARY_TTL_S:
-            cached = (await repository_summary(repo), time.monotonic())
-            self._summaries[repo] = cached
+        summary = self.summaries.get(repo)
+        if summary is None:
+            summary = await repository_summary(repo)
+            self.summaries.put(repo, summary)
         sections = task_sections(
             description=rec.description,
             task_type=rec.task_type,
             repository=rec.repository,
             base_branch=rec.base_branch,
             branch=rec.branch,
-            repo_summary=cached[0],
+            repo_summary=summary,
             context_overrides=rec.context_overrides,
             failure=rec.failure_context if rec.retry_count else None,
             worktree=self.runtime.paths.worktrees / str(rec.id),

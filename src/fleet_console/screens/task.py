@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from rich.cells import cell_len
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -314,10 +315,15 @@ class TaskScreen(Screen[None]):
     def _fill(
         self, selector: str, rows: list[tuple[str, str]], before: list[tuple[str, str]]
     ) -> list[tuple[str, str]]:
-        """Small tables: rebuilt only when their content changed."""
+        """Small tables: rebuilt only when their content changed. The columns are sized from
+        the content as it arrives: the first render after it is laid out right (a table left
+        to measure its cells on its next idle pass can be drawn before that, cutting them)."""
         if rows != before:
             table = self.query_one(selector, DataTable)
-            table.clear()
+            table.clear(columns=True)
+            for n, label in enumerate(("item", "value")):
+                width = max([cell_len(label), *(cell_len(row[n]) for row in rows)])
+                table.add_column(label, width=width)
             for row in rows:
                 table.add_row(*row)
         return rows

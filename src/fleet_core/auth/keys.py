@@ -119,12 +119,14 @@ class KeyStore:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache_s: float = 300.0,
+        ticks: Callable[[], float] = time.monotonic,  # the cache's clock
     ) -> None:
         if len(master_key) != KEY_BYTES:
             raise ConfigError(f"the key encryption key must be {KEY_BYTES} bytes")
         self.db = db
         self.clock = clock
         self.cache_s = cache_s
+        self._ticks = ticks
         self.loads = 0  # how many times the keys were read from the database
         self._aead = AESGCM(master_key)
         self._keys: dict[str, _Key] = {}
@@ -245,7 +247,7 @@ class KeyStore:
         """The public key for `kid` if it may verify now, else None."""
         key = (await self._cached()).get(kid)
         if key is None and self._may_force():
-            self._forced_at = time.monotonic()
+            self._forced_at = self._ticks()
             async with self._lock:
                 await self._reload()
             key = self._keys.get(kid)
@@ -273,10 +275,10 @@ class KeyStore:
         return max(live, key=lambda k: k.info.created_at, default=None)
 
     def _may_force(self) -> bool:
-        return self._forced_at is None or time.monotonic() - self._forced_at >= UNKNOWN_KID_RELOAD_S
+        return self._forced_at is None or self._ticks() - self._forced_at >= UNKNOWN_KID_RELOAD_S
 
     def _stale(self) -> bool:
-        return self._loaded_at is None or time.monotonic() - self._loaded_at >= self.cache_s
+        return self._loaded_at is None or self._ticks() - self._loaded_at >= self.cache_s
 
     async def _cached(self) -> dict[str, _Key]:
         if self._stale():
@@ -287,7 +289,7 @@ class KeyStore:
 
     async def _reload(self) -> None:
         self._keys = {k.info.kid: k for k in await self._fetch()}
-        self._loaded_at = time.monotonic()
+        self._loaded_at = self._ticks()
         self._private = {kid: p for kid, p in self._private.items() if kid in self._keys}
 
     async def _fetch(self) -> list[_Key]:

@@ -58,6 +58,7 @@ class CiReport:
     url: str | None = None  # where the checks can be read
     review: ReviewState = ReviewState.NONE
     head_sha: str | None = None
+    pr_state: PrState | None = None  # merged: the forge merged it (whoever asked)
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,9 @@ class GitHubForge:
                     )
                     variables.append((f"h{i}", "String!", "-f", str(value)))
                 else:
-                    fields.append(f"p{i}: pullRequest(number: $n{i}) {{ number url {_CI_FIELDS} }}")
+                    fields.append(
+                        f"p{i}: pullRequest(number: $n{i}) {{ number url state {_CI_FIELDS} }}"
+                    )
                     variables.append((f"n{i}", "Int!", "-F", str(value)))
             data = await self._graphql(owner, name, variables, " ".join(fields))
             now = self._clock()
@@ -211,24 +213,36 @@ class GitHubForge:
         await self._pr(repo, "comment", pr, "--body-file", "-", stdin=body.encode())
 
     async def merge(self, repo: Path, pr: int, *, method: str | None = None) -> MergeResult:
+        """A PR merged already (an earlier call whose caller then failed) is merged: the
+        answer is the same as for the call that merged it."""
         flag = f"--{_check_method(method or self._merge_method)}"
         result = await self._pr(repo, "merge", pr, flag)
+        owner, name = await self._slug(repo)
+        self._prefetched.pop((owner, name, pr), None)
         if result.returncode != 0:
             output = (result.stderr.strip() or result.stdout.strip()).splitlines()
             refusal = [line for line in output if _NOT_MERGEABLE.search(line)]
             if refusal:
                 return MergeResult(False, reason=refusal[0].lstrip("X! ").strip())
+            info = await self._merge_state(repo, pr)
+            if info is not None and info.get("state") == "MERGED":
+                sha = _obj(info.get("mergeCommit")).get("oid")
+                return MergeResult(True, sha=sha, reason="already merged")
             raise ForgeError(f"gh pr merge {pr}: {_tail(result)}")
-        owner, name = await self._slug(repo)
-        self._prefetched.pop((owner, name, pr), None)
-        try:  # one more call for the merge commit; a merge stays a merge if it fails
-            view = await self._pr(repo, "view", pr, "--json", "state,mergeCommit")
-            info = _obj(json.loads(view.stdout))
-        except (ForgeError, ValueError):
+        info = await self._merge_state(repo, pr)  # the merge commit; a merge stays a merge
+        if info is None:
             return MergeResult(True)
         if info.get("state") != "MERGED":
             return MergeResult(False, reason="added to the merge queue; not merged yet")
         return MergeResult(True, sha=_obj(info.get("mergeCommit")).get("oid"))
+
+    async def _merge_state(self, repo: Path, pr: int) -> dict[str, Any] | None:
+        """`gh pr view --json state,mergeCommit`, or None when it cannot be read."""
+        try:
+            view = await self._pr(repo, "view", pr, "--json", "state,mergeCommit")
+            return _obj(json.loads(view.stdout))
+        except (ForgeError, ValueError):
+            return None
 
     def budget(self) -> ForgeBudget:
         return replace(self._budget, paused_until=self._paused())
@@ -384,6 +398,7 @@ def _report(node: dict[str, Any]) -> CiReport:
         url=next((u for _, u in failing if u), None) or node.get("url"),
         review=_REVIEW.get(str(node.get("reviewDecision")), ReviewState.NONE),
         head_sha=node.get("headRefOid"),
+        pr_state=_PR_STATE.get(str(node.get("state"))),
     )
 
 

@@ -7,10 +7,10 @@ background in a scratch worktree of the PR head (see local_ci); merge is a real 
 into the base in a scratch worktree of the remote. State lives under `state_dir/<key>/`, the key
 a hash of the remote's resolved path, so work repos sharing a remote agree:
 
-    state.json      {"remote", "next", "branches": {branch: n}, "prs": {"n": record}}
+    next.json, prs/<n>.json, branches/<hash>   the PR records, one file each (local_store)
     ci/<sha>.json   a finished CI run; ci/<sha>.log its output; ci/<sha>.run a running claim
     scratch/        CI and merge worktrees while they exist
-    ../locks/repo-<hash>.lock   fcntl lock guarding state.json and merges (several processes)
+    ../locks/repo-<hash>.lock   fcntl lock guarding the PR records and merges (processes)
 
 Each call costs a constant number of git commands whatever the number of branches: the
 remote's URL, then one `for-each-ref` for the heads (and one for those merged into the base).
@@ -25,7 +25,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -40,7 +40,8 @@ from fleet_core.forge.base import (
     PrState,
     PullRequest,
 )
-from fleet_core.forge.local_ci import CiRunner, now_iso, remove_worktree, write_json
+from fleet_core.forge.local_ci import CiRunner, now_iso, remove_worktree
+from fleet_core.forge.local_store import PrStore
 from fleet_core.models import CiStatus
 from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.git import GIT_TIMEOUT_S, RepoLocks, git
@@ -57,8 +58,8 @@ class Remote:
     dir: Path  # our state for it
 
     @property
-    def state_file(self) -> Path:
-        return self.dir / "state.json"
+    def store(self) -> PrStore:
+        return PrStore(self.dir)
 
     @property
     def scratch(self) -> Path:
@@ -106,21 +107,17 @@ class LocalForge:
         refs = await self._refs(remote, merged=True)
         found: dict[str, dict[str, Any]] = {}
         async with self._locks.hold(remote.path, remote.path):
-            state = _load(remote)
-            before = json.dumps(state, sort_keys=True)
             for branch in wanted:
-                record = _track(state, branch, refs)
+                record = _track(remote.store, branch, refs)
                 if record is not None:
                     found[branch] = record
-            if json.dumps(state, sort_keys=True) != before:
-                write_json(remote.state_file, state)
         await self._check_mergeable(remote, refs, found.values())
         return {b: self._pull_request(remote, refs, r) for b, r in found.items()}
 
     async def ci_status(self, repo: Path, prs: Sequence[int]) -> dict[int, CiReport]:
         remote = await self._remote(repo)
-        records = _load(remote)["prs"]
-        wanted = {n: records[str(n)] for n in dict.fromkeys(prs) if str(n) in records}
+        store = remote.store
+        wanted = {n: r for n in dict.fromkeys(prs) if (r := store.get(n)) is not None}
         if not wanted:
             return {}
         heads = (await self._refs(remote, merged=False)).heads
@@ -141,6 +138,7 @@ class LocalForge:
                 )
             else:
                 reports[number] = self._ci.report(number, sha, remote.path, remote.dir, argv)
+            reports[number] = replace(reports[number], pr_state=PrState(record["state"]))
         return reports
 
     async def poll(
@@ -151,7 +149,7 @@ class LocalForge:
 
     async def diff(self, repo: Path, pr: int) -> str:
         remote = await self._remote(repo)
-        record = _get(_load(remote), pr, remote)
+        record = _get(remote, pr)
         left = record.get("base_sha") or HEADS + record["base"]
         right = HEADS + record["branch"]
         if record["state"] != PrState.OPEN and record.get("head_sha"):
@@ -166,11 +164,9 @@ class LocalForge:
     async def comment(self, repo: Path, pr: int, body: str) -> None:
         remote = await self._remote(repo)
         async with self._locks.hold(remote.path, remote.path):
-            state = _load(remote)
-            _get(state, pr, remote).setdefault("comments", []).append(
-                {"at": now_iso(), "body": body}
-            )
-            write_json(remote.state_file, state)
+            record = _get(remote, pr)
+            record.setdefault("comments", []).append({"at": now_iso(), "body": body})
+            remote.store.put(record)
 
     async def merge(self, repo: Path, pr: int, *, method: str = "merge") -> MergeResult:
         if method == "rebase":
@@ -179,8 +175,7 @@ class LocalForge:
             return MergeResult(False, reason=f"unknown merge method {method!r}")
         remote = await self._remote(repo)
         async with self._locks.hold(remote.path, remote.path):
-            state = _load(remote)
-            record = _get(state, pr, remote)
+            record = _get(remote, pr)
             if record["state"] == PrState.MERGED:
                 return MergeResult(True, sha=record.get("merge_sha"), reason="already merged")
             heads = (await self._refs(remote, merged=False)).heads
@@ -206,7 +201,7 @@ class LocalForge:
                     merged_at=now_iso(),
                     method=method,
                 )
-                write_json(remote.state_file, state)
+                remote.store.put(record)
             return result
 
     def budget(self) -> ForgeBudget:
@@ -252,7 +247,11 @@ class LocalForge:
                 f"origin of {repo} is {url}, not a bare repository on this machine"
             )
         self._health = None
-        return Remote(path, self.state_of(path))
+        found = Remote(path, self.state_of(path))
+        if found.store.legacy.exists():  # an earlier version's single state file
+            async with self._locks.hold(path, path):
+                found.store.split_legacy()
+        return found
 
     def state_of(self, remote: Path) -> Path:
         """The directory of a remote's PR numbers, comments and CI results."""
@@ -374,47 +373,33 @@ def _is_bare(path: Path) -> bool:
     return (path / "HEAD").is_file() and (path / "objects").is_dir() and bool(_BARE.search(config))
 
 
-def _load(remote: Remote) -> dict[str, Any]:
-    try:
-        state = json.loads(remote.state_file.read_text())
-    except FileNotFoundError:
-        state = {}
-    except (OSError, ValueError) as exc:
-        raise ForgeError(f"cannot read {remote.state_file}: {exc}") from None
-    state.setdefault("remote", str(remote.path))
-    state.setdefault("next", 1)
-    state.setdefault("branches", {})
-    state.setdefault("prs", {})
-    return state  # type: ignore[no-any-return]
-
-
-def _get(state: dict[str, Any], pr: int, remote: Remote) -> dict[str, Any]:
-    record = state["prs"].get(str(pr))
+def _get(remote: Remote, pr: int) -> dict[str, Any]:
+    record = remote.store.get(pr)
     if record is None:
         raise ForgeError(f"no PR #{pr} on the local forge of {remote.path}")
-    return record  # type: ignore[no-any-return]
+    return record
 
 
-def _track(state: dict[str, Any], branch: str, refs: Refs) -> dict[str, Any] | None:
+def _track(store: PrStore, branch: str, refs: Refs) -> dict[str, Any] | None:
     """The PR record of `branch` brought up to date with the remote (new, merged, closed,
-    reopened), or None when the branch is no PR."""
+    reopened) and stored when it changed, or None when the branch is no PR."""
     if branch == refs.base:
         return None
     head = refs.heads.get(branch)
     ahead = head is not None and branch not in refs.merged
-    number = state["branches"].get(branch)
-    record: dict[str, Any] | None = state["prs"].get(str(number)) if number else None
+    number = store.number_of(branch)
+    record = store.get(number) if number else None
+    before = json.dumps(record, sort_keys=True)
+    result: dict[str, Any] | None = record
     if record is None or (
         record["state"] == PrState.MERGED and ahead and head != record["head_sha"]
     ):
         if not ahead:
             return None  # no PR yet, or a merged one whose branch got new commits
-        number = state["next"]
-        state["next"] = number + 1
-        state["branches"][branch] = number
+        number = store.allocate(branch)
         record = {"number": number, "branch": branch, "base": refs.base, "state": "open"}
         record.update(head_sha=head, created_at=now_iso(), comments=[])
-        state["prs"][str(number)] = record
+        result = record
     elif record["state"] == PrState.CLOSED:
         if not ahead:
             return None
@@ -422,8 +407,11 @@ def _track(state: dict[str, Any], branch: str, refs: Refs) -> dict[str, Any] | N
     elif record["state"] == PrState.OPEN:
         if head is None:  # the branch was deleted without a merge
             record.update(state=PrState.CLOSED.value, closed_at=now_iso())
-            return None
-        if not ahead:  # its head reached the base by other means than our merge
-            record.update(state=PrState.MERGED.value, head_sha=head, merged_at=now_iso())
-        record["head_sha"] = head
-    return record
+            result = None
+        else:
+            if not ahead:  # its head reached the base by other means than our merge
+                record.update(state=PrState.MERGED.value, head_sha=head, merged_at=now_iso())
+            record["head_sha"] = head
+    if json.dumps(record, sort_keys=True) != before:
+        store.put(record)
+    return result
