@@ -212,7 +212,9 @@ async def test_twenty_spawns_at_once_into_one_repository(rt: LocalRuntime, repo:
     handles = await asyncio.gather(*(rt.spawn(s) for s in specs))
     assert len({h.worktree_path for h in handles}) == 20
     statuses = [await wait_exit(rt, s.task_id) for s in specs]
-    assert [s.code for s in statuses] == [0] * 20
+    odd = [(st, await rt.logs(s.task_id, 30)) for s, st in zip(specs, statuses, strict=True)
+           if st.code != 0]  # fmt: skip
+    assert odd == []  # (seen once under heavy load: -1, a pane that died with no exit record)
     assert all((h.worktree_path / ".git").is_dir() for h in handles)  # clones, not worktrees
     assert len(git(repo, "worktree", "list").splitlines()) == 1
     await asyncio.gather(*(rt.publish(repo, s.task_id, s.branch) for s in specs))

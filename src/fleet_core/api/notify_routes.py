@@ -170,11 +170,14 @@ async def _put(
     target: str | None = None,
 ) -> Channel:
     store = _store(request)
-    if secret is None and channel in SECRET_CHANNELS:
+    # What the body may leave out (the stored secret, Telegram's stored chat) must be stored:
+    # else the channel the body would complete does not exist yet (404).
+    needs_secret = secret is None and channel in SECRET_CHANNELS
+    needs_chat = channel == "telegram" and target is None
+    if needs_secret or needs_chat:
         have = {i.channel: i for i in await store.entries(actor.operator_id)}
-        if channel not in have or (
-            channel == "telegram" and target is None and not have[channel].target
-        ):
+        stored = have.get(channel)
+        if stored is None or (needs_chat and not stored.target):
             what = "webhook_url" if channel == "discord" else "bot_token and chat_id"
             raise ChannelNotFoundError(f"{actor.operator_id} has no {channel} channel yet: "
                                        f"give its {what}")  # fmt: skip
