@@ -43,6 +43,7 @@ from fleet_core.repositories import Repositories, Repository  # noqa: E402
 from fleet_core.runtime.local import RuntimePaths  # noqa: E402
 
 TABLES = (
+    "fleet_switches",
     "fleet_master_key",
     "fleet_secrets",
     "fleet_tokens",

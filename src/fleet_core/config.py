@@ -107,6 +107,8 @@ class Settings(BaseModel):
     # tier?) before reading it again: a revocation or downgrade binds within that time.
     token_max_ttl_hours: float = Field(default=24.0, ge=1 / 60, le=720)
     auth_cache_seconds: float = Field(default=30.0, gt=0, le=60)
+    # `fleet gc`: what ended tasks leave is removed once older than this.
+    gc_retention_days: float = Field(default=14.0, gt=0, le=3650)
 
     @field_validator("database_url", "engine_database_url")
     @classmethod

@@ -156,6 +156,7 @@ class NewTask(BaseModel):
     context_hash: str | None = None
     prompt_hash: str | None = None
     host_id: str | None = None
+    demo: bool = False  # made by `fleet demo`, which removes only these
 
     @field_validator("model")
     @classmethod
@@ -202,6 +203,7 @@ class TaskRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     sandbox: str | None = None  # "bwrap", or "none" when the agent ran unsandboxed
+    demo: bool = False  # made by `fleet demo`
 
     @property
     def short_id(self) -> str:
@@ -209,6 +211,14 @@ class TaskRecord(BaseModel):
 
     def summary(self, now: datetime | None = None) -> TaskSummary:
         return TaskSummary.from_record(self, now)
+
+
+class TaskDetail(TaskRecord):
+    """One task as the API's detail shows it: `why` (one line: the cause, the retries, where
+    it is now) first, and `forge_error` when its forge has not answered for several cycles."""
+
+    why: str
+    forge_error: str | None = None
 
 
 class TaskSummary(BaseModel):
@@ -268,6 +278,7 @@ class TaskUpdate(BaseModel):
     container_id: str | None = None
     tmux_session: str | None = None
     host_id: str | None = None
+    branch: str | None = Field(default=None, min_length=1, max_length=128)  # a retry's fresh one
     pr_number: int | None = Field(default=None, gt=0)
     ci_status: CiStatus | None = None
     review_status: dict[str, Any] | None = None
