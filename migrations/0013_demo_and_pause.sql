@@ -2,6 +2,9 @@
 -- and the fleet-wide switches (`fleet pause`: no admissions, retries or queued spawns while it
 -- is set; running agents continue).
 ALTER TABLE fleet_tasks ADD COLUMN demo BOOLEAN NOT NULL DEFAULT false;
+-- Earlier demos' tasks, known by the idempotency keys `fleet demo` gave them.
+UPDATE fleet_tasks SET demo = true
+ WHERE idempotency_key ~ '^demo-[0-9]{8}T[0-9]{6}-[0-9]+$' AND agent_type = 'demo';
 
 CREATE TABLE fleet_switches (
     name TEXT PRIMARY KEY,

@@ -40,8 +40,15 @@ async def read(conn: Conn) -> Pause | None:
 
 
 async def current(db: Database) -> Pause | None:
-    async with db.tx(Tenant.admin()) as conn:
-        return await read(conn)
+    """The pause in effect; None too on a schema from before the switch (read-only verbs do
+    not migrate: `fleet status` must not fail for it)."""
+    import asyncpg
+
+    try:
+        async with db.tx(Tenant.admin()) as conn:
+            return await read(conn)
+    except asyncpg.UndefinedTableError:
+        return None
 
 
 async def pause(db: Database, by: str, reason: str = "") -> tuple[Pause, bool]:

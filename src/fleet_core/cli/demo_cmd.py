@@ -32,9 +32,7 @@ def _agreed(settings: Settings, yes: bool) -> bool:
     from fleet_core.errors import ConflictError
 
     repo = settings.data_dir / "demo" / "sample"
-    found = with_conductor(
-        settings, lambda c: others_on_sample(c, local_actor(settings), repo), read_only=True
-    )
+    found = with_conductor(settings, lambda c: others_on_sample(c, local_actor(settings), repo))
     if not found or yes:
         return bool(found)
     listing = ", ".join(f"{r.short_id} ({r.status.value}) {r.description[:40]}" for r in found)
