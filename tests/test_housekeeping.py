@@ -213,6 +213,7 @@ async def test_demo_removes_only_its_own_tasks(db: Database, tmp_path: Path) -> 
 
 async def test_demo_asks_before_touching_a_task_it_did_not_make(db: Database, pg: Any) -> None:
     sample = pg.settings.data_dir / "demo" / "sample"
+    before = sample.stat().st_ino if sample.exists() else None  # an earlier demo's, maybe
     reg = TaskRegistry(db, Tenant.operator("alice"))
     mine = await reg.create(new_task(branch="fleet/by-hand", repository=str(sample)))
     result = subprocess.run(
@@ -223,4 +224,4 @@ async def test_demo_asks_before_touching_a_task_it_did_not_make(db: Database, pg
     assert result.returncode == 5 and result.stderr.count("\n") == 1, result.stderr
     assert f"{mine.short_id} (proposed)" in result.stderr and "fleet demo --yes" in result.stderr
     assert (await reg.get(mine.id)).status is TaskStatus.PROPOSED  # untouched
-    assert not sample.exists()
+    assert (sample.stat().st_ino if sample.exists() else None) == before  # not recreated
