@@ -48,6 +48,7 @@ from fleet_core.runtime.local import RuntimePaths  # noqa: E402
 
 TABLES = (
     "fleet_notify_channels",
+    "fleet_switches",
     "fleet_master_key",
     "fleet_secrets",
     "fleet_tokens",

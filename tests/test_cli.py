@@ -31,7 +31,8 @@ async def test_status_json_empty_then_with_a_task(su: asyncpg.Connection, db: Da
     result = fleet("status", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "active": 0, "completed": 0, "failed": 0, "queued": 0, "tasks": []
+        "active": 0, "completed": 0, "failed": 0, "queued": 0, "paused": None,
+        "forge_errors": {}, "tasks": []
     }  # fmt: skip
     rec = await TaskRegistry(db, Tenant.operator("alice")).create(new_task())
     await TaskRegistry(db, Tenant.operator("bob")).create(new_task())

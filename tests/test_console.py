@@ -194,14 +194,18 @@ async def test_filter_and_help(app: FleetApp, repo: Path) -> None:
         await pilot_until(pilot, lambda: table.row_count == 1)
         await pilot.press("escape")
         await pilot_until(pilot, lambda: table.row_count == 2)
+        assert "branch" not in [key for key, _, _ in table.columns_shown]  # optional: `b`
+        await pilot.press("b")
 
         def branches() -> list[str]:
             return [str(table.get_cell(row.key, "branch")) for row in table.ordered_rows]
 
         table.sort_by("branch")
-        assert branches() == sorted(branches()) and branches()[0].startswith("fleet/alpha")
+        assert branches() == sorted(branches()) and branches()[0].startswith("alpha")  # no fleet/
         table.sort_by("branch")  # again: reversed
-        assert branches()[0].startswith("fleet/beta")
+        assert branches()[0].startswith("beta")
+        table.sort_by("description")
+        assert str(table.get_cell(table.ordered_rows[0].key, "description")).startswith("alpha")
         await pilot.press("question_mark")
         await pilot_until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
         await pilot.press("escape")
@@ -222,3 +226,78 @@ async def test_quitting_stops_the_engine_and_leaves_agents_running(
 
     await eventually(left)
     assert await runtime.is_alive(rec.id)
+
+
+def notices(app: FleetApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def test_refused_keys_say_why_in_one_line(app: FleetApp, repo: Path) -> None:
+    """A verb that does not apply to the selected task is not offered in the footer, and its
+    key gives a one-line notice instead of silence."""
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_until(pilot, lambda: app.source is not None)
+        rec = await spawn(app, repo, "wait [demo:hang]")
+        assert app.source is not None
+        await app.source.conductor.stop(app.actor, str(rec.id))
+        screen = screen_of(app)
+        table = screen.table
+        await pilot_until(
+            pilot, lambda: str(rec.id) in table.records
+            and table.records[str(rec.id)].status is TaskStatus.CANCELLED,
+        )  # fmt: skip
+        table.move_cursor(row=table.get_row_index(str(rec.id)))
+        await pilot.pause()
+        offered = {b.binding.key for b in screen.active_bindings.values() if b.enabled}
+        assert {"r", "m", "a", "s"}.isdisjoint(offered) and {"d", "l", "n"} <= offered
+        expected = {
+            "r": f"only a failed or rejected task can be retried; {rec.short_id} is cancelled",
+            "m": f"only a ready task can be merged; {rec.short_id} is cancelled",
+            "a": f"{rec.short_id} has no live agent (cancelled): l shows its log and details",
+            "s": f"{rec.short_id} is already cancelled: there is nothing to stop",
+        }
+        for key, text in expected.items():
+            await pilot.press(key)
+            await pilot_until(pilot, lambda t=text: t in notices(app), f"the notice for {key}")
+            assert "\n" not in text
+        assert isinstance(app.screen, FleetScreen)  # nothing was opened
+
+
+async def test_the_cursor_follows_a_task_spawned_from_the_form(app: FleetApp, repo: Path) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_until(pilot, lambda: app.source is not None)
+        first = await spawn(app, repo, "alpha [demo:hang]")
+        table = screen_of(app).table
+        await pilot_until(pilot, lambda: str(first.id) in table.rows)
+        table.sort_by("description")  # alpha first, the new one (zeta) last
+        table.move_cursor(row=0)
+        await pilot.press("n")
+        await pilot_until(pilot, lambda: isinstance(app.screen, SpawnForm))
+        form = app.screen
+        form.query_one("#description").text = "zeta [demo:hang]"
+        form.query_one("#repository").value = str(repo)
+        form.query_one("#agent").value = "demo"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot_until(pilot, lambda: isinstance(app.screen, FleetScreen), "the form closed")
+
+        def new_id() -> str | None:
+            found = [k for k, r in table.records.items() if r.description.startswith("zeta")]
+            return found[0] if found else None
+
+        await pilot_until(pilot, lambda: new_id() is not None and new_id() in table.rows)
+        await pilot_until(pilot, lambda: str(table.current_id) == new_id(), "the cursor moved")
+        assert table.get_row_index(str(new_id())) == 1  # it sits last: the cursor went there
+
+
+def test_the_side_panel_keeps_whole_words() -> None:
+    """At 160 columns the panel is 38 wide (34 inside): the tiers' full names fit."""
+    from fleet_console.widgets.governor_panel import render_overview
+    from fleet_core.models import Tier
+    from fleet_core.overview import OperatorLoad, Overview
+
+    loads = [OperatorLoad(f"op-{t.value}", t, 1, 3) for t in Tier]
+    text = render_overview(Overview(loads, 5, 25, 0)).plain
+    for tier in Tier:
+        assert f" {tier.value}\n" in text
+    assert max(len(line) for line in text.splitlines()) <= 34

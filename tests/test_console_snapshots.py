@@ -38,7 +38,7 @@ WAIT_S = 15.0
 until = functools.partial(pilot_until, timeout=WAIT_S)
 TABLES = (
     "fleet_spawn_queue, fleet_audit, fleet_outbox, fleet_notifications, fleet_config, fleet_tasks, "
-    "fleet_master_key"
+    "fleet_master_key, fleet_switches"
 )
 AGENTS = [
     ("claude_code", "claude-sonnet-4"),
@@ -77,6 +77,39 @@ FAILURE_CONTEXT: dict[str, Any] = {
     "tests/test_importer.py::test_iso_dates FAILED\n"
     "E   ValueError: Invalid isoformat string: '2026-01-01Z'\n"
     "1 failed, 211 passed in 9.81s",
+    "attempts": [
+        {
+            "attempt": 1,
+            "reason": "agent_exited",
+            "cause": "the agent exited with code 1",
+            "at": "2026-01-01T11:50:00+00:00",
+        },
+        {
+            "attempt": 2,
+            "reason": "ci_failed",
+            "cause": "CI failed (test (3.12), lint)",
+            "at": "2026-01-01T12:20:00+00:00",
+        },
+    ],
+}
+ABANDONED = TASKS.index(next(t for t in TASKS if t[0] == "abandoned"))
+# Timed out on each of its 4 attempts (3 retries), then abandoned.
+ABANDONED_CONTEXT: dict[str, Any] = {
+    "reason": "timeout",
+    "timeout_minutes": 120,
+    "prompt_budget": 6000,
+    "at": "2026-01-01T11:40:00+00:00",
+    "log_tail": "applying migration 0042\nwaiting for the lock on table orders ...",
+    "diff": "diff --git a/orm/models.py b/orm/models.py\n+from sqlalchemy import Column\n",
+    "attempts": [
+        {
+            "attempt": n,
+            "reason": "timeout",
+            "cause": "timed out after 120 min",
+            "at": f"2026-01-01T0{n + 3}:00:00+00:00",
+        }
+        for n in range(1, 5)
+    ],
 }
 REVIEW_STATUS = {"verdict": "skipped", "reason": "the review pipeline is not built yet"}
 # (minutes after SEEDED - FAILED minutes, event, from, to, detail)
@@ -106,6 +139,7 @@ def _stable(monkeypatch: pytest.MonkeyPatch) -> None:
 class Seeded:
     settings: Settings
     count: int
+    settings_dsn: str = ""  # the superuser's, to seed more
 
     def app(self) -> FleetApp:
         settings = self.settings
@@ -152,7 +186,9 @@ async def _seed(dsn: str, count: int) -> None:
                 json.dumps(REVIEW_STATUS) if status in ("ready", "failed") else None,
                 retries,
                 f"sha256:{i:02d}c0ffee" if started else None,
-                json.dumps(FAILURE_CONTEXT) if failed else None,
+                json.dumps(FAILURE_CONTEXT if failed else ABANDONED_CONTEXT)
+                if failed or status == "abandoned"
+                else None,
                 created + timedelta(seconds=20) if started else None,
                 created + timedelta(minutes=25) if finished else None,
                 created,
@@ -187,7 +223,7 @@ def _seeded(pg: Any, count: int) -> Seeded:
         global_cap=25,
         gh="/nonexistent/gh",  # the same "gh is not installed" line on every machine
     )
-    return Seeded(settings, count)
+    return Seeded(settings, count, pg.superuser_dsn)
 
 
 @pytest.fixture
@@ -340,5 +376,50 @@ def test_confirm_stop(snap_compare: Any, fleet: Seeded) -> None:
         assert selected is not None and selected.status is TaskStatus.RUNNING
         await pilot.press("s")
         await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog), "the dialog")
+
+    assert snap_compare(fleet.app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_fleet_needs_you(snap_compare: Any, fleet: Seeded) -> None:
+    """The header line counts what needs the operator (1 ready to merge, 2 failed for good
+    (abandoned and rejected), 0 stalled, 0 queued) and says the fleet is paused; `2` filters
+    the table to the two failed for good (its count shown reversed)."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        screen = await fleet_loaded(pilot, fleet.count)
+        await until(pilot, lambda: screen.overview is not None, "the overview")
+        await pilot.press("2")
+        await until(pilot, lambda: screen.table.row_count == 2, "the failed-for-good filter")
+        await pilot.pause()
+
+    async def paused(dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("INSERT INTO fleet_switches (name, set_by, reason, set_at) "
+                               "VALUES ('paused', 'root', 'disk full', $1)", SEEDED)  # fmt: skip
+        finally:
+            await conn.close()
+
+    asyncio.run(paused(fleet.settings_dsn))
+    assert snap_compare(fleet.app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_task_why_first(snap_compare: Any, fleet: Seeded) -> None:
+    """The abandoned task's details: the one-line why first ("timed out after 120 min;
+    retried 3 times; abandoned"), the failure's fields, every attempt, then the log tail and
+    the diff each in a section of its own (no JSON)."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await fleet_loaded(pilot, fleet.count)
+        app = pilot.app
+        assert isinstance(app, FleetApp)
+        app.open_task(task_id(ABANDONED), "details")
+
+        def ready() -> bool:
+            screen = app.screen
+            return (isinstance(screen, TaskScreen) and screen.record is not None
+                    and screen.active_tab == "details")  # fmt: skip
+
+        await until(pilot, ready, "the details tab")
 
     assert snap_compare(fleet.app(), terminal_size=SIZE, run_before=run_before)

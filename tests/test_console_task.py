@@ -126,18 +126,19 @@ async def test_finished_task_shows_log_details_ci_reviews_and_audit(fleet: Fleet
     async with Harness(screen).run_test(size=(120, 36)) as pilot:
         await until(pilot, lambda: "[demo] committed" in log_text(screen))
         assert "[demo] read prompt" in log_text(screen) and "[demo] done" in log_text(screen)
-        assert header(screen).startswith(f"{rec.short_id}  running  {rec.branch}  demo/demo")
+        # First the one-line why, then the description and the agent.
+        assert header(screen).startswith(f"{rec.short_id}  running\nsay hello  ·  demo/demo")
         assert screen.record is not None and screen.record.prompt_hash
         await pilot.press("2")
         assert screen.active_tab == "details"
         body = details(screen)
         assert rec.branch in body and screen.record.prompt_hash in body
         assert f"tmux session  fleet-{rec.id}" in body and "retries       0/3" in body
-        assert "host          test-host" in body and "failure context" not in body
+        assert "host          test-host" in body and "failure:" not in body
         created = rec.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
         assert f"created       {created}" in body
         await pilot.press("3")
-        assert table_rows(screen, "#ci-table") == [["ci status", "none yet"]]
+        assert table_rows(screen, "#ci-table") == [["attempt 1 (current)", "ci none yet"]]
         await pilot.press("4")
         assert table_rows(screen, "#reviews-table") == [
             ["reviews", "review pipeline not built yet"]
@@ -179,7 +180,7 @@ async def test_stopped_task_shows_cancelled_and_its_audit_row(fleet: Fleet) -> N
     screen = screen_for(fleet, rec.id, tab="audit")
     async with Harness(screen).run_test(size=(120, 36)) as pilot:
         await until(pilot, lambda: screen.record is not None)
-        assert "  cancelled  " in header(screen)
+        assert f"{rec.short_id}  cancelled\n" in header(screen)
         await until(pilot, lambda: len(table_rows(screen, "#audit-table")) >= 2)
         audit = table_rows(screen, "#audit-table")
         assert [row[1] for row in audit] == ["fleet.secrets_issued", "fleet.cancelled"]
@@ -198,11 +199,11 @@ async def test_task_whose_session_is_gone_shows_its_kept_log(fleet: Fleet) -> No
     async with Harness(screen).run_test(size=(120, 36)) as pilot:
         await until(pilot, lambda: "[demo] committed" in log_text(screen))
         assert await fleet.conductor.runtime.tmux.kill_session(rec.tmux_session or "")
-        await pilot.press("r")
+        await pilot.press("ctrl+r")
         await pilot.pause(0.2)
         assert "[demo] committed" in log_text(screen)
         fleet.conductor.runtime.forget_logs(rec.id)
-        await pilot.press("r")
+        await pilot.press("ctrl+r")
         await until(pilot, lambda: "no agent session" in log_text(screen))
         assert log_text(screen).startswith("no agent session: ")
         assert "[demo]" not in log_text(screen)
@@ -247,7 +248,7 @@ async def test_keys_switch_tabs_refresh_and_go_back(fleet: Fleet) -> None:
             assert tabs.active == tab
         await fleet.conductor.stop(ALICE, str(rec.id))
         await screen.refresh_data()
-        assert "  cancelled  " in header(screen)
+        assert f"{rec.short_id}  cancelled\n" in header(screen)
         assert "[demo] done" in log_text(screen)  # kept past the session
         await pilot.press("escape")
         await pilot.pause()
@@ -271,7 +272,7 @@ async def test_missing_task_shows_task_gone(fleet: Fleet) -> None:
         await until(pilot, lambda: screen.gone)
         assert "task gone" in header(screen) and details(screen) == "task gone"
         assert not screen.polling and screen.log_refreshes == 0
-        await pilot.press("r")
+        await pilot.press("ctrl+r")
         await pilot.pause(0.2)
         assert screen.gone and screen.app.screen is screen
 

@@ -103,7 +103,7 @@ def test_stale_pid_file_is_replaced(cluster: EmbeddedCluster, owner: str) -> Non
 def test_missing_binaries_give_one_clear_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no pg_config, no initdb
     with pytest.raises(PostgresNotFoundError) as err:
-        find_binaries(None, search_globs=())
+        find_binaries(None, search_globs=(), wheel=None)
     message = str(err.value)
     assert "\n" not in message
     assert "apt install postgresql" in message and "FLEET_DATABASE_URL" in message

@@ -438,3 +438,31 @@ async def test_an_earlier_single_state_file_is_split(
     assert not (remote.dir / "state.json").exists()
     push(repo, "new", {"n.txt": "n\n"})
     assert (await forge.find_prs(repo, ["new"]))["new"].number == 8
+
+
+async def test_a_remote_without_head_uses_the_base_branch_and_says_so_once(
+    repo: Path, make: Callable[..., LocalForge], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`git init --bare` names `master` in HEAD; only `main` was pushed: the forge goes on with
+    the tasks' base branch and says so once, instead of stalling every task silently."""
+    bare = origin_of(repo)
+    git(bare, "symbolic-ref", "HEAD", "refs/heads/master")
+    forge = make()
+    sha = push(repo, "feat/a", {"a.txt": "a\n"})
+    git(repo, "checkout", "-q", "main")
+    with caplog.at_level("WARNING", logger="fleet_core.forge.local"):
+        prs = await forge.find_prs(repo, ["feat/a"])
+        again = await forge.find_prs(repo, ["feat/a"])
+    assert (prs["feat/a"].number, prs["feat/a"].base, prs["feat/a"].head_sha) == (1, "main", sha)
+    assert again["feat/a"].number == 1 and forge.health() is None
+    assert forge.headless == {bare: "main"}
+    said = [r.getMessage() for r in caplog.records if "no HEAD branch" in r.getMessage()]
+    assert len(said) == 1 and "uses the tasks' base branch 'main'" in said[0]
+    reports = await forge.ci_status(repo, [1])
+    assert reports[1].head_sha == sha
+    assert (await forge.merge(repo, 1)).merged
+    assert sha in remote_log(repo, "main")  # merged into the base it used
+    # With neither the base nor main/master on the remote, it is one clear error.
+    git(bare, "branch", "-m", "main", "trunk")
+    with pytest.raises(ForgeUnavailableError, match="has no HEAD branch, and none of main"):
+        await forge.find_prs(repo, ["feat/a"])

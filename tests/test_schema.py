@@ -42,6 +42,7 @@ COLUMNS = {
         ("agent_identity_id", U, True), ("group_id", U, True), ("last_activity_at", TZ, True),
         ("spawned_at", TZ, True), ("completed_at", TZ, True), ("created_at", TZ, False),
         ("updated_at", TZ, False), ("sandbox", T, True), ("stall_warning", J, True),
+        ("demo", B, False),
     ],
     "fleet_notifications": [
         ("id", U, False), ("task_id", U, True), ("channel", T, False), ("payload", J, False),
@@ -89,6 +90,9 @@ COLUMNS = {
     ],
     "fleet_master_key": [
         ("id", "boolean", False), ("fingerprint", T, False), ("created_at", TZ, False),
+    ],
+    "fleet_switches": [
+        ("name", T, False), ("set_by", T, False), ("reason", T, False), ("set_at", TZ, False),
     ],
     "fleet_tokens": [
         ("jti", T, False), ("operator_id", T, False), ("tier", T, False),
@@ -138,6 +142,9 @@ CONSTRAINTS = {
     },
     "fleet_master_key": {
         "fleet_master_key_pkey", "one_master_key", "valid_master_key_fingerprint",
+    },
+    "fleet_switches": {
+        "fleet_switches_pkey", "valid_switch_name", "valid_switch_set_by", "valid_switch_reason",
     },
     "fleet_tokens": {
         "fleet_tokens_pkey", "valid_token_jti", "valid_token_operator_id", "valid_token_tier",
@@ -189,6 +196,7 @@ INDEXES = {
     "fleet_signing_keys_one_signer": "UNIQUE INDEX fleet_signing_keys_one_signer ON public.fleet_signing_keys USING btree ((true)) WHERE (signing_until IS NULL)",
     "fleet_secrets_pkey": "UNIQUE INDEX fleet_secrets_pkey ON public.fleet_secrets USING btree (operator_id, name)",
     "fleet_master_key_pkey": "UNIQUE INDEX fleet_master_key_pkey ON public.fleet_master_key USING btree (id)",
+    "fleet_switches_pkey": "UNIQUE INDEX fleet_switches_pkey ON public.fleet_switches USING btree (name)",
     "fleet_tokens_pkey": "UNIQUE INDEX fleet_tokens_pkey ON public.fleet_tokens USING btree (jti)",
     "fleet_tokens_issued_idx": "INDEX fleet_tokens_issued_idx ON public.fleet_tokens USING btree (issued_at DESC)",
     "fleet_repositories_pkey": "UNIQUE INDEX fleet_repositories_pkey ON public.fleet_repositories USING btree (id)",
@@ -221,10 +229,10 @@ async def describe(conn: asyncpg.Connection) -> dict[str, object]:
         )
     cons = await conn.fetch(
         """SELECT conrelid::regclass::text AS t, conname FROM pg_constraint
-            WHERE connamespace = 'public'::regnamespace
+            WHERE connamespace = 'public'::regnamespace AND contype <> 'n'
               AND conrelid::regclass::text <> 'fleet_schema_migrations'"""
     )
-    constraints: dict[str, set[str]] = {}
+    constraints: dict[str, set[str]] = {}  # (PostgreSQL 18 lists NOT NULL ones too: not here)
     for r in cons:
         constraints.setdefault(r["t"], set()).add(r["conname"])
     idx = await conn.fetch(

@@ -26,6 +26,7 @@ from fleet_console.screens.fleet import FleetScreen
 from fleet_console.screens.forms import ConfirmDialog, HelpScreen, SpawnForm, SpawnFormResult
 from fleet_console.screens.task import TaskScreen
 from fleet_console.source import EngineSource
+from fleet_console.widgets.task_table import LOOK, MEANING
 from fleet_core.conductor import Actor
 from fleet_core.config import Settings
 from fleet_core.engine import Engine, running_engine
@@ -41,19 +42,26 @@ from fleet_core.local_spawn import spawn_local
 
 EngineFactory = Callable[[EventBus], AbstractAsyncContextManager[Engine]]
 KEYS = [
-    ("n", "spawn an agent on a new task (form)"),
+    ("n", "spawn an agent on a new task (form; ctrl+s spawns)"),
     ("s", "stop the selected task: kill its agent, cancel it"),
     ("r", "retry a failed task now"),
     ("m", "merge a ready task's pull request"),
     ("d", "delete a finished task (its work is snapshotted first)"),
-    ("a / enter", "attach to the agent's tmux session (detach: C-b d)"),
-    ("l", "the task: live log, details, CI, reviews, audit"),
+    ("a / enter", "attach to a live agent's tmux session (detach: C-b d)"),
+    ("l / enter", "the task: live log, details, CI, reviews, audit"),
+    ("1 2 3 4", "only tasks ready to merge, failed for good, stalled, queued"),
+    ("b", "show or hide the branch column"),
     ("/", "filter the tasks; escape clears"),
     ("click a header", "sort by that column (again: reverse)"),
     ("ctrl+p", "the command palette: every verb"),
     ("?", "this help"),
     ("q", "quit (agents keep running)"),
 ]
+
+
+def legend() -> list[tuple[str, str, str, str]]:
+    """(symbol, status, style, meaning) of every status, for the help screen."""
+    return [(sym, status.value, style, MEANING[status]) for status, (sym, style) in LOOK.items()]
 
 
 class FleetApp(App[None]):
@@ -162,6 +170,9 @@ class FleetApp(App[None]):
         if out.queued is not None:
             self.notify(f"position {out.queued.position}", title="queued")
         elif out.task is not None:
+            self.fleet_screen.table.upsert([out.task])
+            self.fleet_screen.table.follow_task(out.task.id)  # the cursor goes to it
+            self.fleet_screen.set_status()
             self.notify(f"{out.task.short_id} on {out.task.branch}", title="spawned")
 
     def confirm(self, title: str, body: str, verb: str, task_id: UUID) -> None:
@@ -215,4 +226,4 @@ class FleetApp(App[None]):
             await asyncio.to_thread(subprocess.run, cmd, env=env, check=False)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(KEYS))
+        self.push_screen(HelpScreen(KEYS, legend()))

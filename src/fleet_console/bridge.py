@@ -25,6 +25,7 @@ class Bridge:
         self.app = app
         self.target = target
         self.dirty: set[UUID] = set()
+        self.stalled: set[UUID] = set()  # running tasks without a commit for a while
         self._off = bus.subscribe("*", self.on_event)
         self._timer = app.set_interval(FLUSH_S, self.flush, name="bridge-flush")
 
@@ -32,10 +33,14 @@ class Bridge:
         if event.task_id is not None:
             self.dirty.add(event.task_id)
         if event.type is EventType.STATUS_CHANGED:
+            if event.task_id is not None:
+                self.stalled.discard(event.task_id)
             what = NEEDS_OPERATOR.get(str(event.data.get("to")))
             if what:
                 self.alert(event, what, "error" if what == "failed for good" else "information")
         elif event.type is EventType.STALLED:
+            if event.task_id is not None:
+                self.stalled.add(event.task_id)
             self.alert(event, f"stalled: no commit for {event.data.get('minutes')} min", "warning")
 
     def alert(self, event: FleetEvent, what: str, severity: str) -> None:

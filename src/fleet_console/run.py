@@ -26,13 +26,13 @@ def run_console(settings: Settings) -> int:
     return 0
 
 
-def run_demo_console(settings: Settings) -> int:
+def run_demo_console(settings: Settings, *, others: bool = False) -> int:
     _terminal()
     settings = demo_settings(settings, settings.data_dir / "demo" / "sample")
     actor = Actor(settings.operator, settings.tier)
 
     async def begin(engine: Engine) -> None:
-        await start_demo(engine, actor, lambda line: log.info(line))
+        await start_demo(engine, actor, lambda line: log.info(line), others=others)
 
     app = FleetApp(
         settings,

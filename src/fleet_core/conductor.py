@@ -93,6 +93,20 @@ class Deleted:
     cleanup: CleanupResult | None
 
 
+MAX_NOTE = 2000
+
+
+def check_note(note: str | None) -> str | None:
+    """The operator's note for a retry: None, or 1-2000 characters that are not all blank."""
+    if note is None:
+        return None
+    if not note.strip():
+        raise BadInputError("note", "must not be blank")
+    if len(note) > MAX_NOTE:
+        raise BadInputError("note", f"at most {MAX_NOTE} characters")
+    return note.strip()
+
+
 def branch_name(description: str, task_id: UUID) -> str:
     words = re.findall(r"[a-z0-9]+", description.lower())[:6]
     slug = "-".join(words)[:40].strip("-") or "task"
@@ -225,10 +239,11 @@ class Conductor:
     # -- spawn -----------------------------------------------------------------------------
 
     async def spawn(
-        self, actor: Actor, request: SpawnRequest, *, queue: bool = False
+        self, actor: Actor, request: SpawnRequest, *, queue: bool = False, demo: bool = False
     ) -> SpawnOutcome:
         """Validate, route, admit (or queue), then run the spawn saga. The repository is one
-        granted to the actor (by name or path); nothing on disk is looked at before that."""
+        granted to the actor (by name or path); nothing on disk is looked at before that.
+        `demo`: a task of `fleet demo` (marked, so the demo removes only its own)."""
         repo = await self._repository(actor, request.repository)
         if request.base_branch:
             validate_branch(request.base_branch, "base_branch")
@@ -250,6 +265,7 @@ class Conductor:
             context_overrides=request.context_overrides,
             idempotency_key=request.idempotency_key,
             host_id=self.runtime.host_id,
+            demo=demo,
         )
         task = task.model_copy(update={"branch": branch_name(request.description, task.id)})
         if not queue and request.idempotency_key is None:
@@ -299,11 +315,13 @@ class Conductor:
 
     # -- retry and merge -------------------------------------------------------------------
 
-    async def retry(self, actor: Actor, ref: str) -> TaskRecord:
-        """Retry a failed or rejected task now (same rules as the automatic retries)."""
+    async def retry(self, actor: Actor, ref: str, *, note: str | None = None) -> TaskRecord:
+        """Retry a failed or rejected task now (same rules as the automatic retries); `note`
+        goes into the next attempt's prompt."""
+        note = check_note(note)
         rec = await self.registry(actor).resolve(ref)
         self._require_local(rec)
-        return await self.retries.retry(rec, tier=actor.tier)
+        return await self.retries.retry(rec, tier=actor.tier, note=note)
 
     async def merge(self, actor: Actor, ref: str) -> TaskRecord:
         """Merge a ready task's PR through its forge, then clean its worktree up (work that only
@@ -390,6 +408,10 @@ class Conductor:
 
     async def show(self, actor: Actor, ref: str) -> TaskRecord:
         return await self.registry(actor).resolve(ref)
+
+    def forge_error(self, rec: TaskRecord) -> str | None:
+        """What the task's forge says when it has not answered for several cycles."""
+        return self.forges.problems.problem(rec.repository)
 
     async def status(
         self, actor: Actor, *, statuses: list[TaskStatus] | None = None, limit: int = 50

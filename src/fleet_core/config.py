@@ -126,6 +126,8 @@ class Settings(BaseModel):
     nats_stream: str = Field(default="FLEET", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     nats_max_age_hours: float = Field(default=168.0, gt=0, le=87600)
     nats_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    # `fleet gc`: what ended tasks leave is removed once older than this.
+    gc_retention_days: float = Field(default=14.0, gt=0, le=3650)
 
     @field_validator("database_url", "engine_database_url")
     @classmethod

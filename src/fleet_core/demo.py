@@ -25,10 +25,10 @@ from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Tenant
 from fleet_core.engine import Engine, running_engine
-from fleet_core.errors import FleetError, RepositoryNotFoundError
+from fleet_core.errors import ConflictError, FleetError, RepositoryNotFoundError
 from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.lifecycle import TERMINAL, TaskStatus
-from fleet_core.models import SpawnRequest, Tier
+from fleet_core.models import SpawnRequest, TaskRecord, Tier
 from fleet_core.monitor import MonitorConfig
 
 TASKS = [
@@ -114,14 +114,28 @@ def make_sample(root: Path) -> Path:
     return work
 
 
-async def remove_earlier(conductor: Conductor, actor: Actor, repo: Path) -> int:
-    """Stop and delete the tasks of earlier demos (those on the sample repository), and forget
-    the sample remote's PR numbers and CI results. The monitor may move a task meanwhile, so
-    each task is re-read and the sweep repeated until none is left."""
+async def on_sample(conductor: Conductor, actor: Actor, repo: Path) -> list[TaskRecord]:
+    """The actor's tasks on the sample repository."""
+    return [r for r in await conductor.registry(actor).query(limit=1000)
+            if r.repository == str(repo)]  # fmt: skip
+
+
+async def others_on_sample(conductor: Conductor, actor: Actor, repo: Path) -> list[TaskRecord]:
+    """Tasks on the sample repository that no demo made (spawned there by hand): the demo
+    recreates that repository, so it asks before touching them."""
+    return [r for r in await on_sample(conductor, actor, repo) if not r.demo]
+
+
+async def remove_earlier(
+    conductor: Conductor, actor: Actor, repo: Path, *, others: bool = False
+) -> int:
+    """Stop and delete the tasks earlier demos made (marked `demo`), and, when the operator
+    agreed (`others`), the other tasks on the sample repository; forget the sample remote's
+    PR numbers and CI results. The monitor may move a task meanwhile, so each task is re-read
+    and the sweep repeated until none is left."""
     removed = 0
     for _ in range(5):
-        earlier = [r for r in await conductor.registry(actor).query(limit=1000)
-                   if r.repository == str(repo)]  # fmt: skip
+        earlier = [r for r in await on_sample(conductor, actor, repo) if r.demo or others]
         if not earlier:
             break
         for rec in earlier:
@@ -187,6 +201,7 @@ async def run_demo(
     *,
     out: Callable[[str], None] = print,
     limit_s: float = 150.0,
+    others: bool = False,
 ) -> dict[str, str]:
     """Run the demo to its end (every task ready, merged or ended for good, or `limit_s`);
     returns each task's final status by name."""
@@ -197,15 +212,25 @@ async def run_demo(
     bus = EventBus()
     bus.subscribe("*", Narrator(out))
     async with running_engine(settings, bus=bus, config=DEMO_MONITOR) as engine:
-        count = await start_demo(engine, actor, out)
+        count = await start_demo(engine, actor, out, others=others)
         return await watch(engine, actor, repo, count, out, limit_s)
 
 
-async def start_demo(engine: Engine, actor: Actor, out: Callable[[str], None]) -> int:
-    """Remove an earlier demo's tasks, make a fresh sample repository, request the tasks."""
+async def start_demo(
+    engine: Engine, actor: Actor, out: Callable[[str], None], *, others: bool = False
+) -> int:
+    """Remove an earlier demo's tasks (and, when the operator agreed, the other tasks on the
+    sample repository), make a fresh sample repository, request the tasks. Refuses, touching
+    nothing, when tasks the demo did not make use the sample and the operator did not agree."""
     root = engine.settings.data_dir / "demo"
     repo = root / "sample"
-    removed = await remove_earlier(engine.conductor, actor, repo)
+    if not others and (found := await others_on_sample(engine.conductor, actor, repo)):
+        raise ConflictError(
+            f"{len(found)} task(s) not made by a demo use the demo's sample repository {repo} "
+            f"({', '.join(r.short_id for r in found[:5])}); the demo recreates it: run "
+            "`fleet demo --yes` to remove them too, or delete them first"
+        )
+    removed = await remove_earlier(engine.conductor, actor, repo, others=others)
     await asyncio.to_thread(make_sample, root)
     await register_sample(engine, actor, repo)
     out(f"fleet demo: sample repository {repo} (local forge, CI: unittest); "
@@ -220,7 +245,7 @@ async def spawn_all(engine: Engine, actor: Actor, repo: Path, out: Callable[[str
             "agent_type": "demo", "max_retries": retries, "timeout_minutes": 5,
             "idempotency_key": f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}-{i}",
         })  # fmt: skip
-        await engine.conductor.spawn(actor, request, queue=True)
+        await engine.conductor.spawn(actor, request, queue=True, demo=True)
     out(
         f"fleet demo: {len(TASKS)} tasks requested; watching (Ctrl-C ends the demo, not the agents)"
     )

@@ -181,6 +181,9 @@ def task_sections(
 
 def _failure_text(failure: Mapping[str, Any], worktree: str | Path | None) -> str:
     lines = ["The previous attempt at this task failed. Address the cause before anything else."]
+    if failure.get("operator_note"):
+        note = sanitize(str(failure["operator_note"]), worktree=worktree)
+        lines.append(f"The operator's note for this attempt: {note}")
     for key, title in (("attempt", "Attempt"), ("reason", "Reason"), ("exit_code", "Exit code")):
         if failure.get(key) is not None:
             lines.append(f"{title}: {sanitize(str(failure[key]), worktree=worktree)}")

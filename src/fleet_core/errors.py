@@ -292,3 +292,10 @@ class RepositoryConflictError(FleetError):
 
     exit_code = EXIT_CONFLICT
     code = "repository_conflict"
+
+
+class ConflictError(FleetError):
+    """The request meets state it must not change without the operator's word (exit 5)."""
+
+    code = "conflict"
+    exit_code = EXIT_CONFLICT

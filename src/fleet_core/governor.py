@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleet_core import spawn_queue
+from fleet_core import pause, spawn_queue
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
@@ -78,6 +78,7 @@ class _State:
     tier: Tier
     limit: int
     total: int | None
+    paused: bool = False  # `fleet pause`: nothing is admitted
 
 
 class Governor:
@@ -177,7 +178,7 @@ class Governor:
             entry = await spawn_queue.oldest(conn, operator_id)
             if entry is None:
                 return None
-            state = self._with_tier(counts, entry.tier)
+            state = self._with_tier(counts, entry.tier, await pause.read(conn) is not None)
             if self._refusal(state, queued_turn=True) is not None:
                 return None
             deleted = await conn.fetchval(
@@ -261,7 +262,8 @@ class Governor:
     # -- internals -----------------------------------------------------------------------------
 
     async def _state(self, conn: Conn, operator_id: str, claimed: Tier) -> _State:
-        return self._with_tier(await self._lock_and_count(conn, operator_id), claimed)
+        counts = await self._lock_and_count(conn, operator_id)
+        return self._with_tier(counts, claimed, await pause.read(conn) is not None)
 
     async def _lock_and_count(self, conn: Conn, operator_id: str) -> Any:
         row = await conn.fetchrow(
@@ -273,7 +275,7 @@ class Governor:
         assert row is not None
         return row
 
-    def _with_tier(self, counts: Any, claimed: Tier) -> _State:
+    def _with_tier(self, counts: Any, claimed: Tier, paused: bool = False) -> _State:
         """The tier that binds is the lower of the one claimed and the one stored by an admin,
         read in this transaction (a downgrade counts at once)."""
         tier = claimed
@@ -282,12 +284,19 @@ class Governor:
             tier = Tier(stored)
         total = None if counts["total"] is None else int(counts["total"])
         return _State(
-            int(counts["active"]), int(counts["queued"]), tier, self.limits.for_tier(tier), total
+            int(counts["active"]),
+            int(counts["queued"]),
+            tier,
+            self.limits.for_tier(tier),
+            total,
+            paused,
         )
 
     def _refusal(self, state: _State, *, queued_turn: bool = False) -> str | None:
         if state.limit == 0:
             return "no_fleet_access"
+        if state.paused:
+            return "paused"
         if state.active >= state.limit:
             return "tier_limit"
         cap = self.limits.global_cap
@@ -323,6 +332,11 @@ class Governor:
             hint = (
                 f"the fleet is at its global cap of {self.limits.global_cap} agents; wait with "
                 "--queue, or raise global_cap"
+            )
+        elif reason == "paused":
+            hint = (
+                "the fleet is paused (`fleet resume` lifts it); with --queue the spawn waits "
+                "in the queue until then"
             )
         elif reason == "queued_ahead":
             hint = f"{queued} queued spawn(s) wait ahead of this one; use --queue to wait in line"

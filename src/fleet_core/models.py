@@ -156,6 +156,7 @@ class NewTask(BaseModel):
     context_hash: str | None = None
     prompt_hash: str | None = None
     host_id: str | None = None
+    demo: bool = False  # made by `fleet demo`, which removes only these
 
     @field_validator("model")
     @classmethod
@@ -205,6 +206,7 @@ class TaskRecord(BaseModel):
     # The last stall warning: {"since", "minutes", "at"} (no commit since the agent's start or
     # its last commit, whichever is later).
     stall_warning: dict[str, Any] | None = None
+    demo: bool = False  # made by `fleet demo`
 
     @property
     def short_id(self) -> str:
@@ -212,6 +214,14 @@ class TaskRecord(BaseModel):
 
     def summary(self, now: datetime | None = None) -> TaskSummary:
         return TaskSummary.from_record(self, now)
+
+
+class TaskDetail(TaskRecord):
+    """One task as the API's detail shows it: `why` (one line: the cause, the retries, where
+    it is now) first, and `forge_error` when its forge has not answered for several cycles."""
+
+    why: str
+    forge_error: str | None = None
 
 
 class TaskSummary(BaseModel):
@@ -271,6 +281,7 @@ class TaskUpdate(BaseModel):
     container_id: str | None = None
     tmux_session: str | None = None
     host_id: str | None = None
+    branch: str | None = Field(default=None, min_length=1, max_length=128)  # a retry's fresh one
     pr_number: int | None = Field(default=None, gt=0)
     ci_status: CiStatus | None = None
     review_status: dict[str, Any] | None = None

@@ -301,8 +301,11 @@ class Monitor:
                 try:
                     await self._poll_repo(Path(repo_text), recs, prs, ci)
                     polled.add(repo_text)
+                    self.c.forges.problems.answered(repo_text)
                 except (ForgeError, OSError) as exc:
                     self._error(report, f"forge for {repo_text}: {exc}")
+                    self.c.forges.problems.failed(repo_text, str(exc))
+        await self.c.forges.problems.save()  # what `fleet status` reads
         return prs, ci, polled
 
     async def _poll_repo(

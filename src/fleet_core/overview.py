@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fleet_core import pause
 from fleet_core.db.database import Tenant
 from fleet_core.lifecycle import SLOT_HOLDING
 from fleet_core.models import Tier
@@ -39,6 +40,8 @@ class Overview:
     forges: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsandboxed: str | None = None  # why agents run without a sandbox here (None: they don't)
     deliveries: DeliveryHealth | None = None  # the notifications the viewer may see
+    paused: str | None = None  # `fleet pause`: who and since when (None: not paused)
+    forge_errors: dict[str, str] = field(default_factory=dict)  # repository → what it says
 
 
 async def fleet_overview(
@@ -59,6 +62,7 @@ async def fleet_overview(
         )
         total = int(await conn.fetchval("SELECT fleet_active_total($1)", slots))
         queued = int(await conn.fetchval("SELECT count(*) FROM fleet_spawn_queue"))
+        paused = await pause.read(conn)
     deliveries = await delivery_health(conductor.db, tenant)
     limits = conductor.governor.limits
     loads = []
@@ -79,4 +83,6 @@ async def fleet_overview(
         forges=conductor.forges.health(),
         unsandboxed=conductor.runtime.unsandboxed_reason,
         deliveries=deliveries,
+        paused=paused.line() if paused else None,
+        forge_errors=conductor.forges.problems.problems(),
     )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet_core.enrichment import DEFAULT_BUDGET
 from fleet_core.errors import (
+    FleetError,
     InvalidTransitionError,
     RepositoryNotFoundError,
     RetryBudgetSpentError,
@@ -120,8 +121,11 @@ class RetryEngine:
                 continue  # its repository was revoked: it stays failed (`fleet retry` says why)
         return started
 
-    async def retry(self, rec: TaskRecord, tier: Tier | None = None) -> TaskRecord:
-        """One more attempt now (the caller decided the wait is over)."""
+    async def retry(
+        self, rec: TaskRecord, tier: Tier | None = None, *, note: str | None = None
+    ) -> TaskRecord:
+        """One more attempt now (the caller decided the wait is over). `note`: the operator's
+        words for the next attempt's prompt (`fleet retry ID --note TEXT`)."""
         if rec.status not in RETRYABLE:
             raise InvalidTransitionError(
                 str(rec.id), rec.status.value, "retrying", attempts=rec.retry_count + 1
@@ -134,11 +138,17 @@ class RetryEngine:
         if ctx.get("oom"):
             budget = max(MIN_BUDGET, int(budget * OOM_FACTOR))
         ctx["prompt_budget"] = budget
+        if note is not None:
+            ctx["operator_note"] = note
+        update: dict[str, Any] = {"failure_context": ctx}
+        fresh = await self._fresh_branch(rec)
+        if fresh is not None:
+            update["branch"] = fresh
         new = await c.governor.readmit(
             rec,
             tier=tier or await c.tier_of(rec.operator_id),
             count_failure=not paused,
-            update={"failure_context": ctx},
+            update=update,
         )
         if new is None:
             await c.moves.move(
@@ -160,6 +170,26 @@ class RetryEngine:
             oom=bool(ctx.get("oom")),
         )
         return await c.relaunch(new, budget)
+
+    async def _fresh_branch(self, rec: TaskRecord) -> str | None:
+        """A new branch name when the previous attempt never created its branch (it failed
+        before its checkout was made, or its checkout is gone and nothing was published):
+        the next attempt starts clean instead of meeting a half-made name."""
+        from pathlib import Path
+
+        from fleet_core.runtime import git as g
+
+        checkout = self.conductor.runtime.paths.worktrees / str(rec.id)
+        if checkout.is_dir():
+            return None
+        try:
+            repo = (await g.repo_paths(Path(rec.repository)))[0]
+            if await g.ref_exists(repo, f"refs/heads/{rec.branch}"):
+                return None
+        except (FleetError, OSError):
+            return None  # the start says what is wrong with the repository
+        stem = re.sub(r"-r\d+$", "", rec.branch)
+        return f"{stem}-r{rec.retry_count + 2}"[:128]
 
 
 def _paused(rec: TaskRecord) -> bool:

@@ -13,6 +13,7 @@ from fleet_core.events import EventBus, EventType
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord, TaskUpdate
 from fleet_core.registry import TaskRegistry
+from fleet_core.why import with_attempts
 
 _SPECIFIC = {
     TaskStatus.FAILED: EventType.FAILED,
@@ -44,6 +45,7 @@ class Transitions:
         detail = dict(audit_detail or {})
         if reason and "reason" not in detail:
             detail["reason"] = reason
+        update = _keeping_attempts(rec, update)
         new = await self.registry(rec.operator_id).transition(
             rec.id, to, expected_version=rec.version, update=update, audit_detail=detail
         )
@@ -69,3 +71,20 @@ class Transitions:
         specific = _SPECIFIC.get(after.status)
         if specific is not None:
             await self.bus.emit(specific, operator_id=op, task_id=tid, **data)
+
+
+def _keeping_attempts(
+    rec: TaskRecord, update: TaskUpdate | Mapping[str, Any] | None
+) -> TaskUpdate | Mapping[str, Any] | None:
+    """A new failure context keeps every earlier attempt's cause (`attempts`)."""
+    if update is None:
+        return None
+    if isinstance(update, TaskUpdate):
+        if "failure_context" not in update.model_fields_set or update.failure_context is None:
+            return update
+        ctx = with_attempts(update.failure_context, rec)
+        return update.model_copy(update={"failure_context": ctx})
+    given = update.get("failure_context")
+    if not isinstance(given, Mapping) or given.get("reason") is None:
+        return update
+    return {**update, "failure_context": with_attempts(given, rec)}

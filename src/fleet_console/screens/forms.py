@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,7 +19,17 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static, TextArea
+from textual.widgets import (
+    Button,
+    Checkbox,
+    DataTable,
+    Footer,
+    Input,
+    Label,
+    Select,
+    Static,
+    TextArea,
+)
 
 from fleet_core.errors import BadInputError
 from fleet_core.models import AgentType, SpawnRequest, TaskType
@@ -137,8 +148,9 @@ class SpawnForm(ModalScreen[SpawnFormResult | None]):
             with Vertical(classes="actions"):
                 yield Static("", id=f"error-{FORM_ERROR}", classes="error")
                 with Horizontal(classes="buttons"):
-                    yield Button("Spawn", variant="primary", id="spawn")
+                    yield Button("Spawn (ctrl+s)", variant="primary", id="spawn")
                     yield Button("Cancel", id="cancel")
+        yield Footer()  # says ctrl+s spawns, escape cancels
 
     # -- reading and checking ------------------------------------------------------------
 
@@ -278,6 +290,7 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal(classes="buttons"):
                 yield Button(self.confirm_label, variant="warning", id="confirm")
                 yield Button("Cancel", id="cancel")
+        yield Footer()  # the modal's own keys (y/enter, n/escape)
 
     def action_confirm(self) -> None:
         self.dismiss(True)
@@ -298,14 +311,22 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "close", "Close", id="help.close"),
     ]
 
-    def __init__(self, bindings: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        bindings: Sequence[tuple[str, str]],
+        legend: Sequence[tuple[str, str, str, str]] = (),
+    ) -> None:
         super().__init__()
         self.keys = list(bindings)
+        self.legend = list(legend)  # (symbol, status, style, meaning)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Keys", classes="title")
             yield DataTable(id="keys", cursor_type="none", zebra_stripes=True)
+            if self.legend:
+                yield Label("Statuses", classes="title")
+                yield DataTable(id="legend", cursor_type="none", zebra_stripes=True)
             yield Static(
                 "ctrl+p opens the command palette (every action, searchable); "
                 "/ filters the task list.",
@@ -313,12 +334,18 @@ class HelpScreen(ModalScreen[None]):
             )
             with Horizontal(classes="buttons"):
                 yield Button("Close", id="close")
+        yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#keys", DataTable)
         table.add_columns("Key", "What it does")
         for key, description in self.keys:
             table.add_row(key, description)
+        if self.legend:
+            legend = self.query_one("#legend", DataTable)
+            legend.add_columns("", "Status", "Means")
+            for symbol, status, style, meaning in self.legend:
+                legend.add_row(Text(symbol, style=style), Text(status, style=style), meaning)
 
     def action_close(self) -> None:
         self.dismiss(None)

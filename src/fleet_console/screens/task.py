@@ -25,7 +25,9 @@ from textual.worker import Worker, WorkerState
 
 from fleet_console.source import EngineSource
 from fleet_core.errors import FleetError, NoSessionError
+from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
+from fleet_core.why import attempt_lines, cause, failure_fields, failure_sections, why
 
 TABS = ("log", "details", "ci", "reviews", "audit")
 TAB_TITLES = {
@@ -69,7 +71,9 @@ class TaskScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="task.back", tooltip="Back to the previous screen"),
         Binding("q", "back", "Back", show=False, id="task.back_q"),
-        Binding("r", "refresh_now", "Refresh", id="task.refresh", tooltip="Reload this task now"),
+        Binding(
+            "ctrl+r", "refresh_now", "Reload", id="task.refresh", tooltip="Reload this task now"
+        ),
         *(
             Binding(str(n), f"show_tab('{tab}')", TAB_TITLES[tab], show=False, id=f"task.tab_{tab}")
             for n, tab in enumerate(TABS, start=1)
@@ -251,9 +255,10 @@ class TaskScreen(Screen[None]):
         self._sync_polling()
 
     def _render_header(self, rec: TaskRecord, now: datetime) -> None:
+        """First line: why the task is where it is; then what it is."""
         self._header(
-            f"{rec.short_id}  {rec.status.value}  {rec.branch}  "
-            f"{rec.agent_type.value}/{rec.model}  created {ago(rec.created_at, now)}",
+            f"{rec.short_id}  {why(rec)}\n{rec.description.splitlines()[0][:200]}  ·  "
+            f"{rec.agent_type.value}/{rec.model}  ·  created {ago(rec.created_at, now)}",
             f"status-{rec.status.value}",
         )
 
@@ -288,23 +293,53 @@ class TaskScreen(Screen[None]):
             w = rec.stall_warning
             fields.append(("stalled", f"no new commit for {w.get('minutes')} min "
                                       f"(warned {w.get('at')})"))  # fmt: skip
-        lines = [f"{label:<13} {value}" for label, value in fields]
+        lines = [why(rec), ""]
+        lines += [f"{label:<13} {value}" for label, value in fields]
         if deliveries:
             lines += ["", "notifications:"]
             lines += [f"  {notification_line(d)}" for d in deliveries]
-        if rec.failure_context:
-            pretty = json.dumps(rec.failure_context, indent=2, sort_keys=True, default=str)
-            lines += ["", "failure context:", pretty]
+        ctx = rec.failure_context
+        if ctx:  # small fields, then the attempts, then each big text in its own section
+            small = failure_fields(ctx)
+            if small:
+                lines += ["", "failure:", *(f"  {k:<15} {v}" for k, v in small)]
+            attempts = attempt_lines(ctx)
+            if attempts:
+                lines += ["", "attempts:", *(f"  {a}" for a in attempts)]
+            for title, text in failure_sections(ctx):
+                lines += ["", f"── {title} ──", text.rstrip("\n")]
         self.query_one("#details-body", Static).update("\n".join(lines))
 
     def _render_ci(self, rec: TaskRecord) -> None:
+        """The current attempt's CI first; the failure context's CI log only under the
+        attempt it belongs to (a retried task's old failing log is not its current CI)."""
         failure = rec.failure_context or {}
-        rows = [("ci status", rec.ci_status.value if rec.ci_status else "none yet")]
-        rows += [("failing check", str(name)) for name in failure.get("failing_checks") or []]
-        if failure.get("ci_url"):
-            rows.append(("ci url", str(failure["ci_url"])))
-        ci_log = str(failure.get("ci_log") or "").splitlines()[-CI_LOG_LINES:]
-        rows += [("ci log", line) for line in ci_log]
+        current = rec.retry_count + 1
+        ended = rec.status in (TaskStatus.FAILED, TaskStatus.ABANDONED, TaskStatus.REJECTED)
+        ctx_attempt = current if ended else current - 1  # whose failure the context holds
+        state = rec.ci_status.value if rec.ci_status else "none yet"
+        rows = [(f"attempt {current} (current)", f"ci {state}")]
+
+        def failure_rows(tag: str) -> list[tuple[str, str]]:
+            out = [(f"{tag} failing check", str(n)) for n in failure.get("failing_checks") or []]
+            if failure.get("ci_url"):
+                out.append((f"{tag} ci url", str(failure["ci_url"])))
+            log = str(failure.get("ci_log") or "").splitlines()[-CI_LOG_LINES:]
+            return out + [(f"{tag} ci log", line) for line in log]
+
+        if ctx_attempt == current:
+            rows += failure_rows("")
+        earlier = [a for a in failure.get("attempts") or []
+                   if isinstance(a, dict) and a.get("attempt") != current]  # fmt: skip
+        for entry in sorted(earlier, key=lambda a: -int(a.get("attempt") or 0)):
+            n = entry.get("attempt")
+            rows.append((f"attempt {n}", str(entry.get("cause") or entry.get("reason"))))
+            if n == ctx_attempt and ctx_attempt != current:
+                rows += failure_rows(f"attempt {n}")
+        if ctx_attempt != current and ctx_attempt >= 1 and not earlier and failure:
+            rows.append((f"attempt {ctx_attempt}", cause(failure, rec.timeout_minutes)))
+            rows += failure_rows(f"attempt {ctx_attempt}")
+        rows = [(k.strip(), v) for k, v in rows]
         self._ci_rows = self._fill("#ci-table", rows, self._ci_rows)
 
     def _render_reviews(self, rec: TaskRecord) -> None:

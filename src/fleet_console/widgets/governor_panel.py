@@ -25,14 +25,14 @@ def render_overview(ov: Overview | None) -> Text:
     text.append("Slots\n", style="bold")
     for load in ov.operators:
         style = "red" if load.active >= load.limit else ""
+        # Whole words only: the tier's full name (a 34-column panel holds the longest).
         text.append(f"{load.operator_id[:10]:<10} ", style=style)
-        text.append(
-            f"{bar(load.active, load.limit)} {load.active}/{load.limit} {load.tier.value[:5]}\n"
-        )
+        text.append(f"{bar(load.active, load.limit, 6)} {load.active}/{load.limit} "
+                    f"{load.tier.value}\n")  # fmt: skip
     cap = ov.global_cap
     text.append("fleet      ")
     if cap:
-        text.append(f"{bar(ov.total_active, cap)} {ov.total_active}/{cap}\n")
+        text.append(f"{bar(ov.total_active, cap, 6)} {ov.total_active}/{cap}\n")
     else:
         text.append(f"{ov.total_active} active, no cap\n")
     text.append(f"queued     {ov.queued}\n", style="yellow" if ov.queued else "")

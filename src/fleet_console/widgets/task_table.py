@@ -15,38 +15,53 @@ from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
 
 S = TaskStatus
-# Symbol and style per status: the symbol carries the meaning without colour (NO_COLOR).
+# Symbol and style per status: the symbol alone tells each status apart (NO_COLOR), and each
+# line's meaning is in the help screen's legend.
 LOOK: dict[TaskStatus, tuple[str, str]] = {
     S.PROPOSED: ("◌", "dim"),
     S.SPAWNING: ("◔", "cyan"),
     S.RUNNING: ("●", "green"),
     S.PR_CREATED: ("⇡", "blue"),
     S.REVIEWING: ("◎", "magenta"),
-    S.READY: ("✔", "bold green"),
+    S.READY: ("★", "bold green"),
     S.MERGED: ("✓", "dim green"),
     S.FAILED: ("✗", "bold red"),
     S.RETRYING: ("↻", "yellow"),
-    S.ABANDONED: ("⊘", "red"),
-    S.REJECTED: ("✗", "magenta"),
-    S.CANCELLED: ("⊖", "dim"),
+    S.ABANDONED: ("■", "red"),
+    S.REJECTED: ("⊗", "magenta"),
+    S.CANCELLED: ("-", "dim"),
+}
+MEANING: dict[TaskStatus, str] = {
+    S.PROPOSED: "admitted, about to start",
+    S.SPAWNING: "its checkout and agent are starting",
+    S.RUNNING: "the agent works",
+    S.PR_CREATED: "a pull request is open; CI runs",
+    S.REVIEWING: "CI passed; under review",
+    S.READY: "ready to merge (m) — needs you",
+    S.MERGED: "merged: done",
+    S.FAILED: "failed; retried after a wait (r: now)",
+    S.RETRYING: "another attempt is starting",
+    S.ABANDONED: "failed for good (no retries left) — needs you",
+    S.REJECTED: "rejected by review",
+    S.CANCELLED: "stopped by an operator",
 }
 COLUMNS: list[tuple[str, str, int]] = [
     ("id", "ID", 8),
     ("status", "STATUS", 12),
-    ("agent", "AGENT/MODEL", 24),
+    ("description", "DESCRIPTION", 34),
+    ("agent", "AGENT/MODEL", 18),
     ("type", "TYPE", 8),
-    ("branch", "BRANCH", 30),
     ("pr", "PR", 4),
     ("ci", "CI", 7),
     ("retries", "RETRY", 5),
     ("age", "AGE", 4),
 ]
+BRANCH_COLUMN = ("branch", "BRANCH", 26)  # `b` shows it (after the description)
 # Under 120 columns (80x24 over ssh): fewer, narrower columns; the task screen has the rest.
 COMPACT: list[tuple[str, str, int]] = [
     ("id", "ID", 8),
     ("status", "STATUS", 12),
-    ("agent", "AGENT", 12),
-    ("branch", "BRANCH", 18),
+    ("description", "DESCRIPTION", 28),
     ("pr", "PR", 4),
     ("ci", "CI", 7),
     ("age", "AGE", 4),
@@ -56,6 +71,7 @@ SORT_KEYS: dict[str, Callable[[TaskRecord], object]] = {
     "status": lambda r: list(TaskStatus).index(r.status),
     "agent": lambda r: (r.agent_type.value, r.model),
     "type": lambda r: r.task_type.value,
+    "description": lambda r: r.description.lower(),
     "branch": lambda r: r.branch,
     "pr": lambda r: r.pr_number or 0,
     "ci": lambda r: r.ci_status.value if r.ci_status else "",
@@ -69,13 +85,22 @@ def status_cell(status: TaskStatus) -> Text:
     return Text(f"{symbol} {status.value}", style=style)
 
 
+def short_branch(branch: str) -> str:
+    return branch.removeprefix("fleet/")
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def cells(rec: TaskRecord, now: datetime) -> dict[str, str | Text]:
     return {
         "id": rec.short_id,
         "status": status_cell(rec.status),
+        "description": one_line(rec.description),
         "agent": f"{rec.agent_type.value}/{rec.model}",
         "type": rec.task_type.value,
-        "branch": rec.branch,
+        "branch": short_branch(rec.branch),
         "pr": f"#{rec.pr_number}" if rec.pr_number else "-",
         "ci": rec.ci_status.value if rec.ci_status else "-",
         "retries": f"{rec.retry_count}/{rec.max_retries}",
@@ -92,6 +117,11 @@ class TaskTable(DataTable[str | Text]):
         self.sort_column = "age"
         self.sort_reverse = True  # newest first
         self.columns_shown = COLUMNS
+        self.compact = False
+        self.show_branch = False
+        # A "needs you" filter (the header's counts): (name, which tasks), or None.
+        self.need: tuple[str, Callable[[TaskRecord], bool]] | None = None
+        self.follow: str | None = None  # a task just spawned: the cursor goes to it
         self.updates = 0  # cells written in place (tests and the benchmark read these)
         self.updated_rows: list[str] = []
 
@@ -104,12 +134,36 @@ class TaskTable(DataTable[str | Text]):
 
     def set_compact(self, compact: bool) -> None:
         """Fewer, narrower columns for a narrow terminal; switching rebuilds the table."""
-        wanted = COMPACT if compact else COLUMNS
-        if wanted is not self.columns_shown:
+        if compact != self.compact:
+            self.compact = compact
+            self._set_columns()
+
+    def toggle_branch(self) -> None:
+        self.show_branch = not self.show_branch
+        self._set_columns()
+
+    def _set_columns(self) -> None:
+        wanted = list(COMPACT if self.compact else COLUMNS)
+        if self.show_branch:
+            wanted.insert(3, BRANCH_COLUMN)
+        if wanted != self.columns_shown:
             self.columns_shown = wanted
             self.clear(columns=True)
             self._add_columns()
             self._rebuild()
+
+    def set_need(self, need: tuple[str, Callable[[TaskRecord], bool]] | None) -> None:
+        self.need = need
+        self._rebuild()
+
+    def follow_task(self, task_id: UUID) -> None:
+        """Put the cursor on this task now, or as soon as its row appears."""
+        key = str(task_id)
+        if key in self.rows:
+            self.follow = None
+            self.move_cursor(row=self.get_row_index(key))
+        else:
+            self.follow = key
 
     # -- what the screen calls ---------------------------------------------------------------
 
@@ -154,6 +208,8 @@ class TaskTable(DataTable[str | Text]):
                 self.updated_rows.append(key)
         if added:  # a new task: put it in its place (rare, unlike updates)
             self._rebuild()
+        if self.follow is not None and self.follow in self.rows:
+            self.follow_task(UUID(self.follow))
 
     def drop(self, key: str) -> None:
         self.records.pop(key, None)
@@ -186,6 +242,8 @@ class TaskTable(DataTable[str | Text]):
     # -- internals ---------------------------------------------------------------------------
 
     def _matches(self, rec: TaskRecord) -> bool:
+        if self.need is not None and not self.need[1](rec):
+            return False
         if not self.filter_text:
             return True
         fields = [str(rec.id), rec.status.value, rec.agent_type.value, rec.model]
@@ -195,7 +253,7 @@ class TaskTable(DataTable[str | Text]):
 
     def _cells(self, rec: TaskRecord, now: datetime) -> dict[str, str | Text]:
         every = cells(rec, now)
-        if self.columns_shown is COMPACT:
+        if self.compact:
             every["agent"] = rec.agent_type.value
         return {key: every[key] for key, _, _ in self.columns_shown}
 

@@ -22,8 +22,9 @@ from fleet_core.engine import Engine
 from fleet_core.errors import AuthError, DeniedError
 from fleet_core.events import FleetEvent
 from fleet_core.lifecycle import TaskStatus, parse_statuses
-from fleet_core.models import SpawnRequest, TaskRecord, Tier
+from fleet_core.models import SpawnRequest, TaskDetail, TaskRecord, Tier
 from fleet_core.registry import PREFIX_RE
+from fleet_core.why import why
 
 router = APIRouter(prefix="/api/fleet", responses=responses(401))
 Observer = Annotated[Actor, Depends(at_least(Tier.OBSERVER))]
@@ -138,9 +139,15 @@ async def status(
     return Response(summary.model_dump_json(), media_type="application/json")
 
 
-@router.get("/tasks/{task_id}", response_model=TaskRecord, responses=responses(400, 404))
+@router.get("/tasks/{task_id}", response_model=TaskDetail, responses=responses(400, 404))
 async def show(request: Request, task_id: TaskId, actor: Observer) -> Any:
-    return (await conductor_of(request).show(actor, task_id)).model_dump(mode="json")
+    """The task, its one-line `why` first (diff, CI log and log tail stay in
+    `failure_context`, each a field of its own)."""
+    conductor = conductor_of(request)
+    rec = await conductor.show(actor, task_id)
+    doc = {"why": why(rec), **rec.model_dump(mode="json")}
+    doc["forge_error"] = conductor.forge_error(rec)
+    return JSONResponse(doc)
 
 
 @router.post("/tasks/{task_id}/stop", response_model=TaskRecord, responses=ACTS)

@@ -184,8 +184,16 @@ def stop(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def retry_arguments(p: argparse.ArgumentParser) -> None:
+    task_arguments(p)
+    p.add_argument("--note", metavar="TEXT", help="your words for the next attempt's prompt")
+
+
 def retry(args: argparse.Namespace, settings: Settings) -> int:
-    rec = with_conductor(settings, lambda c: c.retry(local_actor(settings), args.id))
+    from fleet_core.conductor import check_note
+
+    note = check_note(args.note)
+    rec = with_conductor(settings, lambda c: c.retry(local_actor(settings), args.id, note=note))
     text = f"retrying {rec.short_id}: attempt {rec.retry_count + 1}, {rec.status.value}"
     print(dumps(task_json(rec)) if args.json else text)
     return 0
@@ -227,7 +235,7 @@ COMMANDS = {
     "spawn": Command(spawn_arguments, spawn),
     "attach": Command(task_arguments, attach),
     "stop": Command(task_arguments, stop),
-    "retry": Command(task_arguments, retry),
+    "retry": Command(retry_arguments, retry),
     "merge": Command(task_arguments, merge),
     "delete": Command(task_arguments, delete),
 }

@@ -26,7 +26,11 @@ def arguments(db: argparse.ArgumentParser) -> None:
     down = verbs.add_parser("down", help="revert the newest N migrations")
     down.add_argument("steps", type=int, metavar="N")
     url = verbs.add_parser("url", help="print the connection URL (for psql)")
-    url.add_argument("--engine", action="store_true", help="the engine's restricted role")
+    who = url.add_mutually_exclusive_group()
+    who.add_argument("--engine", action="store_true", help="the engine's restricted role")
+    who.add_argument(
+        "--superuser", action="store_true", help="the embedded cluster's superuser (dumps)"
+    )
     verbs.add_parser("start", help="start the embedded server")
     verbs.add_parser("stop", help="stop the embedded server")
 
@@ -59,6 +63,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         stopped = cluster_for(settings).stop()
         print("stopped" if stopped else "not running")
         return 0
+    if verb == "url" and args.superuser and settings.database_url:
+        raise BadInputError("--superuser", "only for the embedded cluster")
     if verb == "down" and args.steps < 1:
         raise BadInputError("N", "must be 1 or more")
     target = asyncio.run(resolve_target(settings))
@@ -66,7 +72,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"running ({target.mode})")
         return 0
     if verb == "url":
-        print(target.engine_dsn if args.engine else target.owner_dsn)
+        if args.superuser:
+            print(cluster_for(settings).info.dsn(database="fleet"))
+        else:
+            print(target.engine_dsn if args.engine else target.owner_dsn)
         return 0
     lines = asyncio.run(_with_migrator(target.owner_dsn, verb, getattr(args, "steps", 0)))
     if verb == "status":

@@ -23,7 +23,10 @@ def age(since: datetime, now: datetime | None = None) -> str:
 
 
 def task_json(rec: TaskRecord) -> dict[str, Any]:
-    doc: dict[str, Any] = rec.model_dump(mode="json")
+    """The task as JSON, its one-line "why" first."""
+    from fleet_core.why import why
+
+    doc: dict[str, Any] = {"why": why(rec), **rec.model_dump(mode="json")}
     return doc
 
 
@@ -110,10 +113,22 @@ def details_text(rec: TaskRecord) -> str:
         ("completed", rec.completed_at.isoformat(timespec="seconds") if rec.completed_at else "-"),
         ("stalled", stall_text(rec)),
     ]
+    from fleet_core.why import attempt_lines, failure_fields, failure_sections, why
+
     width = max(len(k) for k, _ in fields)
-    lines = [f"{k.ljust(width)}  {v}" for k, v in fields]
+    lines = [why(rec), ""]  # the first line says why the task is where it is
+    lines += [f"{k.ljust(width)}  {v}" for k, v in fields]
     lines.append("")
     lines.append(rec.description)
-    if rec.failure_context:
-        lines += ["", "failure:", dumps(rec.failure_context)]
+    ctx = rec.failure_context
+    if ctx:
+        small = failure_fields(ctx)
+        if small:
+            w = max(len(k) for k, _ in small)
+            lines += ["", "failure:", *(f"  {k.ljust(w)}  {v}" for k, v in small)]
+        attempts = attempt_lines(ctx)
+        if attempts:
+            lines += ["", "attempts:", *(f"  {a}" for a in attempts)]
+        for title, text in failure_sections(ctx):
+            lines += ["", f"--- {title} ---", text.rstrip("\n")]
     return "\n".join(lines)

@@ -46,11 +46,20 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         raise BadInputError("--limit", "must be between 1 and 1000")
     tenant = local_tenant(settings, all_operators=args.all)
 
+    from fleet_core.forge.problems import PROBLEMS_FILE
+    from fleet_core.forge.problems import read as forge_problems
+    from fleet_core.pause import current
+
+    forges = forge_problems(settings.data_dir / "forge" / PROBLEMS_FILE)
+
     async def go() -> str:
         async with opened(settings, read_only=True) as db:
             summary = await TaskRegistry(db, tenant).summary(status=statuses, limit=args.limit)
+            paused = await current(db)
             if args.json:
                 doc = summary.model_dump(mode="json", exclude={"tasks"})
+                doc["paused"] = paused.to_dict() if paused else None
+                doc["forge_errors"] = forges
                 doc["tasks"] = [task_json(t) for t in summary.tasks]
                 return dumps(doc)
             who = "all operators" if args.all else f"operator {settings.operator}"
@@ -60,6 +69,11 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 
                 queue = await Governor(db).queue(tenant)
             text = status_text(summary, who=who, where=describe(db), queue=queue)
+            head = [f"FORGE: {repo}: {error}" for repo, error in forges.items()]
+            if paused:
+                head.insert(0, f"PAUSED: fleet {paused.line()} (`fleet resume` lifts it)")
+            if head:
+                text = "\n".join(head) + "\n\n" + text
             return text + unsandboxed_note(settings)
 
     print(run_async(go))

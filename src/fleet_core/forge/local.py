@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import secrets
 import shutil
@@ -44,9 +45,10 @@ from fleet_core.forge.local_ci import CiRunner, now_iso, remove_worktree
 from fleet_core.forge.local_store import PrStore
 from fleet_core.models import CiStatus
 from fleet_core.runtime.contained import Confinement
-from fleet_core.runtime.git import GIT_TIMEOUT_S, RepoLocks, git
+from fleet_core.runtime.git import GIT_TIMEOUT_S, RepoLocks, default_branch, git
 from fleet_core.runtime.proc import CommandError, Result
 
+log = logging.getLogger(__name__)
 IDENTITY = ("-c", "user.name=fleet", "-c", "user.email=fleet@localhost")
 HEADS = "refs/heads/"
 _BARE = re.compile(r"^\s*bare\s*=\s*true\s*$", re.MULTILINE | re.IGNORECASE)
@@ -56,6 +58,7 @@ _BARE = re.compile(r"^\s*bare\s*=\s*true\s*$", re.MULTILINE | re.IGNORECASE)
 class Remote:
     path: Path  # the bare repository
     dir: Path  # our state for it
+    repo: Path | None = None  # the operator's repository it was reached from
 
     @property
     def store(self) -> PrStore:
@@ -96,6 +99,8 @@ class LocalForge:
         self._locks = RepoLocks(state_dir / "locks")  # per remote: asyncio + fcntl
         self._mergeable: dict[tuple[Path, str, str], bool] = {}  # (remote, base, head) → clean
         self._health: str | None = None
+        # Remotes without a HEAD branch, and the base used instead (said once per remote).
+        self.headless: dict[Path, str] = {}
 
     # -- the Forge protocol ----------------------------------------------------------------
 
@@ -247,7 +252,7 @@ class LocalForge:
                 f"origin of {repo} is {url}, not a bare repository on this machine"
             )
         self._health = None
-        found = Remote(path, self.state_of(path))
+        found = Remote(path, self.state_of(path), repo)
         if found.store.legacy.exists():  # an earlier version's single state file
             async with self._locks.hold(path, path):
                 found.store.split_legacy()
@@ -274,9 +279,33 @@ class LocalForge:
             if line.startswith("*"):
                 base = ref.removeprefix(HEADS)
         if base is None:
-            raise self._unavailable(f"the remote {remote.path} has no HEAD branch yet")
+            base = await self._fallback_base(remote, heads)
+            if merged:
+                inside = await self._git(remote.path, "for-each-ref", f"--merged={HEADS}{base}",
+                                         "--format=%(refname)", HEADS, check=False)  # fmt: skip
         names = inside.stdout.split() if inside is not None and inside.returncode == 0 else []
         return Refs(heads, base, frozenset(n.removeprefix(HEADS) for n in names))
+
+    async def _fallback_base(self, remote: Remote, heads: dict[str, str]) -> str:
+        """A remote whose HEAD names a branch it does not have (`git init --bare` then a push
+        of `main`): the base of the tasks that name none (the repository's default branch),
+        else `main` or `master`, when the remote has it; said once per remote (a warning in
+        the log, and `headless`)."""
+        wanted = [await default_branch(remote.repo)] if remote.repo is not None else []
+        found = next((b for b in [*wanted, "main", "master"] if b in heads), None)
+        if found is None:
+            raise self._unavailable(
+                f"the remote {remote.path} has no HEAD branch, and none of "
+                f"{', '.join(dict.fromkeys([*wanted, 'main', 'master']))} to use instead"
+            )
+        if self.headless.get(remote.path) != found:
+            self.headless[remote.path] = found
+            log.warning(
+                "the remote %s has no HEAD branch (its HEAD names a branch it does not have); "
+                "the local forge uses the tasks' base branch %r instead (set it with `git -C %s "
+                "symbolic-ref HEAD refs/heads/%s`)", remote.path, found, remote.path, found,
+            )  # fmt: skip
+        return found
 
     async def _check_mergeable(
         self, remote: Remote, refs: Refs, records: Iterable[dict[str, Any]]

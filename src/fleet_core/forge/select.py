@@ -9,6 +9,7 @@ from typing import Any
 from fleet_core.forge.base import Forge
 from fleet_core.forge.github import GitHubForge
 from fleet_core.forge.local import LocalForge
+from fleet_core.forge.problems import PROBLEMS_FILE, ForgeProblems
 from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.git import git
 from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
@@ -33,6 +34,7 @@ class ForgeSet:
             confinement=confinement,
         )  # fmt: skip
         self.github = github or GitHubForge(gh=gh, merge_method=merge_method)
+        self.problems = ForgeProblems(state_dir / PROBLEMS_FILE)
         self._chosen: dict[Path, Forge] = {}
 
     def _config(self, repo: Path) -> RepoConfig:

@@ -1,0 +1,2 @@
+DROP TABLE fleet_switches;
+ALTER TABLE fleet_tasks DROP COLUMN demo;
