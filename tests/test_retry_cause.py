@@ -25,7 +25,14 @@ from fleet_core.saga import SagaError
 from fleet_core.why import why
 
 ALICE = Actor("alice", Tier.ARCHITECT)
-MISSING = {"custom": {"command": ["/nonexistent/fleet-agent", "--model", "{model}"]}}
+
+
+def failing_setup(repo: Path) -> dict[str, Any]:
+    """The repository's setup command fails: the agent never starts (an agent that is not
+    installed is refused before any task exists)."""
+    return {str(repo): {"setup": ["sh", "-c", "echo no deps here; exit 3"]}}
+
+
 make = test_conductor.make  # the fixture, shared
 
 
@@ -38,8 +45,8 @@ async def repo(repo: Path, db: Database) -> Path:
 async def test_a_retry_after_a_failed_start_keeps_every_cause(
     make: Any, repo: Path, su: asyncpg.Connection
 ) -> None:
-    c = make(agents=MISSING)
-    req = test_conductor.request(repo, "write the docs", agent_type="custom", model="m1")
+    c = make(repos=failing_setup(repo))
+    req = test_conductor.request(repo, "write the docs")
     with pytest.raises(SagaError) as err:
         await c.spawn(ALICE, req)
     first = await c.registry(ALICE).get(err.value.task_id)
@@ -52,12 +59,12 @@ async def test_a_retry_after_a_failed_start_keeps_every_cause(
     # The first attempt never created its branch: the retry got a fresh name.
     assert row["branch"] == f"{first.branch}-r2" and row["retry_count"] == 1
     # Still the object the retry engine reads, with every attempt's cause.
-    assert ctx["reason"] == "spawn_failed" and ctx["runtime_step"] == "process"
+    assert ctx["reason"] == "spawn_failed" and ctx["runtime_step"] == "setup"
     assert "invalid reference" not in json.dumps(ctx)
     assert [(a["attempt"], a["reason"]) for a in ctx["attempts"]] == [
         (1, "spawn_failed"), (2, "spawn_failed")
     ]  # fmt: skip
-    assert ctx["attempts"][0]["cause"].startswith("could not start: process: cannot start")
+    assert ctx["attempts"][0]["cause"].startswith("could not start: setup: "), ctx["attempts"]
     assert ctx["attempts"][1]["operator_note"] == "use the v2 API"  # given to attempt 2
     assert "operator_note" not in ctx["attempts"][0]
     with pytest.raises(Exception, match="note"):

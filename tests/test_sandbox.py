@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import uuid
@@ -410,3 +411,29 @@ async def test_a_tool_installed_around_a_hidden_dir_does_not_uncover_it(
     lines = result.stdout.splitlines()
     assert "MASTER-KEY-SENTINEL" not in result.stdout
     assert lines[0].endswith("master.key: No such file or directory")  # `ls` printed nothing
+
+
+async def test_a_filter_planted_in_a_checkout_never_runs_with_fleets_rights(
+    sandboxed: LocalRuntime, repo: Path, tmp_path: Path
+) -> None:
+    """A clean filter named in `.gitattributes` and the checkout's config runs whenever git
+    reads the working tree (status, add, diff): the snapshot taken at cleanup runs those as
+    the agent in its sandbox, so the filter cannot reach the host's /tmp (nor anything else
+    of fleet's). The patch is still kept, byte for byte."""
+    rt = sandboxed
+    s = spec(repo, prompt="plant a filter [demo:fail]")
+    handle = await rt.spawn(s)
+    for _ in range(400):
+        if await rt.exit_status(s.task_id) is not None:
+            break
+        await asyncio.sleep(0.05)
+    co = handle.worktree_path
+    canary = tmp_path / "filter-ran"
+    evil = f"sh -c 'id -u >> {canary}; cat'"
+    subprocess.run(["git", "-c", "safe.directory=*", "-C", str(co), "config", "filter.evil.clean", evil],
+                   check=True)  # fmt: skip
+    (co / ".gitattributes").write_text("* filter=evil\n")
+    (co / "notes.txt").write_bytes(b"caf\xe9\n")
+    result = await rt.cleanup(s.task_id, repo, s.branch)
+    assert result.patch is not None and b"notes.txt" in result.patch.read_bytes()
+    assert not canary.exists(), f"the filter ran outside the sandbox as uid {canary.read_text()}"

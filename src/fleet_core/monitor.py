@@ -557,13 +557,11 @@ class Monitor:
             repo = Path(rec.repository)
             base = await g.base_ref(repo, rec.base_branch or await g.default_branch(repo))
             sha = (await g.git(repo, "rev-parse", "--verify", base)).stdout.strip()
-            out = await in_checkout(self.c.runtime.paths.data_dir, worktree, "diff",
-                                    "--no-ext-diff", "--no-textconv", sha, "--", ".",
-                                    check=False)  # fmt: skip
+            out = await self.c.runtime.diff_against(repo, worktree, sha)
         except Exception as exc:
             log.warning("no diff for the failure context: %s", exc, extra={"task": str(rec.id)})
             return None
-        return out.stdout[:DIFF_KEEP_CHARS] or None
+        return out[:DIFF_KEEP_CHARS] or None
 
     async def _tail(self, rec: TaskRecord) -> str | None:
         """The end of the agent's output, without what it echoed of its prompt."""

@@ -20,7 +20,6 @@ from uuid import UUID
 
 from fleet_core.runtime import agent_log
 from fleet_core.runtime.agent_profiles import Profile
-from fleet_core.runtime.checkout import in_checkout
 
 CPU_SHARE = 0.05  # of one core, over the time since the last look: below that, it waits
 NEW_OUTPUT_CAP = 256_000
@@ -105,13 +104,30 @@ def _new_output(path: Path, before: int, size: int) -> list[str]:
 
 
 async def fingerprint(data_dir: Path, checkout: Path | None) -> str:
-    """HEAD and the working tree's state, hashed ("" without a checkout)."""
+    """The checkout's state, hashed ("" without a checkout): every entry's path, size and
+    mtime, from `lstat` alone. Never git: the checkout's config is agent-written, and git
+    reading its working tree runs whatever clean filter that config names (as fleet's user).
+    `.git/objects` is left out (a commit also changes `.git/index` and the refs)."""
     if checkout is None or not checkout.is_dir():
         return ""
-    head = await in_checkout(data_dir, checkout, "rev-parse", "HEAD", check=False)
-    args = ("--no-optional-locks", "status", "--porcelain", "-z")
-    state = await in_checkout(data_dir, checkout, *args, check=False)
-    return hashlib.sha256((head.stdout + "\0" + state.stdout).encode()).hexdigest()
+    return await asyncio.to_thread(_tree_hash, checkout)
+
+
+def _tree_hash(top: Path) -> str:
+    digest = hashlib.sha256()
+    skip = top / ".git" / "objects"
+    for root, dirs, files in os.walk(top):
+        if Path(root) == skip.parent:
+            dirs[:] = [d for d in dirs if d != "objects"]
+        dirs.sort()
+        for name in sorted(files) + dirs:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def tree_cpu_seconds(root: int) -> float:

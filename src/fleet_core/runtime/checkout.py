@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from fleet_core.db.sysuser import RunAs
-from fleet_core.runtime.contained import chown_tree
+from fleet_core.runtime.contained import Confinement, chown_tree
 from fleet_core.runtime.git import GIT_TIMEOUT_S, git, git_env
 from fleet_core.runtime.proc import CommandError, Result, run
 
@@ -62,6 +62,51 @@ async def in_checkout(
     """git in an agent's checkout, trusting nothing of its config."""
     argv = ["git", "--no-pager", "-C", str(checkout), *args]
     return await run(argv, env=checkout_env(data_dir), timeout=timeout, check=check)
+
+
+async def as_agent(
+    box: Confinement,
+    checkout: Path,
+    objects: list[Path],
+    *args: str,
+    check: bool = True,
+    timeout: float = GIT_TIMEOUT_S,
+) -> Result:
+    """git in an agent's checkout run as the agent, in its sandbox (when there is one): for
+    the commands that read its working tree (status, add, diff against it), where a filter
+    its config names (`filter.<x>.clean` with `.gitattributes`) would otherwise run with
+    fleet's rights. Hooks and fsmonitor stay off."""
+    argv = ["git", "--no-pager", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+            *args]  # fmt: skip
+    env = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        return await box.run(argv, cwd=checkout, writable=[checkout], readable=objects,
+                             env=env, timeout=timeout)  # fmt: skip
+    except CommandError as exc:
+        if check or exc.returncode is None:
+            raise
+        return Result(exc.returncode, "", exc.output)
+
+
+def take_file(checkout: Path, name: str, dest: Path) -> None:
+    """Move `.git/<name>` (written by `as_agent`) out of the checkout to `dest`, never
+    following a link the agent may have put at `.git` or at the file."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW
+    git_dir = os.open(checkout / ".git", flags | os.O_DIRECTORY)
+    try:
+        src = os.open(name, flags, dir_fd=git_dir)
+        try:
+            out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                while chunk := os.read(src, 1 << 20):
+                    os.write(out, chunk)
+            finally:
+                os.close(out)
+        finally:
+            os.close(src)
+        os.unlink(name, dir_fd=git_dir)
+    finally:
+        os.close(git_dir)
 
 
 async def in_checkout_to_file(

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fleet_core.runtime import checkout as co
+from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.git import git, ref_exists
 
 IGNORED_CAP = 100 * 1024 * 1024  # bytes of ignored files kept in a snapshot
+PATCH = "fleet-snapshot.patch"  # written in the checkout's .git by the agent-side diff
 
 
 @dataclass(frozen=True)
@@ -34,17 +36,21 @@ class CleanupResult:
     ignored_skipped: int = 0  # ignored files left out: the tar would pass IGNORED_CAP
 
 
-async def snapshot(data_dir: Path, repo: Path, checkout: Path, branch: str, dest: Path) -> Snapshot:
-    """Write what only this checkout holds to `dest`."""
+async def snapshot(
+    box: Confinement, repo: Path, checkout: Path, objects: list[Path], branch: str, dest: Path
+) -> Snapshot:
+    """Write what only this checkout holds to `dest`. What reads its working tree runs as
+    the agent (`checkout.as_agent`); what reads only refs and objects runs here."""
+    data_dir = box.run_root.parent
     ref = f"refs/heads/{branch}"
     commits: list[str] = []
     if await co.head(data_dir, checkout, branch):
         await co.collect(data_dir, repo, checkout, branch)
     if await ref_exists(repo, ref):
         commits = (await git(repo, "rev-list", ref, "--not", "--remotes")).stdout.split()
-    status = await co.in_checkout(data_dir, checkout, "status", "--porcelain", "-z",
-                                  "--untracked-files=all", "--ignored=matching",
-                                  check=False)  # fmt: skip
+    status = await co.as_agent(box, checkout, objects, "status", "--porcelain", "-z",
+                               "--untracked-files=all", "--ignored=matching",
+                               check=False)  # fmt: skip
     entries = [e for e in status.stdout.split("\0") if e] if status.returncode == 0 else []
     ignored = [e[3:] for e in entries if e.startswith("!! ")]
     dirty = any(not e.startswith("!! ") for e in entries)
@@ -58,9 +64,10 @@ async def snapshot(data_dir: Path, repo: Path, checkout: Path, branch: str, dest
         snap.unpushed = len(commits)
     if dirty:
         snap.patch = dest / "uncommitted.patch"
-        await co.in_checkout(data_dir, checkout, "add", "-A")
+        await co.as_agent(box, checkout, objects, "add", "-A")
         diff = ("diff", "--cached", "--binary", "--no-ext-diff", "--no-textconv", "HEAD")
-        await co.in_checkout_to_file(data_dir, checkout, snap.patch, *diff)
+        await co.as_agent(box, checkout, objects, *diff, f"--output=.git/{PATCH}")
+        await asyncio.to_thread(co.take_file, checkout, PATCH, snap.patch)
     if ignored:
         snap.ignored = dest / "ignored.tar"
         snap.ignored_skipped = await asyncio.to_thread(_tar, checkout, ignored, snap.ignored)
@@ -115,7 +122,13 @@ def _tar(checkout: Path, names: list[str], dest: Path) -> int:
 
 
 async def remove_checkout(
-    data_dir: Path, repo: Path, checkout: Path, branch: str, base_ref: str, snapshots_dir: Path
+    box: Confinement,
+    repo: Path,
+    checkout: Path,
+    objects: list[Path],
+    branch: str,
+    base_ref: str,
+    snapshots_dir: Path,
 ) -> CleanupResult:
     """Snapshot if needed, remove the checkout, delete the branch only if merged into base."""
     snap_dir = None
@@ -123,7 +136,7 @@ async def remove_checkout(
     if checkout.exists():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         candidate = snapshots_dir / f"{checkout.name}-{stamp}"
-        snap = await snapshot(data_dir, repo, checkout, branch, candidate)
+        snap = await snapshot(box, repo, checkout, objects, branch, candidate)
         if snap.taken:
             snap_dir = candidate
         await asyncio.to_thread(shutil.rmtree, checkout, True)

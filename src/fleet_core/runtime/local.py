@@ -468,6 +468,11 @@ class LocalRuntime:
             return status
         pane = await self.tmux.pane(session_name(task_id))
         if pane is not None and pane.dead:
+            # The launcher writes its record before it ends: one written while tmux was
+            # asked is there now (without this second look, the race reads exit -1).
+            status = self._read_exit(task_id)
+            if status is not None:
+                return status
             return ExitStatus(pane.dead_status if pane.dead_status is not None else -1, None, None)
         return None
 
@@ -543,6 +548,14 @@ class LocalRuntime:
         await self.tmux.kill_session(name)
         return True
 
+    async def diff_against(self, repository: Path, checkout: Path, sha: str) -> str:
+        """The checkout's working tree against `sha`, read as the agent (see as_agent)."""
+        _, common = await g.repo_paths(repository)
+        out = await co.as_agent(self.confinement, checkout, self._objects(common), "diff",
+                                "--no-ext-diff", "--no-textconv", sha, "--", ".",
+                                check=False)  # fmt: skip
+        return out.stdout
+
     async def publish(self, repository: Path, task_id: UUID, branch: str) -> bool:
         """Push the task's branch when its checkout has a commit not pushed yet (the agent
         commits; the engine pushes). True when it pushed."""
@@ -566,12 +579,13 @@ class LocalRuntime:
         """Kill what still runs, snapshot unpushed or uncommitted work, remove the checkout,
         delete the branch only if merged into its base, and drop the run directory."""
         await self.kill(task_id)
-        repo, _ = await g.repo_paths(repository)
+        repo, common = await g.repo_paths(repository)
         base_ref = await g.base_ref(repo, base_branch or await g.default_branch(repo))
         checkout = path_under(self.paths.worktrees, str(task_id), field="worktree")
         result = await remove_checkout(
-            self.paths.data_dir, repo, checkout, branch, base_ref, self.paths.snapshots
-        )
+            self.confinement, repo, checkout, self._objects(common), branch, base_ref,
+            self.paths.snapshots,
+        )  # fmt: skip
         _remove_dir(self.run_dir(task_id))
         limits.remove(task_id)
         self._published.pop(task_id, None)
