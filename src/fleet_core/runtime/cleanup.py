@@ -48,10 +48,12 @@ async def snapshot(
         await co.collect(data_dir, repo, checkout, branch)
     if await ref_exists(repo, ref):
         commits = (await git(repo, "rev-list", ref, "--not", "--remotes")).stdout.split()
+    # The agent's user reads it: a checkout fleet made unsandboxed (or by hand) is handed over
+    # first. A status that fails raises: nothing is removed when its state is unknown.
+    await asyncio.to_thread(box.give, checkout)
     status = await co.as_agent(box, checkout, objects, "status", "--porcelain", "-z",
-                               "--untracked-files=all", "--ignored=matching",
-                               check=False)  # fmt: skip
-    entries = [e for e in status.stdout.split("\0") if e] if status.returncode == 0 else []
+                               "--untracked-files=all", "--ignored=matching")  # fmt: skip
+    entries = [e for e in status.stdout.split("\0") if e]
     ignored = [e[3:] for e in entries if e.startswith("!! ")]
     dirty = any(not e.startswith("!! ") for e in entries)
     snap = Snapshot()
