@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fleet_core.runtime import launch
 from fleet_core.runtime.proc import CommandError, Result, run
+from fleet_core.runtime.runfiles import write_fields, write_private
 from fleet_core.runtime.sandbox import BASE_PATH, Sandbox, seccomp_file
 
 
@@ -27,12 +28,6 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             env[name] = os.environ[name]
     env.update(extra or {})
     return env
-
-
-def _write(path: Path, fields: list[str], sep: str = "\0") -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(sep.join(fields).encode())
 
 
 class Confinement:
@@ -71,9 +66,9 @@ class Confinement:
             wrapped = sandbox.wrap(list(argv), cwd=cwd, writable=writable, readable=readable)
             fields = [launch.SPEC_VERSION, "0", "/", "command", sandbox.slirp_path or "",
                       str(self.seccomp or ""), "", *wrapped]  # fmt: skip
-            _write(rd / "spec", fields)
-            _write(rd / "env", [f"{k}={v}" for k, v in sandbox.env(dict(env or {})).items()])
-            _write(rd / "go", ["1"], sep="")
+            write_fields(rd / "spec", fields)
+            write_fields(rd / "env", [f"{k}={v}" for k, v in sandbox.env(dict(env or {})).items()])
+            write_private(rd / "go", b"1")
             launcher = [sys.executable, "-S", launch.__file__, str(rd)]
             result = await run(launcher, cwd=rd, env=base_env(), timeout=timeout, check=False)
             lines = [ln for ln in result.stdout.splitlines(keepends=True)

@@ -8,12 +8,10 @@ agents again after a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +30,15 @@ from fleet_core.runtime.adapters import Adapter
 from fleet_core.runtime.cleanup import CleanupResult, remove_checkout
 from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.echo import prompt_hashes
+from fleet_core.runtime.groups import terminate_group
 from fleet_core.runtime.proc import CommandError
+from fleet_core.runtime.runfiles import (
+    release,
+    remove_dir,
+    write_atomic,
+    write_fields,
+    write_private,
+)
 from fleet_core.runtime.sandbox import BASE_PATH, Sandbox
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.tmux import SESSION_PREFIX, Tmux
@@ -213,7 +219,7 @@ class LocalRuntime:
         """Another attempt at the same task: the old session and run files go; the worktree
         and branch, with the previous attempt's work, stay and are reused."""
         await self.kill(spec.task_id)
-        _remove_dir(self.run_dir(spec.task_id))
+        remove_dir(self.run_dir(spec.task_id))
         limits.remove(spec.task_id)
         return await self.spawn(spec, resume=True)
 
@@ -276,7 +282,7 @@ class LocalRuntime:
                     raise outcome
             if spec.setup:
                 await self._setup(checkout, common, spec.setup, spec.setup_timeout_s)
-            _release(rd, True)
+            release(rd, True)
             await self._wait_started(spec.task_id, rd)
         except BaseException:
             await self._undo(handle, checkout_created=not reuse)
@@ -353,12 +359,12 @@ class LocalRuntime:
             )  # fmt: skip
             slirp = self.sandbox.slirp_path or ""
             seccomp = str(self.confinement.seccomp)
-        _write_fields(rd / "env", [f"{k}={v}" for k, v in env.items()])
-        _write_private(rd / "prompt", spec.prompt.encode())
+        write_fields(rd / "env", [f"{k}={v}" for k, v in env.items()])
+        write_private(rd / "prompt", spec.prompt.encode())
         gate_s = spec.setup_timeout_s + GATE_MARGIN_S
         cwd = handle.worktree_path if self.sandbox is None else Path("/")
         cgroups = "\n".join(map(str, limits.create(spec.task_id, self.limits)))
-        _write_fields(
+        write_fields(
             rd / "spec",
             [
                 launch.SPEC_VERSION,
@@ -375,7 +381,7 @@ class LocalRuntime:
         launcher = [sys.executable, "-S", launch.__file__, str(rd)]
         self.paths.agent_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         echo = prompt_hashes(spec.prompt, spec.quoted)
-        _write_atomic(self.prompt_lines_path(spec.task_id), echo)
+        write_atomic(self.prompt_lines_path(spec.task_id), echo)
         try:
             await self.tmux.new_session(handle.session, rd, launcher)
             # The output's file, from the first byte: the launcher prints nothing and starts
@@ -417,7 +423,7 @@ class LocalRuntime:
                       extra={**extra, "step": step})  # fmt: skip
 
         try:
-            _release(rd, False)  # a waiting launcher exits without starting
+            release(rd, False)  # a waiting launcher exits without starting
         except OSError as exc:
             failed("release the launcher", exc)
         try:
@@ -430,7 +436,7 @@ class LocalRuntime:
             except OSError as exc:
                 failed("remove the checkout", exc)
         try:
-            _remove_dir(rd)
+            remove_dir(rd)
         except OSError as exc:
             failed("remove the run directory", exc)
         limits.remove(handle.task_id)
@@ -536,14 +542,14 @@ class LocalRuntime:
         if pane is None:
             return False
         if not pane.dead and pane.pid:
-            forced = await _terminate_group(
+            forced = await terminate_group(
                 pane.pid, self.kill_grace_s if grace_s is None else grace_s
             )
             rd = self.run_dir(task_id)
             if forced and rd.is_dir() and not (rd / "exit").exists():
                 # SIGKILL took the launcher too: record the exit it could not, whole.
                 stamp = datetime.now(UTC).isoformat()
-                _write_atomic(rd / "exit", f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\n"
+                write_atomic(rd / "exit", f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\n"
                               "killed_by=fleet\n".encode())  # fmt: skip
         await self.tmux.kill_session(name)
         return True
@@ -586,38 +592,10 @@ class LocalRuntime:
             self.confinement, repo, checkout, self._objects(common), branch, base_ref,
             self.paths.snapshots,
         )  # fmt: skip
-        _remove_dir(self.run_dir(task_id))
+        remove_dir(self.run_dir(task_id))
         limits.remove(task_id)
         self._published.pop(task_id, None)
         return result
-
-
-async def _terminate_group(pid: int, grace_s: float) -> bool:
-    """SIGTERM the process group, SIGKILL it after the grace period; True if it had to.
-
-    A group whose members are all zombies has ended: they wait only for a parent to reap them
-    (orphans go to PID 1, which in a container may never do so), so neither the grace nor the
-    SIGKILL wait for them."""
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not await _group_running(pgid):
-            return False
-        await asyncio.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    for _ in range(100):  # wait for the group to be gone, so its exit is final
-        if not await _group_running(pgid):
-            break
-        await asyncio.sleep(0.01)
-    return True
 
 
 def _runtime_of(agent: AgentType) -> list[Path]:
@@ -630,68 +608,5 @@ def _runtime_of(agent: AgentType) -> list[Path]:
     return sorted(found)
 
 
-async def _group_running(pgid: int) -> bool:
-    """Whether a process of the group is alive (not a zombie)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False  # no member at all: the usual case, without reading /proc
-    return await asyncio.to_thread(_live_members, pgid)
-
-
-def _live_members(pgid: int) -> bool:
-    """Any member of the group not a zombie, from /proc (where there is none: assume so)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    found = False
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue  # gone meanwhile
-        found = True
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return not found  # an unreadable /proc says nothing: assume the group still runs
-
-
 async def _nothing() -> None:
     return None
-
-
-def _release(rd: Path, go: bool) -> None:
-    """Tell the waiting launcher to start (or not); atomic, so it never reads half a file."""
-    _write_atomic(rd / "go", b"1" if go else b"0")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """A 0600 file that readers see whole or not at all (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    _write_private(tmp, data)
-    os.replace(tmp, path)
-
-
-def _remove_dir(directory: Path) -> None:
-    if directory.exists():
-        for leftover in directory.iterdir():
-            leftover.unlink()
-        directory.rmdir()
-
-
-def _write_fields(path: Path, fields: list[str]) -> None:
-    if any("\0" in f for f in fields):
-        raise BadInputError("env", "values must not contain NUL")
-    _write_private(path, "\0".join(fields).encode())
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
