@@ -109,26 +109,6 @@ def take_file(checkout: Path, name: str, dest: Path) -> None:
         os.close(git_dir)
 
 
-async def in_checkout_to_file(
-    data_dir: Path, checkout: Path, dest: Path, *args: str, timeout: float = GIT_TIMEOUT_S
-) -> int:
-    """git in an agent's checkout (as `in_checkout`) with its output written to `dest` as it
-    comes, bytes unchanged (a patch of non-UTF-8 text, a large diff); its exit code."""
-    argv = ["git", "--no-pager", "-C", str(checkout), *args]
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=out, stderr=asyncio.subprocess.DEVNULL,
-            stdin=asyncio.subprocess.DEVNULL, env=checkout_env(data_dir),
-        )  # fmt: skip
-        try:
-            return await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise CommandError(argv, None, f"no result within {timeout:.0f} s") from None
-
-
 async def create(
     repo: Path,
     checkout: Path,
