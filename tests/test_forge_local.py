@@ -242,7 +242,9 @@ async def test_ci_claims(repo: Path, make: Callable[..., LocalForge], tmp_path: 
     forge = make()
     sha = push(repo, "claimed", {"c.txt": "c\n"})
     pr = (await forge.find_prs(repo, ["claimed"]))["claimed"]
-    ci_dir = next((tmp_path / "forge").glob("*")) / "ci"
+    # the remote's own directory (the forge's state dir also holds locks/)
+    (home,) = [d for d in (tmp_path / "forge").iterdir() if d.name != "locks"]
+    ci_dir = home / "ci"
     ci_dir.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
