@@ -328,7 +328,8 @@ async def test_demo_shows_every_path(su: asyncpg.Connection) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for step in ("queued", "pr_found", "ci_failed", "oom", "timeout", "retry (attempt 2",
-                 "review_skipped", "retry_budget_exhausted", "fleet demo: done"):  # fmt: skip
+                 "review_approved", "review_rejected", "retry_budget_exhausted",
+                 "fleet demo: done"):  # fmt: skip
         assert step in out, step
     final = dict(
         reversed(line.split(maxsplit=1)) for line in out.split("fleet demo: done\n")[1].splitlines()
@@ -338,6 +339,7 @@ async def test_demo_shows_every_path(su: asyncpg.Connection) -> None:
         "Fix the rounding in divide() [demo:ci-fail-once]": "merged",
         "Split calc.py into a package [demo:hang]": "abandoned",
         "Add a big-number mode [demo:oom]": "abandoned",
+        "Add a power function [demo:review-reject-once]": "merged",
         "Document calc.py in the README": "merged",
         "Write a CHANGELOG entry": "merged",
     }

@@ -20,6 +20,7 @@ TENANT_TABLES = (
     "fleet_spawn_queue",
     "fleet_secrets",
     "fleet_notify_channels",
+    "fleet_reviews",
 )
 
 
@@ -43,6 +44,11 @@ async def seed(su: asyncpg.Connection, alice: TaskRegistry):
         "VALUES ('alice', 'API_KEY', $1, $2)",
         bytes(12), bytes(32),
     )  # fmt: skip
+    await su.execute(
+        "INSERT INTO fleet_reviews (task_id, operator_id, attempt, head_sha, reviewer, kind, "
+        "model, verdict) VALUES ($1, 'alice', 1, 'abc', 'logic', 'demo', 'demo', 'approve')",
+        rec.id,
+    )
     return done
 
 

@@ -51,6 +51,13 @@ COLUMNS = {
         ("operator_id", T, False), ("event_type", T, True), ("last_status", I, True),
         ("next_attempt_at", TZ, True), ("dead_at", TZ, True), ("updated_at", TZ, False),
     ],
+    "fleet_reviews": [
+        ("id", U, False), ("task_id", U, False), ("operator_id", T, False),
+        ("attempt", I, False), ("head_sha", T, False), ("reviewer", T, False),
+        ("kind", T, False), ("model", T, False), ("verdict", T, False), ("summary", T, False),
+        ("comments", J, False), ("error", T, True), ("duration_ms", I, True),
+        ("cost_usd", "numeric", True), ("created_at", TZ, False),
+    ],
     "fleet_config": [
         ("operator_id", T, False),
         ("notify_on_spawn", B, False), ("notify_on_complete", B, False),
@@ -154,6 +161,12 @@ CONSTRAINTS = {
         "fleet_repositories_pkey", "fleet_repositories_name", "fleet_repositories_path",
         "valid_repository_name", "valid_repository_path", "valid_repository_created_by",
     },
+    "fleet_reviews": {
+        "fleet_reviews_pkey", "fleet_reviews_task_id_fkey", "fleet_reviews_one_per_head",
+        "valid_review_operator_id", "valid_review_attempt", "valid_review_verdict",
+        "valid_review_reviewer", "valid_review_summary", "valid_review_comments",
+        "valid_review_duration", "valid_review_cost",
+    },
     "fleet_repository_grants": {
         "fleet_repository_grants_pkey", "fleet_repository_grants_repository_id_fkey",
         "valid_grant_operator_id", "valid_grant_granted_by",
@@ -204,6 +217,9 @@ INDEXES = {
     "fleet_repositories_path": "UNIQUE INDEX fleet_repositories_path ON public.fleet_repositories USING btree (path)",
     "fleet_repository_grants_pkey": "UNIQUE INDEX fleet_repository_grants_pkey ON public.fleet_repository_grants USING btree (repository_id, operator_id)",
     "fleet_repository_grants_operator_idx": "INDEX fleet_repository_grants_operator_idx ON public.fleet_repository_grants USING btree (operator_id)",
+    "fleet_reviews_pkey": "UNIQUE INDEX fleet_reviews_pkey ON public.fleet_reviews USING btree (id)",
+    "fleet_reviews_one_per_head": "UNIQUE INDEX fleet_reviews_one_per_head ON public.fleet_reviews USING btree (task_id, head_sha, reviewer)",
+    "fleet_reviews_task_idx": "INDEX fleet_reviews_task_idx ON public.fleet_reviews USING btree (task_id, attempt)",
 }  # fmt: skip
 TRIGGERS = {
     ("fleet_tasks", "fleet_tasks_updated_at"),

@@ -45,6 +45,8 @@ from fleet_core.models import (
 from fleet_core.registry import TaskRegistry
 from fleet_core.repositories import Repositories
 from fleet_core.retry import RetryEngine, RetryPolicy
+from fleet_core.review.pipeline import ReviewPipeline
+from fleet_core.review.settings import ReviewSettings, review_settings
 from fleet_core.router import ModelRouter, Route
 from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
@@ -137,6 +139,7 @@ class Conductor:
         queue_poll_s: float = 2.0,
         retry_policy: RetryPolicy | None = None,
         default_tier: Tier = Tier.SOVEREIGN,
+        reviews: ReviewSettings | None = None,
     ) -> None:
         self.db = db
         self.runtime = runtime
@@ -151,6 +154,7 @@ class Conductor:
         self.forges = forges
         self.retries = RetryEngine(self, retry_policy)
         self.default_tier = default_tier
+        self.reviews = ReviewPipeline(self, reviews or ReviewSettings())
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self.queue_errors = 0
@@ -201,6 +205,7 @@ class Conductor:
             queue_poll_s=settings.queue_poll_seconds,
             retry_policy=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
             default_tier=settings.tier,
+            reviews=review_settings(settings),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -218,6 +223,7 @@ class Conductor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
             self._loop = None
+        await self.reviews.stop()
         await self.forges.close()
 
     async def __aenter__(self) -> Conductor:

@@ -126,6 +126,15 @@ class Settings(BaseModel):
     nats_stream: str = Field(default="FLEET", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     nats_max_age_hours: float = Field(default=168.0, gt=0, le=87600)
     nats_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    # Reviews of a PR whose CI passed (fleet_core.review.settings): the reviewers, how many
+    # approvals make it ready (unset: every reviewer that answered), the whole review's
+    # timeout (then ready with a warning, or with strict_reviews a failure that is retried),
+    # and how many reviewers run at once in the fleet.
+    reviews: dict[str, Any] = Field(default_factory=dict)
+    min_approvals: int | None = Field(default=None, ge=0, le=10)
+    review_timeout_minutes: float = Field(default=30.0, gt=0, le=1440)
+    strict_reviews: bool = False
+    review_concurrency: int = Field(default=3, ge=1, le=100)
     # `fleet gc`: what ended tasks leave is removed once older than this.
     gc_retention_days: float = Field(default=14.0, gt=0, le=3650)
 
@@ -157,6 +166,17 @@ class Settings(BaseModel):
 
         try:
             build_adapters(value)
+        except BadInputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("reviews")
+    @classmethod
+    def _reviews(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from fleet_core.review.settings import ReviewSettings
+
+        try:
+            ReviewSettings.parse(value)
         except BadInputError as exc:
             raise ValueError(str(exc)) from None
         return value

@@ -4,8 +4,10 @@ A sample repository with a small unittest suite and a bare remote under the data
 local forge, its CI command in `.fleet.toml`), and demo-agent tasks that show every path: one
 reaches ready and is merged, one breaks CI on its first attempt and is fixed on the retry,
 one hangs until its timeout, one is killed like the OOM killer does and retried with a
-smaller prompt budget, and two over the operator's limit wait in the queue. The demo runs with
-short intervals and timeouts of its own; tasks of earlier demos are removed first.
+smaller prompt budget, one is sent back by a reviewer (the demo reviewers: security, logic,
+architecture) and fixed on the retry, and two over the operator's limit wait in the queue.
+The demo runs with short intervals and timeouts of its own; tasks of earlier demos are
+removed first.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ TASKS = [
     ("bug_fix", "Fix the rounding in divide() [demo:ci-fail-once]", 2),
     ("refactor", "Split calc.py into a package [demo:hang]", 1),
     ("feature", "Add a big-number mode [demo:oom]", 1),
+    ("feature", "Add a power function [demo:review-reject-once]", 1),
     ("docs", "Document calc.py in the README", 1),
     ("docs", "Write a CHANGELOG entry", 1),
 ]

@@ -191,6 +191,7 @@ def _failure_text(failure: Mapping[str, Any], worktree: str | Path | None) -> st
         checks = ", ".join(str(name) for name in failure["failing_checks"])
         lines.append(f"Failing checks: {sanitize(checks, worktree=worktree)}")
     for key, title in (
+        ("review_comments", "Review comments (fix what they ask for)"),
         ("error_output", "Error output"),
         ("log_tail", "Log tail"),
         ("ci_log", "CI log"),

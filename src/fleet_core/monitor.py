@@ -12,8 +12,8 @@ are reported, never killed. Each cycle then, in this order:
    advisory lock held for the poll): PRs of running tasks whose agent ended well →
    pr_created (on GitHub the engine opens the PR when there is none); CI of PRs → stored
    with a versioned metadata update,
-   failing → failed with the checks and log excerpt, passing → reviewing → ready (review
-   recorded as skipped until the review pipeline exists);
+   failing → failed with the checks and log excerpt, passing → reviewing, where the review
+   pipeline (fleet_core.review) takes it to ready or rejected;
 4. agents that ended: exit 0 with a PR is fine; a branch that could not be pushed →
    push_failed; otherwise failed with the reason failures.classify gives (exit status, log
    tail, the adapter's patterns), the CLI's own message and what to do; an exit 0 is judged
@@ -459,11 +459,9 @@ class Monitor:
             await self._move(rec, S.FAILED, "ci_failed", failure_context=ctx)
             report.failed += 1
         elif ci.state is CiStatus.PASSING and rec.status is S.PR_CREATED:
-            reviewing = await self._move(rec, S.REVIEWING, "ci_passed")
-            if reviewing is not None:
-                skipped = {"verdict": "skipped", "reason": "the review pipeline is not built yet"}
-                await self._move(reviewing, S.READY, "review_skipped", review_status=skipped)
-                report.ready += 1
+            await self.c.reviews.begin(rec, ci.head_sha)  # reviewing; the review runs beside
+        elif rec.status is S.REVIEWING:
+            self.c.reviews.ensure(rec)  # an engine that restarted takes its reviews up again
 
     def _kill_beside(self, rec: TaskRecord, verdict: Verdict, **fields: Any) -> None:
         """The kill (its grace, then SIGKILL) runs beside the cycle, never inside its

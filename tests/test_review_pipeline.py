@@ -1,0 +1,174 @@
+"""The review pipeline in the running lifecycle: real PostgreSQL, git, tmux, the demo agent,
+the local forge with the demo's unittest CI, and the demo reviewers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import grant_repo
+from fleet_core.conductor import Actor, Conductor
+from fleet_core.config import Settings
+from fleet_core.db.database import Database, Tenant
+from fleet_core.demo import make_sample
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.models import SpawnRequest, TaskRecord, Tier
+from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.review.reviewers import DEMO_COMMENT
+from fleet_core.review.store import ReviewStore
+
+ACTOR = Actor("alice", Tier.SOVEREIGN)
+FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
+S = TaskStatus
+
+
+@pytest.fixture
+async def sample(tmp_path: Path, db: Database) -> Path:
+    work = make_sample(tmp_path / "demo")
+    await grant_repo(db, work, "alice")
+    return work
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, db: Database) -> AsyncIterator[Callable[..., Any]]:
+    made: list[Conductor] = []
+
+    def build(**kw: Any) -> tuple[Conductor, Monitor]:
+        fields: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "host_id": "test-host",
+            "secrets": {"FLEET_DEMO_DELAY": "0"},
+            "kill_grace_seconds": 0.5,
+            "retry_base_seconds": 0.05,
+            "retry_max_seconds": 0.2,
+            **kw,
+        }
+        c = Conductor.from_settings(Settings(**fields), db)
+        made.append(c)
+        return c, Monitor(c, FAST)
+
+    try:
+        yield build
+    finally:
+        for c in made:
+            await c.stop_engine()
+        if made:
+            await made[0].runtime.tmux.kill_server()
+
+
+async def spawn(c: Conductor, repo: Path, description: str, **kw: Any) -> TaskRecord:
+    request = SpawnRequest.model_validate({
+        "description": description, "repository": str(repo), "task_type": "feature",
+        "agent_type": "demo", "timeout_minutes": 5, **kw,
+    })  # fmt: skip
+    out = await c.spawn(ACTOR, request)
+    assert out.task is not None
+    return out.task
+
+
+async def until(
+    c: Conductor, m: Monitor, tid: Any, done: Callable[[TaskRecord], bool], limit: float = 90
+) -> TaskRecord:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    seen = []
+    while loop.time() < end:
+        report = await m.cycle()
+        assert report is not None and report.errors == [], report
+        rec = await c.registry(ACTOR).get(tid)
+        seen.append(rec.status)
+        if done(rec):
+            return rec
+        await c.forges.local.wait_idle()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"task stayed {rec.status.value}: {rec.review_status}")
+
+
+def status_is(*statuses: TaskStatus) -> Callable[[TaskRecord], bool]:
+    return lambda rec: rec.status in statuses
+
+
+async def reviews(c: Conductor, rec: TaskRecord) -> list[Any]:
+    return await ReviewStore(c.db).for_task(Tenant.operator("alice"), rec.id)
+
+
+async def test_three_approvals_make_the_task_ready(engine, sample: Path) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a multiply function")
+    ready = await until(c, m, rec.id, status_is(S.READY, S.REJECTED, S.FAILED))
+    assert ready.status is S.READY
+    status = ready.review_status or {}
+    assert (status["state"], status["verdict"], status["approvals"]) == ("done", "approved", 3)
+    assert (status["expected"], status["done"]) == (3, 3)
+    rows = await reviews(c, ready)
+    assert sorted(r.reviewer for r in rows) == ["architecture", "logic", "security"]
+    assert {(r.verdict, r.kind, r.attempt) for r in rows} == {("approve", "demo", 1)}
+    assert all(r.head_sha and len(r.head_sha) == 40 for r in rows)
+    # The verdicts are posted on the PR: the local forge keeps them with it.
+    state = c.forges.local.state_of(sample.parent / "sample.git")
+    posted = "".join(p.read_text() for p in state.rglob("*.json"))
+    assert "fleet review (security, demo demo): approve" in posted
+
+
+async def test_a_request_for_changes_is_retried_with_the_comment_in_the_prompt(
+    engine, sample: Path
+) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a square function [demo:review-reject-once]", max_retries=2)
+    moves: list[tuple[str, str]] = []
+    c.bus.subscribe("*", lambda e: moves.append((e.data.get("from"), e.data.get("to"))))
+    ready = await until(c, m, rec.id, status_is(S.READY, S.ABANDONED))
+    assert ready.status is S.READY and ready.retry_count == 1
+    assert ("reviewing", "rejected") in moves and ("rejected", "retrying") in moves
+    assert (ready.failure_context or {})["reason"] == "review_rejected"
+    assert DEMO_COMMENT in ready.failure_context["review_comments"]
+    # The second attempt's prompt (the demo agent writes it into the branch) has the comment.
+    prompt = (Path(ready.worktree_path or "") / "fleet-demo" / f"{rec.id}.md").read_text()
+    assert "Review comments" in prompt and DEMO_COMMENT in prompt
+    rows = await reviews(c, ready)
+    first = [r for r in rows if r.attempt == 1]
+    second = [r for r in rows if r.attempt == 2]
+    assert sorted(r.verdict for r in first) == ["approve", "approve", "request_changes"]
+    [lead] = [r for r in first if r.verdict == "request_changes"]
+    assert lead.comments[0]["body"] == DEMO_COMMENT and lead.comments[0]["line"] >= 1
+    assert [r.verdict for r in second] == ["approve"] * 3
+    assert {r.head_sha for r in first}.isdisjoint({r.head_sha for r in second})
+
+
+async def test_a_hung_reviewer_times_out_and_the_others_still_count(engine, sample: Path) -> None:
+    c, m = engine(review_timeout_minutes=0.02)  # 1.2 s
+    rec = await spawn(c, sample, "Add a cube function [demo:review-hang]")
+    ready = await until(c, m, rec.id, status_is(S.READY, S.REJECTED))
+    assert ready.status is S.READY
+    status = ready.review_status or {}
+    assert (status["verdict"], status["warning"]) == ("timed_out", "review_timed_out")
+    rows = await reviews(c, ready)
+    assert sorted((r.verdict, r.error) for r in rows) == [("comment", "timed out")] * 3
+
+
+async def test_a_strict_review_that_times_out_is_a_failure_that_is_retried(
+    engine, sample: Path
+) -> None:
+    c, m = engine(review_timeout_minutes=0.02, strict_reviews=True)
+    rec = await spawn(c, sample, "Add a cube function [demo:review-hang]", max_retries=0)
+    ended = await until(c, m, rec.id, status_is(S.ABANDONED, S.READY))
+    assert ended.status is S.ABANDONED
+    assert (ended.failure_context or {})["reason"] == "review_timeout"
+
+
+async def test_an_answer_that_is_not_json_is_asked_again_then_counts_as_comment(
+    engine, sample: Path
+) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a negate function [demo:review-garbage]")
+    ready = await until(c, m, rec.id, status_is(S.READY, S.REJECTED))
+    assert ready.status is S.READY
+    assert (ready.review_status or {})["verdict"] == "no_answer"
+    rows = await reviews(c, ready)
+    assert {(r.verdict, (r.error or "")[:21]) for r in rows} == {
+        ("comment", "invalid answer twice:")
+    }
