@@ -10,10 +10,10 @@ from fleet_core.sanitize import sanitize
 
 DIFF_CHARS = 60_000
 FOCUS_TEXT = {
-    "security": "security: injection, unsafe input handling, secrets in code or logs, "
+    "security": "injection, unsafe input handling, secrets in code or logs, "
     "permissions, unsafe defaults",
-    "logic": "correctness: bugs, edge cases, error handling, missing or weak tests",
-    "architecture": "design: structure, naming, duplication, module boundaries, whether the "
+    "logic": "bugs, edge cases, error handling, missing or weak tests",
+    "architecture": "structure, naming, duplication, module boundaries, whether the "
     "change fits the code around it",
 }
 
@@ -28,10 +28,10 @@ def review_prompt(focus: str, description: str, diff: str) -> str:
     """The reviewer's prompt; the diff is cut to DIFF_CHARS (and says so)."""
     if len(diff) > DIFF_CHARS:
         diff = diff[:DIFF_CHARS] + "\n[… rest of the diff omitted]"
-    what = FOCUS_TEXT.get(focus, focus)
+    what = FOCUS_TEXT.get(focus, "what a reviewer with this focus looks for")
     return (
         f"{SYSTEM}\n\n"
-        f"## Your focus\n{what}\n\n"
+        f"## Your focus\n{focus}: {what}\n\n"
         f"## Task description\n{sanitize(description)}\n\n"
         f"## Diff against the base\n```diff\n{sanitize(diff)}\n```\n\n"
         "## Answer\n"
