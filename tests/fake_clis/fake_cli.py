@@ -13,6 +13,12 @@ The task's model names the situation:
   silent         claude: prints its start, then nothing, forever (a hang without noise)
   busy           codex: a JSON agent message every 0.3 s for 3 s, then exit 3
   anything else  gemini without --skip-trust: the untrusted-folder refusal, exit 55
+
+As a reviewer (claude with --json-schema, codex exec with --output-schema, gemini -o json) it
+answers in that CLI's JSON shape; the model names the verdict: approve, request_changes,
+comment; `garbage` (not JSON), `hang` (never answers), `fail` (an error result, exit 1),
+`reject-logic-once` (the logic reviewer requests changes once, then approves: a file in
+HOME remembers). Its summary says whether its working directory could be written to.
 """
 
 import os
@@ -39,9 +45,87 @@ def option(argv: list, *names: str) -> str:
     return ""
 
 
+def reviewing(cli: str, argv: list) -> bool:
+    if cli == "claude":
+        return "--json-schema" in argv
+    if cli == "codex":
+        return "--output-schema" in argv
+    return cli == "gemini" and option(argv, "-o", "--output-format") == "json"
+
+
+def review(cli: str, argv: list, model: str) -> int:
+    import json
+
+    prompt = sys.stdin.read()
+    focus = prompt.split("## Your focus\n", 1)[-1].split(":", 1)[0]
+    try:
+        with open("fleet-review-probe", "w") as fh:
+            fh.write("x")
+        writable = True
+    except OSError:
+        writable = False
+    verdict = model
+    if model == "reject-logic-once":
+        marker = os.path.join(os.environ["HOME"], ".fake-rejected-once")
+        verdict = "approve"
+        if focus == "logic" and not os.path.exists(marker):
+            open(marker, "w").close()
+            verdict = "request_changes"
+    if verdict == "hang":
+        while True:
+            time.sleep(60)
+    comments = (
+        []
+        if verdict == "approve"
+        else [{"path": "calc.py", "line": 4, "body": f"{cli} {focus}: handle b == 0"}]
+    )
+    answer = {
+        "verdict": verdict,
+        "summary": f"{focus} by {cli}; cwd writable: {writable}",
+        "comments": comments,
+    }
+    text = "Sure! Here is my review." if verdict == "garbage" else json.dumps(answer)
+    if cli == "claude":
+        doc = {
+            "type": "result",
+            "subtype": "success",
+            "is_error": verdict == "fail",
+            "duration_ms": 1200,
+            "num_turns": 1,
+            "result": text,
+            "session_id": "fake",
+            "total_cost_usd": 0.0125,
+            "usage": {"input_tokens": 900, "output_tokens": 80},
+        }
+        if verdict not in ("garbage", "fail"):
+            doc["structured_output"] = answer
+        out((json.dumps(doc) + "\n").encode())
+        return 1 if verdict == "fail" else 0
+    if cli == "codex":
+        if verdict == "fail":
+            out(b"ERROR: stream disconnected before completion\n")
+            return 1
+        out(b"[2026-11-29T10:00:00] OpenAI Codex v0.171.0 (research preview)\n")
+        with open(option(argv, "-o", "--output-last-message"), "w") as fh:
+            fh.write(text)
+        out(b"[2026-11-29T10:00:05] tokens used: 980\n")
+        return 0
+    if verdict == "fail":
+        out(
+            json.dumps(
+                {"error": {"type": "FatalAuthenticationError", "message": "no auth", "code": 41}}
+            ).encode()
+        )
+        return 41
+    out(json.dumps({"response": text, "stats": {"models": {}}}).encode())
+    return 0
+
+
 def main() -> int:
     cli = os.path.basename(sys.argv[0])
     argv = sys.argv[1:]
+    if reviewing(cli, argv):
+        return review(cli, argv, option(argv, "--model", "-m"))
     if cli == "codex" and argv[:1] == ["login"]:  # `fleet agent login codex`
         os.makedirs(os.path.join(os.environ["HOME"], ".codex"), exist_ok=True)
         with open(os.path.join(os.environ["HOME"], ".codex", "auth.json"), "w") as fh:

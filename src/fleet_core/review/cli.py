@@ -61,7 +61,7 @@ class CliReviewer:
         if binary is None:
             raise CliReviewerError(f"{CLI_BINARY[self.kind]} is not installed (not on PATH)")
         root = self.paths.data_dir / "reviews"
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        root.mkdir(parents=True, exist_ok=True, mode=0o711)
         scratch = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="review-", dir=root))
         try:
             tree, work = scratch / "tree", scratch / "work"
@@ -69,7 +69,7 @@ class CliReviewer:
             work.mkdir()
             (work / "prompt").write_text(request.prompt)
             (work / "schema.json").write_text(json.dumps(SCHEMA))
-            await asyncio.to_thread(self.box.give, work)
+            await asyncio.to_thread(self.box.give, scratch)  # the agent user's (when root)
             home = agent_home(self.paths, request.operator_id, AGENT_OF[self.kind], self.owner)
             argv = ["sh", "-c", FEED, binary, *self._args(work)]
             readable = [tree]
@@ -105,8 +105,8 @@ class CliReviewer:
                 return RawAnswer(last.read_text())
             lines = [ln for ln in stdout.splitlines() if ln.strip()]
             return RawAnswer(lines[-1] if lines else "")
-        try:
-            doc: Any = json.loads(stdout)
+        try:  # the first JSON value printed (the launcher may add a line after it)
+            doc: Any = json.JSONDecoder().raw_decode(stdout[stdout.index("{") :])[0]
         except ValueError:
             raise CliReviewerError(f"{self.kind}: output is not JSON: {stdout[-300:]!r}") from None
         if not isinstance(doc, dict):
