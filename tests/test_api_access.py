@@ -41,6 +41,8 @@ ROUTES: dict[tuple[str, str], Tier] = {
     ("POST", "/api/fleet/tasks/{task_id}/retry"): B,
     ("POST", "/api/fleet/tasks/{task_id}/merge"): B,
     ("GET", "/api/fleet/tasks/{task_id}/logs"): O,
+    ("GET", "/api/fleet/tasks/{task_id}/reviews"): O,
+    ("GET", "/api/fleet/tasks/{task_id}/diff"): O,
     ("DELETE", "/api/fleet/tasks/{task_id}"): B,
     ("GET", "/api/fleet/events"): O,
     ("GET", "/api/fleet/secrets"): O,

@@ -64,6 +64,8 @@ EXPECTED = {
     "POST /api/fleet/tasks/{task_id}/retry",
     "POST /api/fleet/tasks/{task_id}/merge",
     "GET /api/fleet/tasks/{task_id}/logs",
+    "GET /api/fleet/tasks/{task_id}/reviews",
+    "GET /api/fleet/tasks/{task_id}/diff",
     "DELETE /api/fleet/tasks/{task_id}",
     "GET /api/fleet/secrets",
     "PUT /api/fleet/secrets/{name}",

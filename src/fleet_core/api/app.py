@@ -17,6 +17,7 @@ from fleet_core.api import (
     errors,
     notify_routes,
     repo_routes,
+    review_routes,
     routes,
     secret_routes,
 )
@@ -54,6 +55,7 @@ def create_app(
     app.include_router(notify_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(repo_routes.router)
+    app.include_router(review_routes.router)
     app.middleware("http")(app.state.metrics.middleware)
     app.add_middleware(JsonBodies)
 

@@ -20,6 +20,7 @@ from fleet_core.errors import (
     AmbiguousTaskIdError,
     AuthError,
     BadInputError,
+    ConflictError,
     DeniedError,
     DuplicateTaskError,
     FleetError,
@@ -57,6 +58,7 @@ STATUS: list[tuple[type[FleetError], int]] = [
     (MergeRefusedError, 409),
     (RetryBudgetSpentError, 409),
     (OtherHostError, 409),
+    (ConflictError, 409),  # e.g. the diff of a task that has no PR yet
     (ForgePausedError, 503),  # rate-limited by the forge: Retry-After says when to come back
     (ForgeError, 409),  # no forge for the task's repository (no origin, gh missing)
 ]

@@ -88,10 +88,18 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
 
     tenant = local_tenant(settings)
 
+    from fleet_core.review.store import ReviewStore
+    from fleet_core.review.view import verdict_lines
+
     async def go() -> str:
         async with opened(settings, read_only=True) as db:
             rec = await TaskRegistry(db, tenant).resolve(args.id)
-        return dumps(task_json(rec)) if args.json else details_text(rec)
+            reviews = await ReviewStore(db).for_task(tenant, rec.id)
+        if args.json:
+            return dumps({**task_json(rec), "reviews": [r.to_json() for r in reviews]})
+        if not reviews and not rec.review_status:
+            return details_text(rec)
+        return details_text(rec) + "\n\n" + "\n".join(verdict_lines(reviews, rec.review_status))
 
     print(run_async(go))
     return 0

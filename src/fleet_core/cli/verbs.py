@@ -42,6 +42,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("spawn", "start an agent on a new task", "agent_cmds"),
     Verb("status", "the fleet: counts and the newest tasks", "task_cmds"),
     Verb("show", "one task in detail", "task_cmds"),
+    Verb("diff", "the task's pull request diff against its base", "review_cmds"),
     Verb("logs", "the agent's terminal output", "logs_cmd"),
     Verb("attach", "attach to the agent's tmux session", "agent_cmds"),
     Verb("stop", "kill the agent and cancel the task", "agent_cmds"),
