@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
-
 from fleet_core.review.prompt import SYSTEM
 from fleet_core.review.reviewers import RawAnswer, ReviewRequest
 from fleet_core.review.verdict import SCHEMA
@@ -87,6 +85,8 @@ class HttpReviewer:
         return RawAnswer(self._text(data))
 
     async def _post(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        import httpx  # only when a provider reviews (it loads rich for its CLI)
+
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             for attempt in range(self.attempts):
                 self.calls += 1
