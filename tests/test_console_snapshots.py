@@ -38,7 +38,7 @@ WAIT_S = 15.0
 until = functools.partial(pilot_until, timeout=WAIT_S)
 TABLES = (
     "fleet_spawn_queue, fleet_audit, fleet_outbox, fleet_notifications, fleet_config, fleet_tasks, "
-    "fleet_master_key, fleet_switches"
+    "fleet_master_key, fleet_switches, fleet_reviews"
 )
 AGENTS = [
     ("claude_code", "claude-sonnet-4"),
@@ -111,7 +111,29 @@ ABANDONED_CONTEXT: dict[str, Any] = {
         for n in range(1, 5)
     ],
 }
-REVIEW_STATUS = {"verdict": "skipped", "reason": "the review pipeline is not built yet"}
+REVIEW_STATUS = {"state": "done", "verdict": "timed_out", "approvals": 2, "attempt": 2,
+                 "expected": 3, "done": 3, "head_sha": "c0ffee02" * 5,
+                 "warning": "review_timed_out"}  # fmt: skip
+REVIEWING_STATUS = {"state": "running", "expected": 3, "done": 2, "attempt": 1,
+                    "head_sha": "c0ffee01" * 5}  # fmt: skip
+# The failed task's verdicts: (attempt, reviewer, kind, model, verdict, summary, comments,
+# error, duration_ms, cost_usd)
+REVIEWS: list[tuple[int, str, str, str, str, str, list[dict[str, Any]], str | None, int, Any]] = [
+    (1, "security", "anthropic", "claude-sonnet-4-5", "request_changes",
+     "The importer trusts the date string.",
+     [{"path": "importer/dates.py", "line": 12, "body": "validate before parsing"}],
+     None, 8200, None),
+    (1, "logic", "anthropic", "claude-sonnet-4-5", "approve", "Parsing is correct.", [],
+     None, 6100, None),
+    (1, "architecture", "anthropic", "claude-sonnet-4-5", "approve", "Fits the module.", [],
+     None, 5900, None),
+    (2, "security", "claude_code", "sonnet", "approve", "Input is validated now.", [], None,
+     30500, 0.0125),
+    (2, "logic", "claude_code", "sonnet", "approve", "Edge cases are covered.", [], None,
+     28000, 0.0119),
+    (2, "architecture", "claude_code", "sonnet", "comment",
+     "no answer before the review's deadline", [], "timed out", None, None),
+]  # fmt: skip
 # (minutes after SEEDED - FAILED minutes, event, from, to, detail)
 AUDIT: list[tuple[int, str, str | None, str | None, dict[str, Any]]] = [
     (0, "fleet.spawned", "proposed", "spawning", {"agent": "claude_code"}),
@@ -183,7 +205,11 @@ async def _seed(dsn: str, count: int) -> None:
                 3 + i,
                 pr,
                 ci,
-                json.dumps(REVIEW_STATUS) if status in ("ready", "failed") else None,
+                json.dumps(REVIEW_STATUS)
+                if status in ("ready", "failed")
+                else json.dumps(REVIEWING_STATUS)
+                if status == "reviewing"
+                else None,
                 retries,
                 f"sha256:{i:02d}c0ffee" if started else None,
                 json.dumps(FAILURE_CONTEXT if failed else ABANDONED_CONTEXT)
@@ -196,6 +222,18 @@ async def _seed(dsn: str, count: int) -> None:
             )
         if count > FAILED:
             base = SEEDED - timedelta(minutes=FAILED)
+            for n, (attempt, reviewer, kind, model, verdict, summary, comments, error, took,
+                    cost) in enumerate(REVIEWS):  # fmt: skip
+                await conn.execute(
+                    """INSERT INTO fleet_reviews
+                       (task_id, operator_id, attempt, head_sha, reviewer, kind, model, verdict,
+                        summary, comments, error, duration_ms, cost_usd, created_at)
+                       VALUES ($1, 'alice', $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11,
+                               $12, $13)""",
+                    task_id(FAILED), attempt, f"c0ffee0{attempt}" * 5, reviewer, kind, model,
+                    verdict, summary, json.dumps(comments), error, took, cost,
+                    base + timedelta(minutes=10 + n),
+                )  # fmt: skip
             for minutes, event, before, after, detail in AUDIT:
                 await conn.execute(
                     """INSERT INTO fleet_audit

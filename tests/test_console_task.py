@@ -140,9 +140,7 @@ async def test_finished_task_shows_log_details_ci_reviews_and_audit(fleet: Fleet
         await pilot.press("3")
         assert table_rows(screen, "#ci-table") == [["attempt 1 (current)", "ci none yet"]]
         await pilot.press("4")
-        assert table_rows(screen, "#reviews-table") == [
-            ["reviews", "review pipeline not built yet"]
-        ]
+        assert table_rows(screen, "#reviews-table") == [["review", "none yet"]]
         await pilot.press("5")
         assert screen.active_tab == "audit"
         audit = table_rows(screen, "#audit-table")

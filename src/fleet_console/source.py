@@ -11,6 +11,7 @@ from fleet_core.conductor import Actor, Conductor
 from fleet_core.engine import Engine
 from fleet_core.models import TaskRecord
 from fleet_core.overview import Overview, fleet_overview
+from fleet_core.review.store import ReviewRow, ReviewStore
 
 
 class EngineSource:
@@ -38,6 +39,10 @@ class EngineSource:
 
     async def audit(self, task_id: UUID) -> list[dict[str, Any]]:
         return await audit_trail(self.engine.db, self.actor.tenant, task_id)
+
+    async def reviews(self, task_id: UUID) -> list[ReviewRow]:
+        """Every reviewer's verdict on the task, each attempt's."""
+        return await ReviewStore(self.engine.db).for_task(self.actor.tenant, task_id)
 
     async def deliveries(self, task_id: UUID) -> list[dict[str, Any]]:
         """The task's notification record: per event and channel."""

@@ -27,6 +27,9 @@ from fleet_console.source import EngineSource
 from fleet_core.errors import FleetError, NoSessionError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
+from fleet_core.review.store import ReviewRow
+from fleet_core.review.view import SYMBOL as VERDICT_SYMBOL
+from fleet_core.review.view import summary_text
 from fleet_core.why import attempt_lines, cause, failure_fields, failure_sections, why
 
 TABS = ("log", "details", "ci", "reviews", "audit")
@@ -206,13 +209,14 @@ class TaskScreen(Screen[None]):
             return
         audit = await self.source.audit(self.task_id)
         deliveries = await self.source.deliveries(rec.id)
+        reviews = await self.source.reviews(rec.id)
         self.record, self.gone = rec, False
         now = self.clock()
         with self.app.batch_update():
             self._render_header(rec, now)
             self._render_details(rec, now, deliveries)
             self._render_ci(rec)
-            self._render_reviews(rec)
+            self._render_reviews(rec, reviews)
             self._render_audit(audit)
         if self.active_tab == "log":
             await self.refresh_log()
@@ -342,9 +346,20 @@ class TaskScreen(Screen[None]):
         rows = [(k.strip(), v) for k, v in rows]
         self._ci_rows = self._fill("#ci-table", rows, self._ci_rows)
 
-    def _render_reviews(self, rec: TaskRecord) -> None:
-        rows = [("reviews", "review pipeline not built yet")]
-        rows += [(str(k), _one_line(v)) for k, v in sorted((rec.review_status or {}).items())]
+    def _render_reviews(self, rec: TaskRecord, reviews: list[ReviewRow]) -> None:
+        """The review as a whole, then each verdict (newest attempt first) with its symbol,
+        summary and line comments."""
+        rows = [("review", summary_text(rec.review_status) if rec.review_status else "none yet")]
+        for r in sorted(reviews, key=lambda r: (-r.attempt, r.reviewer)):
+            took = f" · {r.duration_ms / 1000:.1f} s" if r.duration_ms is not None else ""
+            rows.append((f"{VERDICT_SYMBOL.get(r.verdict, '?')} attempt {r.attempt} {r.reviewer}",
+                         f"{r.verdict} · {r.kind}/{r.model}{took}"))  # fmt: skip
+            if r.summary:
+                rows.append(("", _one_line(r.summary)))
+            if r.error:
+                rows.append(("", f"({_one_line(r.error)})"))
+            rows += [(f"  {c.get('path')}:{c.get('line')}", _one_line(c.get("body")))
+                     for c in r.comments]  # fmt: skip
         self._review_rows = self._fill("#reviews-table", rows, self._review_rows)
 
     def _fill(

@@ -13,6 +13,7 @@ from textual.widgets import DataTable
 from fleet_core.cli.output import age
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
+from fleet_core.review.view import progress as review_progress
 
 S = TaskStatus
 # Symbol and style per status: the symbol alone tells each status apart (NO_COLOR), and each
@@ -47,7 +48,7 @@ MEANING: dict[TaskStatus, str] = {
 }
 COLUMNS: list[tuple[str, str, int]] = [
     ("id", "ID", 8),
-    ("status", "STATUS", 12),
+    ("status", "STATUS", 15),
     ("description", "DESCRIPTION", 34),
     ("agent", "AGENT/MODEL", 18),
     ("type", "TYPE", 8),
@@ -60,7 +61,7 @@ BRANCH_COLUMN = ("branch", "BRANCH", 26)  # `b` shows it (after the description)
 # Under 120 columns (80x24 over ssh): fewer, narrower columns; the task screen has the rest.
 COMPACT: list[tuple[str, str, int]] = [
     ("id", "ID", 8),
-    ("status", "STATUS", 12),
+    ("status", "STATUS", 15),
     ("description", "DESCRIPTION", 28),
     ("pr", "PR", 4),
     ("ci", "CI", 7),
@@ -80,9 +81,10 @@ SORT_KEYS: dict[str, Callable[[TaskRecord], object]] = {
 }
 
 
-def status_cell(status: TaskStatus) -> Text:
+def status_cell(status: TaskStatus, progress: str = "") -> Text:
+    """`◆ reviewing 2/3`: the status, with the review's verdicts so far while it runs."""
     symbol, style = LOOK[status]
-    return Text(f"{symbol} {status.value}", style=style)
+    return Text(f"{symbol} {status.value} {progress}".rstrip(), style=style)
 
 
 def short_branch(branch: str) -> str:
@@ -94,9 +96,10 @@ def one_line(text: str) -> str:
 
 
 def cells(rec: TaskRecord, now: datetime) -> dict[str, str | Text]:
+    reviewing = rec.status is TaskStatus.REVIEWING
     return {
         "id": rec.short_id,
-        "status": status_cell(rec.status),
+        "status": status_cell(rec.status, review_progress(rec.review_status) if reviewing else ""),
         "description": one_line(rec.description),
         "agent": f"{rec.agent_type.value}/{rec.model}",
         "type": rec.task_type.value,
