@@ -113,7 +113,12 @@ ABANDONED_CONTEXT: dict[str, Any] = {
 }
 REVIEW_STATUS = {"state": "done", "verdict": "timed_out", "approvals": 2, "attempt": 2,
                  "expected": 3, "done": 3, "head_sha": "c0ffee02" * 5,
-                 "warning": "review_timed_out"}  # fmt: skip
+                 "warning": "review_timed_out",
+                 "dod": {"ok": False, "items": [
+                     {"name": "pr", "ok": True, "detail": "#105"},
+                     {"name": "synced", "ok": False, "detail": "conflicts with main"},
+                     {"name": "ci", "ok": True, "detail": "passing"},
+                     {"name": "reviews", "ok": True, "detail": "timed out"}]}}  # fmt: skip
 REVIEWING_STATUS = {"state": "running", "expected": 3, "done": 2, "attempt": 1,
                     "head_sha": "c0ffee01" * 5}  # fmt: skip
 # The failed task's verdicts: (attempt, reviewer, kind, model, verdict, summary, comments,

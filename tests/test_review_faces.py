@@ -93,6 +93,12 @@ async def test_reviews_and_diff_over_the_api_and_the_cli(served: Served, tmp_pat
     shown = await asyncio.to_thread(fleet, "show", tid[:8], **env)
     assert shown.returncode == 0, shown.stderr
     assert "reviews: approved, 3 approval(s), attempt 2" in shown.stdout
+    assert (
+        "definition of done: held\n  ✓ pr: #1\n  ✓ synced: merges cleanly into main\n"
+        "  ✓ ci: passing\n  ✓ reviews: approved" in shown.stdout
+    )
+    detail = (await served.client.get(f"/api/fleet/tasks/{tid}", headers=served.headers)).json()
+    assert detail["dod"]["ok"] is True and len(detail["dod"]["items"]) == 4
     assert "✗ attempt 1 security     request_changes" in shown.stdout
     assert f"fleet-demo/{tid}.md:" in shown.stdout and DEMO_COMMENT in shown.stdout
     diff = await asyncio.to_thread(fleet, "diff", tid[:8], **env)

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from conftest import grant_repo
+from conftest import git, grant_repo
+from fleet_core.audit import audit_trail
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
 from fleet_core.demo import make_sample
+from fleet_core.errors import MergeRefusedError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import SpawnRequest, TaskRecord, Tier
 from fleet_core.monitor import Monitor, MonitorConfig
@@ -172,3 +174,50 @@ async def test_an_answer_that_is_not_json_is_asked_again_then_counts_as_comment(
     assert {(r.verdict, (r.error or "")[:21]) for r in rows} == {
         ("comment", "invalid answer twice:")
     }
+
+
+async def test_a_repository_without_ci_fails_the_definition_of_done(engine, sample: Path) -> None:
+    (sample / ".fleet.toml").write_text('forge = "local"\n')  # no `ci`
+    git_commit(sample, "no CI")
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a halve function", max_retries=0)
+    ended = await until(c, m, rec.id, status_is(S.ABANDONED, S.READY))
+    assert ended.status is S.ABANDONED
+    ctx = ended.failure_context or {}
+    assert ctx["reason"] == "dod_unmet"
+    assert ctx["dod_unmet"] == [
+        "✗ ci: not configured (.fleet.toml has no `ci`; `ci = false` if on purpose)"
+    ]
+    dod = (ended.review_status or {})["dod"]
+    assert [(i["name"], i["ok"]) for i in dod["items"]] == [
+        ("pr", True), ("synced", True), ("ci", False), ("reviews", True)
+    ]  # fmt: skip
+
+
+async def test_ci_false_on_purpose_holds_and_merge_checks_the_dod_again(
+    engine, sample: Path, db: Database
+) -> None:
+    (sample / ".fleet.toml").write_text('forge = "local"\nci = false\n')
+    git_commit(sample, "no CI, on purpose")
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a double function")
+    ready = await until(c, m, rec.id, status_is(S.READY, S.REJECTED, S.ABANDONED))
+    assert ready.status is S.READY, ready.failure_context
+    items = {i["name"]: i for i in (ready.review_status or {})["dod"]["items"]}
+    assert items["ci"] == {"name": "ci", "ok": True, "detail": "none, on purpose (ci = false)"}
+    # The operator's config changes before the merge: CI is now asked for and absent.
+    c2, _ = engine(repos={str(sample): {"ci": None}})
+    with pytest.raises(MergeRefusedError, match=r"✗ ci: not configured.*--force merges anyway"):
+        await c2.merge(ACTOR, str(rec.id))
+    assert (await c2.registry(ACTOR).get(rec.id)).status is S.READY
+    merged = await c2.merge(ACTOR, str(rec.id), force=True)
+    assert merged.status is S.MERGED
+    trail = await audit_trail(db, Tenant.operator("alice"), rec.id)
+    done = [a for a in trail if a["event_type"] == "fleet.completed"]
+    assert done[0]["detail"]["forced"] is True
+    assert done[0]["detail"]["unmet"][0].startswith("✗ ci: not configured")
+
+
+def git_commit(repo: Path, message: str) -> None:
+    git(repo, "commit", "-qam", message)
+    git(repo, "push", "-q", "origin", "main")

@@ -45,6 +45,7 @@ from fleet_core.models import (
 from fleet_core.registry import TaskRegistry
 from fleet_core.repositories import Repositories
 from fleet_core.retry import RetryEngine, RetryPolicy
+from fleet_core.review.dod import check_dod, parse_dod
 from fleet_core.review.pipeline import ReviewPipeline
 from fleet_core.review.settings import ReviewSettings, review_settings
 from fleet_core.router import ModelRouter, Route
@@ -140,6 +141,7 @@ class Conductor:
         retry_policy: RetryPolicy | None = None,
         default_tier: Tier = Tier.SOVEREIGN,
         reviews: ReviewSettings | None = None,
+        dod: dict[str, Any] | None = None,
     ) -> None:
         self.db = db
         self.runtime = runtime
@@ -155,6 +157,7 @@ class Conductor:
         self.retries = RetryEngine(self, retry_policy)
         self.default_tier = default_tier
         self.reviews = ReviewPipeline(self, reviews or ReviewSettings())
+        self.dod = parse_dod(dod or {})  # the Definition of Done per task type
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self.queue_errors = 0
@@ -206,6 +209,7 @@ class Conductor:
             retry_policy=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
             default_tier=settings.tier,
             reviews=review_settings(settings),
+            dod=settings.dod,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -310,6 +314,10 @@ class Conductor:
     def _repo_config(self, repo: Path) -> RepoConfig:
         return load_repo_config(repo, self.repos)
 
+    def repo_config(self, repo: Path) -> RepoConfig:
+        """The repository's settings (its `.fleet.toml` under fleet.toml's `[repos]`)."""
+        return self._repo_config(repo)
+
     async def relaunch(self, rec: TaskRecord, budget: int) -> TaskRecord:
         """The saga again for a task the retry engine moved to `retrying`."""
         return await self.launcher.launch(rec, "retry", budget=budget)
@@ -329,7 +337,7 @@ class Conductor:
         self._require_local(rec)
         return await self.retries.retry(rec, tier=actor.tier, note=note)
 
-    async def merge(self, actor: Actor, ref: str) -> TaskRecord:
+    async def merge(self, actor: Actor, ref: str, *, force: bool = False) -> TaskRecord:
         """Merge a ready task's PR through its forge, then clean its worktree up (work that only
         the worktree holds is snapshotted first). Idempotent: a task merged already (by an
         earlier call, or found merged by the monitor) is answered as it is, and a PR the forge
@@ -347,15 +355,24 @@ class Conductor:
             state = rec.ci_status.value if rec.ci_status else "unknown"
             raise MergeRefusedError(f"CI of PR #{rec.pr_number} is not passing ({state})")
         await self.require_granted(rec)
+        # The Definition of Done again (the base may have moved); `force` merges anyway,
+        # audited with what was unmet.
+        unmet = [i.line() for i in (await check_dod(self, rec)).unmet]
+        if unmet and not force:
+            raise MergeRefusedError(f"task {rec.short_id} does not meet its Definition of Done: "
+                                    f"{'; '.join(unmet)} (--force merges anyway)")  # fmt: skip
         repo = Path(rec.repository)
         forge = await self.forges.for_repo(repo)
         result = await forge.merge(repo, rec.pr_number, method=self.forges.merge_method)
         if not result.merged:
             raise MergeRefusedError(f"{forge.name} refused to merge PR #{rec.pr_number}: "
                                     f"{result.reason or 'no reason given'}")  # fmt: skip
-        return await self.complete_merge(rec, by=actor.operator_id, sha=result.sha)
+        forced = {"forced": True, "unmet": unmet} if unmet else None
+        return await self.complete_merge(rec, by=actor.operator_id, sha=result.sha, forced=forced)
 
-    async def complete_merge(self, rec: TaskRecord, *, by: str, sha: str | None) -> TaskRecord:
+    async def complete_merge(
+        self, rec: TaskRecord, *, by: str, sha: str | None, forced: dict[str, Any] | None = None
+    ) -> TaskRecord:
         """ready → merged for a task whose PR the forge has merged, then its worktree's
         cleanup. The forge's merge stands whatever moved the row meanwhile: a stale row is
         read again and moved from there (a merged PR never answers a conflict)."""
@@ -366,7 +383,7 @@ class Conductor:
                     rec,
                     TaskStatus.MERGED,
                     reason="merged",
-                    audit_detail={"by": by, "sha": sha, "pr": rec.pr_number},
+                    audit_detail={"by": by, "sha": sha, "pr": rec.pr_number, **(forced or {})},
                 )
                 break
             except (StaleVersionError, InvalidTransitionError):

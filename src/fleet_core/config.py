@@ -135,6 +135,8 @@ class Settings(BaseModel):
     review_timeout_minutes: float = Field(default=30.0, gt=0, le=1440)
     strict_reviews: bool = False
     review_concurrency: int = Field(default=3, ge=1, le=100)
+    # The Definition of Done per task type (fleet_core.review.dod): pr, synced, ci, reviews.
+    dod: dict[str, Any] = Field(default_factory=dict)
     # `fleet gc`: what ended tasks leave is removed once older than this.
     gc_retention_days: float = Field(default=14.0, gt=0, le=3650)
 
@@ -177,6 +179,17 @@ class Settings(BaseModel):
 
         try:
             ReviewSettings.parse(value)
+        except BadInputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("dod")
+    @classmethod
+    def _dod(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from fleet_core.review.dod import parse_dod
+
+        try:
+            parse_dod(value)
         except BadInputError as exc:
             raise ValueError(str(exc)) from None
         return value

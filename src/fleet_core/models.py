@@ -222,6 +222,7 @@ class TaskDetail(TaskRecord):
 
     why: str
     forge_error: str | None = None
+    dod: dict[str, Any] | None = None  # the Definition of Done as checked (review_status)
 
 
 class TaskSummary(BaseModel):

@@ -350,6 +350,11 @@ class TaskScreen(Screen[None]):
         """The review as a whole, then each verdict (newest attempt first) with its symbol,
         summary and line comments."""
         rows = [("review", summary_text(rec.review_status) if rec.review_status else "none yet")]
+        dod = (rec.review_status or {}).get("dod")  # the Definition of Done's checklist
+        if isinstance(dod, dict):
+            rows.append(("definition of done", "held" if dod.get("ok") else "NOT met"))
+            rows += [(f"  {'✓' if i.get('ok') else '✗'} {i.get('name')}", str(i.get("detail")))
+                     for i in dod.get("items", []) if isinstance(i, dict)]  # fmt: skip
         for r in sorted(reviews, key=lambda r: (-r.attempt, r.reviewer)):
             took = f" · {r.duration_ms / 1000:.1f} s" if r.duration_ms is not None else ""
             rows.append((f"{VERDICT_SYMBOL.get(r.verdict, '?')} attempt {r.attempt} {r.reviewer}",

@@ -147,6 +147,7 @@ async def show(request: Request, task_id: TaskId, actor: Observer) -> Any:
     rec = await conductor.show(actor, task_id)
     doc = {"why": why(rec), **rec.model_dump(mode="json")}
     doc["forge_error"] = conductor.forge_error(rec)
+    doc["dod"] = (rec.review_status or {}).get("dod")  # as checked when it became ready
     return JSONResponse(doc)
 
 
@@ -163,8 +164,11 @@ async def retry(request: Request, task_id: TaskId, actor: Builder) -> Any:
 @router.post(
     "/tasks/{task_id}/merge", response_model=TaskRecord, responses={**ACTS, **responses(503)}
 )
-async def merge(request: Request, task_id: TaskId, actor: Builder) -> Any:
-    return (await conductor_of(request).merge(actor, task_id)).model_dump(mode="json")
+async def merge(request: Request, task_id: TaskId, actor: Builder, force: bool = False) -> Any:
+    """409 with the unmet items when the Definition of Done does not hold, unless `force`
+    (audited)."""
+    done = await conductor_of(request).merge(actor, task_id, force=force)
+    return done.model_dump(mode="json")
 
 
 @router.get("/tasks/{task_id}/logs", responses=responses(400, 404, 409))

@@ -61,6 +61,12 @@ def task_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def merge_arguments(p: argparse.ArgumentParser) -> None:
+    task_arguments(p)
+    p.add_argument("--force", action="store_true",
+                   help="merge although the Definition of Done is not met (audited)")  # fmt: skip
+
+
 def repo_ref(text: str) -> str:
     """A registered repository's name as it is; anything else (a directory in particular:
     one of that name here wins) as an absolute path."""
@@ -200,7 +206,8 @@ def retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def merge(args: argparse.Namespace, settings: Settings) -> int:
-    rec = with_conductor(settings, lambda c: c.merge(local_actor(settings), args.id))
+    actor = local_actor(settings)
+    rec = with_conductor(settings, lambda c: c.merge(actor, args.id, force=args.force))
     text = f"merged {rec.short_id}: PR #{rec.pr_number} is in {rec.base_branch or 'its base'}"
     print(dumps(task_json(rec)) if args.json else text)
     return 0
@@ -236,6 +243,6 @@ COMMANDS = {
     "attach": Command(task_arguments, attach),
     "stop": Command(task_arguments, stop),
     "retry": Command(retry_arguments, retry),
-    "merge": Command(task_arguments, merge),
+    "merge": Command(merge_arguments, merge),
     "delete": Command(task_arguments, delete),
 }

@@ -41,7 +41,7 @@ class ForgeSet:
         return load_repo_config(repo, self.repos)
 
     def _ci_command(self, repo: Path) -> list[str] | None:
-        return self._config(repo).ci
+        return self._config(repo).ci or None
 
     async def for_repo(self, repo: Path) -> Forge:
         if repo not in self._chosen:

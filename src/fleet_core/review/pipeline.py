@@ -30,6 +30,7 @@ from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
 from fleet_core.retry import failure_context
 from fleet_core.review.aggregate import READY, Decision, comments_text, decide
+from fleet_core.review.dod import check_dod
 from fleet_core.review.factory import build_reviewer
 from fleet_core.review.prompt import review_prompt
 from fleet_core.review.reviewers import Reviewer, ReviewRequest
@@ -299,18 +300,25 @@ class ReviewPipeline:
             })  # fmt: skip
             if decision.warning:
                 info["warning"] = decision.warning
+            reason, to = decision.reason, S.READY
             update: dict[str, Any] = {"review_status": info}
-            to = S.READY
-            if decision.outcome != READY:
+            unmet: list[str] = []
+            if decision.outcome == READY:  # ready means the Definition of Done held
+                dod = await check_dod(self.c, current.model_copy(update={"review_status": info}))
+                info["dod"] = dod.to_json()
+                unmet = [i.line() for i in dod.unmet]
+            if decision.outcome != READY or unmet:
                 to = S.REJECTED
+                reason = reason if decision.outcome != READY else "dod_unmet"
                 update["failure_context"] = failure_context(
-                    decision.reason,
+                    reason,
                     previous=current,
                     review_comments=comments_text(rows) or None,
+                    dod_unmet=unmet or None,
                     head_sha=head,
                 )
             try:
-                await self.c.moves.move(current, to, reason=decision.reason, update=update)
+                await self.c.moves.move(current, to, reason=reason, update=update)
                 return
             except StaleVersionError:
                 continue

@@ -46,10 +46,22 @@ def summary_text(status: dict[str, Any] | None) -> str:
     return line
 
 
+def dod_lines(status: dict[str, Any] | None) -> list[str]:
+    """The Definition of Done as checked when the review ended: one line per item."""
+    dod = (status or {}).get("dod")
+    if not isinstance(dod, dict):
+        return []
+    head = "held" if dod.get("ok") else "NOT met"
+    items = [i for i in dod.get("items", []) if isinstance(i, dict)]
+    return [f"definition of done: {head}"] + [
+        f"  {'✓' if i.get('ok') else '✗'} {i.get('name')}: {i.get('detail')}" for i in items
+    ]
+
+
 def verdict_lines(rows: Sequence[ReviewRow], status: dict[str, Any] | None) -> list[str]:
-    """The `reviews:` section of `fleet show`: the summary, then each verdict with its
-    comments, newest attempt first."""
-    lines = [f"reviews: {summary_text(status)}"]
+    """The `reviews:` section of `fleet show`: the DoD checklist, the summary, then each
+    verdict with its comments, newest attempt first."""
+    lines = [*dod_lines(status), f"reviews: {summary_text(status)}"]
     for row in sorted(rows, key=lambda r: -r.attempt):
         cost = f", ${row.cost_usd:.4f}" if row.cost_usd is not None else ""
         took = f", {row.duration_ms / 1000:.1f} s" if row.duration_ms is not None else ""

@@ -20,7 +20,9 @@ class RepoConfig(BaseModel):
 
     setup: list[str] | None = None  # argv run in each new worktree (a string is split, no shell)
     setup_timeout_seconds: float = Field(default=600, gt=0, le=7200)
-    ci: list[str] | None = None  # the local forge's CI command
+    # The local forge's CI command; `false`: no CI, on purpose (the Definition of Done then
+    # does not ask for one).
+    ci: list[str] | Literal[False] | None = None
     forge: Literal["github", "local"] | None = None
     base: str | None = None
 
