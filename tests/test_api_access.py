@@ -43,6 +43,7 @@ ROUTES: dict[tuple[str, str], Tier] = {
     ("GET", "/api/fleet/tasks/{task_id}/logs"): O,
     ("GET", "/api/fleet/tasks/{task_id}/reviews"): O,
     ("GET", "/api/fleet/tasks/{task_id}/diff"): O,
+    ("GET", "/api/reputation/query"): O,
     ("DELETE", "/api/fleet/tasks/{task_id}"): B,
     ("GET", "/api/fleet/events"): O,
     ("GET", "/api/fleet/secrets"): O,

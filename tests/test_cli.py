@@ -343,6 +343,11 @@ async def test_demo_shows_every_path(su: asyncpg.Connection) -> None:
         "Document calc.py in the README": "merged",
         "Write a CHANGELOG entry": "merged",
     }
+    # The demo's finished tasks feed the reputation figures.
+    reputation = fleet("reputation", "--json")
+    figures = {row["key"]: row for row in json.loads(reputation.stdout)}
+    assert figures and all(row["confidence"] is not None for row in figures.values())
+    assert figures["demo:demo:feature"]["n"] >= 2
     # The sample is a registered repository, granted to the demo's operator.
     rows = await su.fetch("SELECT r.name, g.operator_id FROM fleet_repositories r "
                           "JOIN fleet_repository_grants g ON g.repository_id = r.id")  # fmt: skip

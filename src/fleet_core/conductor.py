@@ -47,6 +47,7 @@ from fleet_core.repositories import Repositories
 from fleet_core.retry import RetryEngine, RetryPolicy
 from fleet_core.review.dod import check_dod, parse_dod
 from fleet_core.review.pipeline import ReviewPipeline
+from fleet_core.review.reputation import RouteScores
 from fleet_core.review.settings import ReviewSettings, review_settings
 from fleet_core.router import ModelRouter, Route
 from fleet_core.runtime import git as g
@@ -158,6 +159,7 @@ class Conductor:
         self.default_tier = default_tier
         self.reviews = ReviewPipeline(self, reviews or ReviewSettings())
         self.dod = parse_dod(dod or {})  # the Definition of Done per task type
+        self.scores = RouteScores(db)
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self.queue_errors = 0
@@ -259,7 +261,10 @@ class Conductor:
             validate_branch(request.base_branch, "base_branch")
             await g.base_ref(repo, request.base_branch)  # an unknown base is bad input
         route = self.router.route(
-            request.task_type, model=request.model, agent_type=request.agent_type
+            request.task_type,
+            model=request.model,
+            agent_type=request.agent_type,
+            scores=await self.scores.for_task_type(request.task_type),  # reputation (T-8.2)
         )
         self.runtime.require_installed(route.agent_type)  # names the binary and what is installed
         task = NewTask(

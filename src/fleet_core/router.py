@@ -72,7 +72,7 @@ _NAME_HINTS = (
 )
 _CONFIG_KEYS = frozenset(
     {"table", "fallback", "premium", "agent_models"}
-    | {"reputation_threshold", "breaker_threshold", "cooldown_seconds"}
+    | {"reputation_threshold", "reputation_min_samples", "breaker_threshold", "cooldown_seconds"}
 )
 
 
@@ -97,6 +97,7 @@ class ModelRouter:
         premium: ModelChoice = _OPUS,
         agent_models: Mapping[AgentType, str] | None = None,
         reputation_threshold: float = 0.8,
+        reputation_min_samples: int = 10,
         breaker_threshold: int = 3,
         cooldown_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -106,6 +107,7 @@ class ModelRouter:
         self.fallback = fallback
         self.premium = premium
         self.reputation_threshold = reputation_threshold
+        self.reputation_min_samples = reputation_min_samples
         self.breaker_threshold = breaker_threshold
         self.cooldown_s = cooldown_s
         self._clock = clock
@@ -124,6 +126,7 @@ class ModelRouter:
             premium=_choice(doc["premium"], "routing.premium") if "premium" in doc else _OPUS,
             agent_models=_entries(doc, "agent_models", AgentType, _model),
             reputation_threshold=_number(doc, "reputation_threshold", 0.8, 0.0, 1.0),
+            reputation_min_samples=int(_number(doc, "reputation_min_samples", 10, 1, 100_000)),
             breaker_threshold=int(_number(doc, "breaker_threshold", 3, 1, math.inf)),
             cooldown_s=_number(doc, "cooldown_seconds", 300.0, 0.0, math.inf),
             clock=clock,
@@ -136,7 +139,12 @@ class ModelRouter:
         model: str | None = None,
         agent_type: AgentType | None = None,
         reputation: float | None = None,
+        scores: Mapping[str, tuple[float, int]] | None = None,
     ) -> Route:
+        """`scores`: model → (reputation score, finished tasks) for this task type (see
+        fleet_core.review.reputation): a model below `reputation_threshold` over at least
+        `reputation_min_samples` tasks is skipped for the next choice (the caller's own
+        model never is)."""
         if reputation is not None and not 0.0 <= reputation <= 1.0:
             raise BadInputError("reputation", f"must be between 0 and 1, got {reputation!r}")
         entry = self.table[task_type]
@@ -155,7 +163,7 @@ class ModelRouter:
             if choice.model in seen or agent_type not in (None, choice.agent_type):
                 continue
             seen.add(choice.model)
-            why = self._unusable(choice.model)
+            why = self._unusable(choice.model) or self._unproven(choice.model, scores)
             if why is None:
                 return Route(choice.agent_type, choice.model, reason, _join(detail, skipped))
             skipped.append(f"{choice.model} {why}")
@@ -182,6 +190,13 @@ class ModelRouter:
         if agent_type is not None:
             own = ModelChoice(agent_type, self.agent_models[agent_type])
             yield own, RouteReason.FALLBACK, f"default model of agent type {agent_type}"
+
+    def _unproven(self, model: str, scores: Mapping[str, tuple[float, int]] | None) -> str | None:
+        """Why the reputation step skips `model`, or None."""
+        score, n = (scores or {}).get(model, (1.0, 0))
+        if n >= self.reputation_min_samples and score < self.reputation_threshold:
+            return f"reputation {score:.2f} < {self.reputation_threshold} over {n} tasks"
+        return None
 
     def _unusable(self, model: str) -> str | None:
         """Why `model` cannot be used right now, or None when it can."""

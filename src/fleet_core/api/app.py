@@ -56,6 +56,7 @@ def create_app(
     app.include_router(admin_routes.router)
     app.include_router(repo_routes.router)
     app.include_router(review_routes.router)
+    app.include_router(review_routes.reputation_router)
     app.middleware("http")(app.state.metrics.middleware)
     app.add_middleware(JsonBodies)
 

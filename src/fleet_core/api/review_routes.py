@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from fleet_core.api.errors import responses
@@ -12,6 +12,7 @@ from fleet_core.api.identity import at_least
 from fleet_core.api.routes import TaskId, conductor_of
 from fleet_core.conductor import Actor
 from fleet_core.models import Tier
+from fleet_core.review.reputation import reputation_of
 from fleet_core.review.view import task_diff, task_reviews
 
 router = APIRouter(prefix="/api/fleet", tags=["reviews"], responses=responses(401))
@@ -65,3 +66,27 @@ async def diff(request: Request, task_id: TaskId, actor: Observer) -> Any:
     """The task's PR diff against its base (409 while it has no PR)."""
     rec, text = await task_diff(conductor_of(request), actor, task_id)
     return {"id": str(rec.id), "pr_number": rec.pr_number, "diff": text}
+
+
+reputation_router = APIRouter(prefix="/api/reputation", tags=["reputation"],
+                              responses=responses(401))  # fmt: skip
+
+
+class ReputationAnswer(BaseModel):
+    score: float
+    confidence: float | None
+    n: int
+
+
+@reputation_router.get("/query", response_model=ReputationAnswer, responses=responses(400))
+async def reputation_query(
+    request: Request,
+    actor: Observer,
+    routing_key: Annotated[str, Query(alias="routingKey", min_length=5, max_length=200)],
+) -> Any:
+    """How well `<agent>:<model>:<task_type>` does on finished tasks (fleet-wide): the Beta
+    posterior's mean (`score`), how far it narrowed from the prior (`confidence`, null for a
+    key with no finished task) and the tasks counted (`n`)."""
+    del actor  # any operator may read it (figures per model, no task)
+    rep = await reputation_of(conductor_of(request).db, routing_key)
+    return rep.answer()

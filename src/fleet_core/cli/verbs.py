@@ -49,6 +49,11 @@ VERBS: tuple[Verb, ...] = (
     Verb("retry", "try a failed or rejected task again now", "agent_cmds"),
     Verb("merge", "merge a ready task's pull request through its forge", "agent_cmds"),
     Verb("delete", "remove a finished task (its work is snapshotted first)", "agent_cmds"),
+    Verb(
+        "reputation",
+        "how well each agent, model and task type does (finished tasks)",
+        "review_cmds",
+    ),
     Verb("demo", "the whole lifecycle offline, with demo agents", "demo_cmd"),
     Verb("gc", "remove what ended tasks left (checkouts, logs)", "housekeeping_cmds"),
     Verb("pause", "stop admissions, retries and queued spawns fleet-wide", "housekeeping_cmds"),
