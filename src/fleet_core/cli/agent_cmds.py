@@ -133,9 +133,12 @@ def spawn_text(out: SpawnOutcome) -> str:
     why = (
         f" ({ROUTE_WORDS.get(out.route.reason.value, out.route.reason.value)})" if out.route else ""
     )
+    skipped = ""  # the reputation step passed a model over: say which and why
+    if out.route and "reputation" in out.route.detail and "skipped" in out.route.detail:
+        skipped = f"\n  route: {out.route.detail}"
     return (
         f"{head} {t.short_id}: {t.status.value} on {t.branch} with "
-        f"{t.agent_type.value}/{t.model}{why}\n"
+        f"{t.agent_type.value}/{t.model}{why}{skipped}\n"
         f"  watch: fleet logs {t.short_id} -f    attach: fleet attach {t.short_id}"
     )
 

@@ -1,0 +1,83 @@
+"""A review on GitHub: the fake `gh` (tests/fake_gh, GitHub's GraphQL schema) reports a PR
+whose checks passed; the reviewers read `gh pr diff` and post each verdict with
+`gh pr comment`; the DoD asks the forge whether the PR still merges."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import asyncpg
+
+from conftest import git
+from fleet_core.conductor import Actor, Conductor
+from fleet_core.config import Settings
+from fleet_core.db.database import Database, Tenant
+from fleet_core.forge.github import GitHubForge
+from fleet_core.forge.select import ForgeSet
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.models import Tier
+from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.review.store import ReviewStore
+
+HERE = Path(__file__).parent
+FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
+DIFF = "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,3 @@\n x\n+y\n"
+
+
+async def test_a_github_pr_is_reviewed_and_commented(
+    tmp_path: Path, db: Database, su: asyncpg.Connection
+) -> None:
+    repo = tmp_path / "gh-repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git(repo, "remote", "add", "origin", "https://github.com/acme/widgets.git")
+    world = tmp_path / "world.json"
+    checks = [{"name": "test", "status": "COMPLETED", "conclusion": "SUCCESS"}]
+    pr = {"number": 7, "branch": "fleet/x", "base": "main", "state": "OPEN",
+          "head_sha": "ab" * 20, "conflicting": False, "review": None, "checks": checks,
+          "diff": DIFF}  # fmt: skip
+    world.write_text(json.dumps({"repo": "acme/widgets", "logged_in": True, "prs": [pr],
+                                 "comments": []}))  # fmt: skip
+    env = {**os.environ, "PATH": f"{HERE / 'fake_gh'}:{os.environ['PATH']}",
+           "FAKE_GH_STATE": str(world), "FAKE_GH_LOG": str(tmp_path / "gh.log")}  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "data", host_id="gh-host",
+                        repos={str(repo): {"forge": "github"}})  # fmt: skip
+    c = Conductor.from_settings(settings, db)
+    c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=env))
+    tid = await su.fetchval(
+        "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
+        " branch, repository, status, host_id, pr_number, spawned_at)"
+        " VALUES ('alice','demo','demo','docs','Document y',"
+        " 'fleet/x', $1, 'pr_created', 'gh-host', 7, now()) RETURNING id",
+        str(repo),
+    )  # fmt: skip
+    m = Monitor(c, FAST)
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 60
+        rec = await c.registry(Actor("alice", Tier.SOVEREIGN)).get(tid)
+        while loop.time() < end and rec.status is not TaskStatus.READY:
+            report = await m.cycle()
+            assert report is not None and report.errors == [], report
+            await asyncio.sleep(0.05)
+            rec = await c.registry(Actor("alice", Tier.SOVEREIGN)).get(tid)
+        assert rec.status is TaskStatus.READY, rec.review_status
+        status = rec.review_status or {}
+        assert status["head_sha"] == "ab" * 20 and status["verdict"] == "approved"
+        items = {i["name"]: (i["ok"], i["detail"]) for i in status["dod"]["items"]}
+        assert items["synced"] == (True, "merges cleanly into main")
+        assert items["ci"] == (True, "passing")
+        rows = await ReviewStore(db).for_task(Tenant.operator("alice"), tid)
+        assert len(rows) == 3 and {r.head_sha for r in rows} == {"ab" * 20}
+        comments = json.loads(world.read_text())["comments"]
+        assert sorted(c["body"].splitlines()[0] for c in comments) == [
+            f"**fleet review ({focus}, demo demo): approve**"
+            for focus in ("architecture", "logic", "security")
+        ]
+        calls = (tmp_path / "gh.log").read_text()
+        assert '"pr", "diff"' in calls and '"pr", "comment"' in calls
+    finally:
+        await c.stop_engine()
