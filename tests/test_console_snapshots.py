@@ -19,8 +19,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Log, TextArea
+from textual.widgets import DataTable, Input, Log, Static, TextArea
 
 from conftest import fits, pilot_until
 from fleet_console.app import FleetApp
@@ -466,3 +467,49 @@ def test_task_why_first(snap_compare: Any, fleet: Seeded) -> None:
         await until(pilot, ready, "the details tab")
 
     assert snap_compare(fleet.app(), terminal_size=SIZE, run_before=run_before)
+
+
+DIFF = """diff --git a/importer/dates.py b/importer/dates.py
+index 1a2b3c4..5d6e7f8 100644
+--- a/importer/dates.py
++++ b/importer/dates.py
+@@ -10,4 +10,6 @@ from datetime import datetime
+ def parse(text):
+-    return datetime.strptime(text, "%Y-%m-%d")
++    if not ISO.match(text):
++        raise ValueError(text)
++    return datetime.fromisoformat(text)
+ # the end
+diff --git a/tests/test_dates.py b/tests/test_dates.py
+new file mode 100644
+--- /dev/null
++++ b/tests/test_dates.py
+@@ -0,0 +1,2 @@
++def test_iso():
++    assert parse("2026-01-01").year == 2026
+"""
+
+
+class DiffApp(App[None]):
+    """The Diff tab's content alone: the diff of the seeded failed task with the newest
+    attempt's line comments (an older attempt's comment is not shown)."""
+
+    def compose(self) -> ComposeResult:
+        from fleet_console.widgets.diff_view import render_diff
+        from fleet_core.review.store import ReviewRow
+
+        rows = [
+            ReviewRow("security", "anthropic", "m", "request_changes", "trusts input",
+                      [{"path": "importer/dates.py", "line": 11, "body": "validate first"}],
+                      attempt=2),
+            ReviewRow("logic", "anthropic", "m", "comment", "",
+                      [{"path": "tests/test_dates.py", "line": 2, "body": "test a bad date"}],
+                      attempt=2),
+            ReviewRow("logic", "anthropic", "m", "request_changes", "",
+                      [{"path": "importer/dates.py", "line": 10, "body": "old"}], attempt=1),
+        ]  # fmt: skip
+        yield Static(render_diff(DIFF, rows))
+
+
+def test_diff_tab_content(snap_compare: Any) -> None:
+    assert snap_compare(DiffApp(), terminal_size=(90, 24))

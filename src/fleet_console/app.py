@@ -48,7 +48,7 @@ KEYS = [
     ("m", "merge a ready task's pull request"),
     ("d", "delete a finished task (its work is snapshotted first)"),
     ("a / enter", "attach to a live agent's tmux session (detach: C-b d)"),
-    ("l / enter", "the task: live log, details, CI, reviews, audit"),
+    ("l / enter", "the task: live log, details, CI, reviews, audit, diff"),
     ("1 2 3 4", "only tasks ready to merge, failed for good, stalled, queued"),
     ("b", "show or hide the branch column"),
     ("/", "filter the tasks; escape clears"),

@@ -44,6 +44,12 @@ class EngineSource:
         """Every reviewer's verdict on the task, each attempt's."""
         return await ReviewStore(self.engine.db).for_task(self.actor.tenant, task_id)
 
+    async def diff(self, rec: TaskRecord) -> str:
+        """The task's PR diff against its base; ConflictError while it has no PR."""
+        from fleet_core.review.view import task_diff
+
+        return (await task_diff(self.engine.conductor, self.actor, str(rec.id)))[1]
+
     async def deliveries(self, task_id: UUID) -> list[dict[str, Any]]:
         """The task's notification record: per event and channel."""
         from fleet_core.notify.status import task_deliveries

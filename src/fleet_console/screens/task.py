@@ -1,4 +1,5 @@
-"""One task in full: its live log (the agent's tmux pane), details, CI, reviews and audit trail.
+"""One task in full: its live log (the agent's tmux pane), details, CI, reviews, audit trail
+and the PR's diff.
 
 Loads go through one exclusive worker group, so nothing blocks the UI; the log is polled once a
 second only while its tab is visible and this screen is on top, and re-rendered only when the
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from rich.cells import cell_len
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -24,6 +26,7 @@ from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPa
 from textual.worker import Worker, WorkerState
 
 from fleet_console.source import EngineSource
+from fleet_console.widgets.diff_view import render_diff
 from fleet_core.errors import FleetError, NoSessionError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
@@ -32,13 +35,14 @@ from fleet_core.review.view import SYMBOL as VERDICT_SYMBOL
 from fleet_core.review.view import summary_text
 from fleet_core.why import attempt_lines, cause, failure_fields, failure_sections, why
 
-TABS = ("log", "details", "ci", "reviews", "audit")
+TABS = ("log", "details", "ci", "reviews", "audit", "diff")
 TAB_TITLES = {
     "log": "Log",
     "details": "Details",
     "ci": "CI",
     "reviews": "Reviews",
     "audit": "Audit",
+    "diff": "Diff",
 }
 LOG_LINES = 1000
 CI_LOG_LINES = 40
@@ -120,6 +124,8 @@ class TaskScreen(Screen[None]):
                 yield DataTable(id="reviews-table", cursor_type="row", zebra_stripes=True)
             with TabPane("5 Audit", id="audit"):
                 yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("6 Diff", id="diff"), VerticalScroll(id="diff-scroll"):
+                yield Static("", id="diff-body")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -163,7 +169,7 @@ class TaskScreen(Screen[None]):
         self._sync_polling()
         if self.active_tab != self._shown_tab:
             self._shown_tab = self.active_tab
-            if self._shown_tab == "log":  # show the log now, not at the next tick
+            if self._shown_tab in ("log", "diff"):  # show it now, not at the next tick
                 self.load()
 
     def on_screen_resume(self) -> None:
@@ -220,7 +226,17 @@ class TaskScreen(Screen[None]):
             self._render_audit(audit)
         if self.active_tab == "log":
             await self.refresh_log()
+        elif self.active_tab == "diff":
+            await self.refresh_diff(rec, reviews)
         self._sync_polling()
+
+    async def refresh_diff(self, rec: TaskRecord, reviews: list[ReviewRow]) -> None:
+        """The PR's diff against its base (read from the forge when the tab is shown)."""
+        try:
+            shown = render_diff(await self.source.diff(rec), reviews)
+        except (FleetError, OSError) as exc:
+            shown = Text(f"no diff: {exc}", style="dim")
+        self.query_one("#diff-body", Static).update(shown)
 
     async def refresh_log(self) -> None:
         self.log_refreshes += 1
