@@ -295,3 +295,22 @@ async def test_log_follows_the_end_unless_scrolled_up(fleet: Fleet) -> None:
         await screen.refresh_data()
         await pilot.pause()
         assert screen.log_renders == renders + 2 and log.is_vertical_scroll_end
+
+
+async def test_the_diff_tab_shows_the_pr_diff_once_there_is_a_pr(fleet: Fleet) -> None:
+    """Before the PR: why there is no diff; after it (monitor cycles find the pushed branch
+    on the local forge): the PR's diff against its base, read from the forge."""
+    rec = await fleet.finished()
+    screen = screen_for(fleet, rec.id, tab="diff")
+    body = lambda: str(screen.query_one("#diff-body", Static).content)  # noqa: E731
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: "no pull request yet" in body())
+        monitor = Monitor(fleet.conductor)
+        for _ in range(100):
+            await monitor.cycle()
+            if (await fleet.conductor.registry(ALICE).get(rec.id)).pr_number:
+                break
+            await pilot.pause(0.05)
+        screen.load()
+        await until(pilot, lambda: f"+++ b/fleet-demo/{rec.id}.md" in body())
+        assert f"── fleet-demo/{rec.id}.md" in body()
