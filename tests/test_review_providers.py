@@ -214,3 +214,25 @@ async def test_gemini_hung_reviewer_and_malformed_answer(engine, provider, sampl
     assert by["architecture"].verdict == "approve"  # asked again after the malformed answer
     assert fake.replies("architecture") == ["garbage", "approve"]
     assert by["logic"].verdict == "approve" and fake.replies("logic") == ["429", "approve"]
+
+
+async def test_an_engine_restarted_mid_review_keeps_the_verdicts_it_has(
+    engine, provider, sample
+) -> None:
+    fake = provider("anthropic", security=["hang", "approve"])
+    c, m = engine(fake)
+    rec = await spawn(c, sample, "Add a modulo function")
+    reviewing = await until(c, m, rec.id, S.REVIEWING, S.READY)
+    assert reviewing.status is S.REVIEWING
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30
+    while len(await rows(c, reviewing)) < 2 and loop.time() < end:
+        await asyncio.sleep(0.05)
+    assert sorted(r.reviewer for r in await rows(c, reviewing)) == ["architecture", "logic"]
+    await c.stop_engine()  # the engine goes away with the security review unanswered
+    assert c.reviews.running() == []
+    c2, m2 = engine(fake)
+    ready = await until(c2, m2, rec.id, S.READY, S.REJECTED)
+    assert ready.status is S.READY and (ready.review_status or {})["approvals"] == 3
+    assert fake.replies("logic") == ["approve"] and fake.replies("architecture") == ["approve"]
+    assert fake.replies("security") == ["hang", "approve"]  # only the missing one asked again
