@@ -29,6 +29,9 @@ for _name in [n for n in os.environ if n.startswith("FLEET_") and not n.startswi
 _SANDBOX = Path(tempfile.mkdtemp(prefix="fleet-tests-"))
 os.environ["FLEET_CONFIG"] = str(_SANDBOX / "absent.toml")
 os.environ["FLEET_DATA_DIR"] = str(_SANDBOX / "data")
+# A verb that spawns would start the background engine (a process that outlives the test):
+# only the tests of that engine turn it on (tests/test_background_engine.py).
+os.environ["FLEET_ENGINE_AUTOSTART"] = "false"
 # The fake `gh` (tests/fake_gh) parses GraphQL with graphql-core, a test dependency: whatever
 # python3 is first on PATH, it runs itself with this interpreter when that one lacks it.
 os.environ["FAKE_GH_PYTHON"] = sys.executable

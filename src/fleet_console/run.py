@@ -9,7 +9,8 @@ from fleet_console.app import FleetApp
 from fleet_core.conductor import Actor
 from fleet_core.config import Settings
 from fleet_core.demo import DEMO_MONITOR, demo_settings, start_demo
-from fleet_core.engine import Engine, running_engine
+from fleet_core.engine import Engine
+from fleet_core.engine_role import served_engine
 
 log = logging.getLogger("fleet.console")
 
@@ -36,7 +37,9 @@ def run_demo_console(settings: Settings, *, others: bool = False) -> int:
 
     app = FleetApp(
         settings,
-        engine=lambda bus: running_engine(settings, bus=bus, config=DEMO_MONITOR),
+        engine=lambda bus: served_engine(
+            settings, "demo", tenant=actor.tenant, bus=bus, config=DEMO_MONITOR, evict=True
+        ),
         after_start=begin,
     )
     app.run()

@@ -1,0 +1,92 @@
+"""`fleet engine run`: the engine in this process, holding the engine lock, until SIGTERM or
+SIGINT, or until nothing of this host is live or pending for `engine_idle_minutes` (what the
+CLI's detached background engine is; a service manager may run it in the foreground too)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+from fleet_core.background import ALREADY, say_ready
+from fleet_core.config import Settings
+from fleet_core.db.database import Database, QueryClass, Tenant
+from fleet_core.engine import running_engine
+from fleet_core.engine_lock import EngineLock, lock_path, me
+from fleet_core.lifecycle import TERMINAL, TaskStatus
+
+log = logging.getLogger(__name__)
+
+# Statuses with nothing left for an engine to do: the ended ones, and `ready` (waiting for
+# the operator's merge; a later `fleet merge` needs no engine).
+RESTING = sorted(s.value for s in (*TERMINAL, TaskStatus.READY))
+MAX_CHECK_S = 30.0
+
+
+async def pending_work(db: Database, host_id: str) -> int:
+    """Tasks of this host (or of none yet) that are live or pending, plus queued spawns."""
+    async with db.tx(Tenant.admin(), QueryClass.LIST) as conn:
+        tasks = await conn.fetchval(
+            """SELECT count(*) FROM fleet_tasks
+                WHERE status <> ALL($1::text[]) AND (host_id = $2 OR host_id IS NULL)""",
+            RESTING,
+            host_id,
+        )
+        queued = await conn.fetchval("SELECT count(*) FROM fleet_spawn_queue")
+    return int(tasks) + int(queued)
+
+
+async def run_engine(settings: Settings, ready_fd: int | None = None) -> int:
+    """0 after a clean stop (signal or idle); 5 when another engine holds the lock."""
+    if ready_fd is not None:
+        os.set_inheritable(ready_fd, False)  # the agents' tmux server must not hold it open
+    lock = EngineLock(lock_path(settings.data_dir, settings.host_id))
+    holder = me("background", settings.host_id, settings.engine_idle_minutes)
+    if not await asyncio.to_thread(lock.acquire, holder, wait_s=2.0):
+        say_ready(ready_fd, ALREADY)
+        return 5
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            async with running_engine(settings) as engine:
+                say_ready(ready_fd, "ready")
+                ready_fd = None
+                log.info("background engine: running (pid %s)", holder.pid)
+                why = await _until_idle(engine.db, settings, stop)
+                log.info("background engine: stopping (%s); agents keep running", why)
+        except Exception as exc:
+            say_ready(ready_fd, f"{type(exc).__name__}: {exc}")
+            raise
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        lock.release()
+    return 0
+
+
+async def _until_idle(db: Database, settings: Settings, stop: asyncio.Event) -> str:
+    idle_s = settings.engine_idle_minutes * 60
+    check_s = min(MAX_CHECK_S, max(0.2, idle_s / 4))
+    quiet_since: float | None = None
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            busy = await pending_work(db, settings.host_id)
+        except Exception as exc:  # the database away for a moment: not idle, try again
+            log.warning("background engine: cannot count pending work: %s", exc)
+            busy = -1
+        now = loop.time()
+        if busy != 0:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= idle_s:
+            return f"nothing live or pending for {settings.engine_idle_minutes:g} min"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), check_s)
+    return "asked to stop"

@@ -1,0 +1,210 @@
+"""The background engine (issue 16 item 1, DESIGN §10): the CLI alone takes a task to `ready`,
+the engine stops by itself when idle, `fleet engine` shows and stops it, and a console-like
+process that starts while it runs is its client, then takes the role over when it exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from conftest import eventually, fleet
+from fleet_core.config import Settings
+from fleet_core.db.database import Tenant
+from fleet_core.demo import make_sample
+from fleet_core.engine_lock import EngineLock, current_holder, lock_path, me
+from fleet_core.engine_role import served_engine
+from fleet_core.events import EventBus, EventType, FleetEvent
+from fleet_core.runtime.local import RuntimePaths
+
+DATA = Path(os.environ["FLEET_DATA_DIR"])
+ON = {
+    "FLEET_ENGINE_AUTOSTART": "true",
+    "FLEET_MONITOR_INTERVAL_SECONDS": "0.3",
+    "FLEET_SECRETS": '{"FLEET_DEMO_DELAY": "0"}',
+    "FLEET_GH": "/nonexistent/gh",
+    "FLEET_HOST_ID": "bg-host",
+}
+
+
+def holder_pid() -> int | None:
+    holder = current_holder(lock_path(DATA, ON["FLEET_HOST_ID"]))
+    return holder.pid if holder else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return ""
+
+
+@pytest.fixture
+def background() -> Iterator[dict[str, str]]:
+    """The environment that lets verbs start the background engine; afterwards whatever engine
+    the test started is stopped (and killed if it does not stop) and the agents' tmux server
+    removed: no process outlives the test."""
+    pids: set[int] = set()
+    try:
+        yield ON
+    finally:
+        pid = holder_pid()
+        if pid:
+            pids.add(pid)
+        fleet("engine", "stop", **ON)
+        for pid in pids:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        sock = RuntimePaths.under(DATA).tmux_socket
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+def engine_status(**env: str) -> dict[str, object]:
+    out = fleet("engine", "status", "--json", **env)
+    assert out.returncode == 0, out.stderr
+    doc: dict[str, object] = json.loads(out.stdout)
+    return doc
+
+
+async def test_the_cli_alone_takes_a_task_to_ready(
+    su: asyncpg.Connection, tmp_path: Path, background: dict[str, str]
+) -> None:
+    assert engine_status(**background)["running"] is False
+    sample = make_sample(tmp_path / "demo")  # a bare remote: the local forge, CI = unittest
+    args = ["spawn", "--repo", str(sample), "--type", "feature", "--agent", "demo"]
+    out = fleet(*args, "Add a multiply function", **background)
+    assert out.returncode == 0, out.stderr
+    task_id = out.stdout.split()[1].rstrip(":")  # "spawned 1a2b3c4d: running on ..."
+    said = [line for line in out.stderr.splitlines() if "background engine" in line]
+    assert len(said) == 1 and said[0].startswith("fleet: started the background engine (pid ")
+
+    doc = engine_status(**background)
+    assert (doc["running"], doc["role"], doc["host"]) == (True, "background", "bg-host")
+    pid = int(str(doc["pid"]))
+    assert alive(pid) and pid == holder_pid()
+    text = fleet("engine", "status", **background).stdout
+    assert text.startswith(f"engine: the background engine (pid {pid}, since ")
+    assert "it stops after 30 min with no live or pending task" in text
+
+    # A second spawn finds it running: nothing said, no second engine.
+    again = fleet(*args, "--json", "Document calc.py [demo:hang]", **background)
+    assert again.returncode == 0 and "engine" not in again.stderr, again.stderr
+    assert holder_pid() == pid
+
+    async def ready() -> bool:
+        found = "SELECT status FROM fleet_tasks WHERE id::text LIKE $1"
+        return await su.fetchval(found, task_id + "%") == "ready"
+
+    await eventually(ready, timeout=120)
+    row = await su.fetchrow(
+        "SELECT pr_number, ci_status FROM fleet_tasks WHERE id::text LIKE $1", task_id + "%"
+    )
+    assert (row["pr_number"], row["ci_status"]) == (1, "passing")
+
+    stopped = fleet("engine", "stop", **background)
+    assert stopped.returncode == 0, stopped.stderr
+    assert (
+        stopped.stdout.strip() == f"stopped the background engine (pid {pid}); agents keep running"
+    )
+    await eventually(lambda: _true(not alive(pid)), timeout=30)
+    assert engine_status(**background)["running"] is False
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_an_idle_engine_stops_by_itself(
+    su: asyncpg.Connection, background: dict[str, str]
+) -> None:
+    env = {**background, "FLEET_ENGINE_IDLE_MINUTES": "0.01"}
+    started = fleet("engine", "start", "--json", **env)
+    assert started.returncode == 0, started.stderr
+    doc = json.loads(started.stdout)
+    assert (doc["running"], doc["started"], doc["idle_minutes"]) == (True, True, 0.01)
+    pid = int(doc["pid"])
+    # No task at all: it stops after 0.6 s, and the log file says why.
+    await eventually(lambda: _true(not alive(pid)), timeout=60)
+    assert engine_status(**env)["running"] is False
+    log = (DATA / "logs" / "fleet.log").read_text()
+    assert "background engine: stopping (nothing live or pending for 0.01 min)" in log
+
+
+def test_start_twice_and_bad_settings(su: asyncpg.Connection, background: dict[str, str]) -> None:
+    first = fleet("engine", "start", **background)
+    assert first.returncode == 0 and first.stdout.startswith("started the background engine")
+    second = fleet("engine", "start", **background)
+    assert second.returncode == 0 and second.stdout.startswith("already running: the background")
+    bad = fleet("engine", "status", **background, FLEET_ENGINE_IDLE_MINUTES="0")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("fleet: config error: engine_idle_minutes (from FLEET_ENGINE_")
+
+
+def test_stop_refuses_a_console_that_is_the_engine(background: dict[str, str]) -> None:
+    lock = EngineLock(lock_path(DATA, background["FLEET_HOST_ID"]))
+    assert lock.acquire(me("console", background["FLEET_HOST_ID"]))
+    try:
+        out = fleet("engine", "stop", **background)
+        assert out.returncode == 5, out.stderr
+        assert out.stderr.startswith(f"fleet: the engine here is a console (pid {os.getpid()}")
+        assert "quit it there" in out.stderr
+        status = engine_status(**background)
+        assert (status["role"], status["pid"]) == ("console", os.getpid())
+        # A spawn does not start a second engine beside the console (nothing to say).
+        started = fleet("engine", "start", **background)
+        assert started.stdout.startswith(f"already running: a console (pid {os.getpid()}")
+    finally:
+        lock.release()
+    assert engine_status(**background)["running"] is False
+
+
+async def test_a_console_is_the_client_then_takes_the_role_over(
+    su: asyncpg.Connection, tmp_path: Path, background: dict[str, str]
+) -> None:
+    started = await asyncio.to_thread(fleet, "engine", "start", "--json", **background)
+    pid = int(json.loads(started.stdout)["pid"])
+    settings = Settings(host_id=background["FLEET_HOST_ID"], monitor_interval_seconds=0.3,
+                        secrets={"FLEET_DEMO_DELAY": "0"}, gh="/nonexistent/gh")  # fmt: skip
+    bus = EventBus()
+    seen: list[FleetEvent] = []
+    bus.subscribe(EventType.STATUS_CHANGED, seen.append)
+    tenant = Tenant.operator("alice")
+    async with served_engine(settings, "console", tenant=tenant, bus=bus, poll_s=0.1) as engine:
+        assert engine.serving.startswith(f"client of the background engine (pid {pid}")
+        assert not engine.active and not engine.monitor.health()["running"]
+        # A change made by another process reaches this one's bus (LISTEN/NOTIFY or the poll).
+        sample = make_sample(tmp_path / "demo")
+        args = ["spawn", "--repo", str(sample), "--type", "feature", "--agent", "demo", "-q"]
+        out = await asyncio.to_thread(fleet, *args, "Fail at once [demo:fail]", **background)
+        assert out.returncode == 0, out.stderr
+        task_id = out.stdout.strip()
+        await eventually(lambda: _true(any(str(e.task_id) == task_id for e in seen)), 30)
+        assert seen[0].data["elsewhere"] is True
+        # The background engine goes: this process takes the engine's part.
+        stopped = await asyncio.to_thread(fleet, "engine", "stop", **background)
+        assert stopped.returncode == 0, stopped.stderr
+        await eventually(lambda: _true(engine.active), timeout=30)
+        assert engine.serving == "engine (took the role over)"
+        assert engine.monitor.health()["running"]
+        holder = current_holder(lock_path(DATA, background["FLEET_HOST_ID"]))
+        assert holder is not None and (holder.pid, holder.role) == (os.getpid(), "console")
+        # Its own monitor moves the task on: the agent failed.
+        await eventually(lambda: _true(any(e.data.get("to") == "failed" for e in seen)), 60)
+    assert current_holder(lock_path(DATA, background["FLEET_HOST_ID"])) is None
