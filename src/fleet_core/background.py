@@ -60,6 +60,7 @@ def start_detached(settings: Settings) -> Started:
                 pass_fds=(write_fd,),
                 start_new_session=True,  # a Ctrl-C in the user's terminal must not reach it
                 close_fds=True,
+                cwd=settings.data_dir,  # not the caller's directory, which may go away
             )
         os.close(write_fd)
         write_fd = -1

@@ -66,7 +66,29 @@ async def run_engine(settings: Settings, ready_fd: int | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         lock.release()
+    if not stop.is_set():
+        await _hand_on(settings)
     return 0
+
+
+async def _hand_on(settings: Settings) -> None:
+    """A spawn that committed just after the last idle count may have found the lock still
+    held (and started no engine): counted again once the lock is released, such work gets a
+    new background engine (unless another process became the engine meanwhile)."""
+    from fleet_core.background import start_detached
+    from fleet_core.db.connect import open_database
+
+    try:
+        db = await open_database(settings, read_only=True)
+        try:
+            left = await pending_work(db, settings.host_id)
+        finally:
+            await db.close()
+        if left:
+            log.info("background engine: %s task(s) arrived while stopping: starting anew", left)
+            await asyncio.to_thread(start_detached, settings)
+    except Exception as exc:
+        log.warning("background engine: the last count failed: %s", exc)
 
 
 async def _until_idle(db: Database, settings: Settings, stop: asyncio.Event) -> str:
