@@ -8,15 +8,22 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
-from conftest import eventually, fleet
+from conftest import Pg, eventually, fleet, free_port, pilot_until
+from fleet_console.app import FleetApp
+from fleet_console.screens.fleet import FleetScreen
 from fleet_core.config import Settings
 from fleet_core.db.database import Tenant
 from fleet_core.demo import make_sample
@@ -35,9 +42,9 @@ ON = {
 }
 
 
-def holder_pid() -> int | None:
+def holder_pid(role: str | None = None) -> int | None:
     holder = current_holder(lock_path(DATA, ON["FLEET_HOST_ID"]))
-    return holder.pid if holder else None
+    return holder.pid if holder and role in (None, holder.role) else None
 
 
 def alive(pid: int) -> bool:
@@ -64,8 +71,8 @@ def background() -> Iterator[dict[str, str]]:
     try:
         yield ON
     finally:
-        pid = holder_pid()
-        if pid:
+        pid = holder_pid("background")  # never this process (a console of a test)
+        if pid and pid != os.getpid():
             pids.add(pid)
         fleet("engine", "stop", **ON)
         for pid in pids:
@@ -208,3 +215,102 @@ async def test_a_console_is_the_client_then_takes_the_role_over(
         # Its own monitor moves the task on: the agent failed.
         await eventually(lambda: _true(any(e.data.get("to") == "failed" for e in seen)), 60)
     assert current_holder(lock_path(DATA, background["FLEET_HOST_ID"])) is None
+
+
+def _reader(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _wait_line(lines: queue.Queue[str], start: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line.startswith(start):
+            return line
+    raise AssertionError(f"no line starting {start!r} in {timeout} s")
+
+
+def test_a_server_beside_the_engine_is_its_client_then_the_engine(
+    su: asyncpg.Connection, tmp_path: Path, background: dict[str, str]
+) -> None:
+    started = fleet("engine", "start", "--json", **background)
+    pid = int(json.loads(started.stdout)["pid"])
+    issued = fleet("token", "issue", "--operator", "alice", "--tier", "builder", **background)
+    assert issued.returncode == 0, issued.stderr
+    headers = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "FLEET_OPERATOR": "alice", **background,
+           "FLEET_WORKTREE_DIR": str(tmp_path / "worktrees")}  # fmt: skip
+    argv = [sys.executable, "-m", "fleet_core", "--headless", "--port", str(port)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)  # fmt: skip
+    try:
+        lines = _reader(proc)
+        said = _wait_line(lines, "fleet: another process is the engine here")
+        assert f"its client of the background engine (pid {pid}, since " in said
+        _wait_line(lines, f"fleet: serving {url}")
+        health = httpx.get(url + "/healthz", headers=headers, timeout=10).json()
+        assert (health["ok"], health["engine"][:39]) == (
+            True,
+            f"client of the background engine (pid {pid}"[:39],
+        )
+        assert health["monitor"]["running"] is False  # the engine's monitor is the other one
+        assert fleet("engine", "stop", **background).returncode == 0
+        _wait_line(lines, "fleet: this server is the engine now")
+        doc = engine_status(**background)
+        assert (doc["role"], doc["pid"]) == ("headless", proc.pid)
+        health = httpx.get(url + "/healthz", headers=headers, timeout=10).json()
+        assert (health["ok"], health["engine"]) == (True, "engine (took the role over)")
+        assert health["monitor"]["running"] is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert engine_status(**background)["running"] is False
+
+
+async def test_a_console_beside_the_engine_says_so_and_takes_the_role_over(
+    pg: Pg, su: asyncpg.Connection, tmp_path: Path, background: dict[str, str]
+) -> None:
+    started = await asyncio.to_thread(fleet, "engine", "start", "--json", **background)
+    pid = int(json.loads(started.stdout)["pid"])
+    settings = Settings(data_dir=pg.settings.data_dir, operator="alice",
+                        host_id=background["FLEET_HOST_ID"], worktree_dir=tmp_path / "w")  # fmt: skip
+    app = FleetApp(settings)  # the console as `fleet` opens it
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, FleetScreen)
+        client = f"client of the background engine (pid {pid}"
+        await pilot_until(pilot, lambda: client in str(screen.panel.content), "the panel")
+        await pilot_until(
+            pilot,
+            lambda: any(n.title == "another process is the engine" for n in app._notifications),
+            "the notice",
+        )
+        stopped = await asyncio.to_thread(fleet, "engine", "stop", **background)
+        assert stopped.returncode == 0, stopped.stderr
+        await pilot_until(
+            pilot,
+            lambda: any("this console is the engine now" in n.message for n in app._notifications),
+            "the take-over notice",
+        )
+        assert app.source is not None and app.source.engine.active
+        doc = await asyncio.to_thread(engine_status, **background)
+        assert (doc["role"], doc["pid"]) == ("console", os.getpid())
+        await pilot_until(pilot, lambda: "running, " in str(screen.panel.content), "the monitor")
+    await eventually(lambda: _true(holder_pid() is None), timeout=30)  # quitting releases it
