@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,15 +22,17 @@ import asyncpg
 import httpx
 import pytest
 
-from conftest import Pg, eventually, fleet, free_port, pilot_until
+from conftest import Pg, eventually, fleet, free_port, new_task, pilot_until
 from fleet_console.app import FleetApp
 from fleet_console.screens.fleet import FleetScreen
+from fleet_core.background_run import pending_work
 from fleet_core.config import Settings
-from fleet_core.db.database import Tenant
+from fleet_core.db.database import Database, Tenant
 from fleet_core.demo import make_sample
 from fleet_core.engine_lock import EngineLock, current_holder, lock_path, me
 from fleet_core.engine_role import served_engine
 from fleet_core.events import EventBus, EventType, FleetEvent
+from fleet_core.registry import TaskRegistry
 from fleet_core.runtime.local import RuntimePaths
 
 DATA = Path(os.environ["FLEET_DATA_DIR"])
@@ -314,3 +317,33 @@ async def test_a_console_beside_the_engine_says_so_and_takes_the_role_over(
         assert (doc["role"], doc["pid"]) == ("console", os.getpid())
         await pilot_until(pilot, lambda: "running, " in str(screen.panel.content), "the monitor")
     await eventually(lambda: _true(holder_pid() is None), timeout=30)  # quitting releases it
+
+
+async def test_what_keeps_an_engine_from_idling(db: Database, su: asyncpg.Connection) -> None:
+    """Live or pending tasks of this host, and queued spawns; never tasks that wait for the
+    operator (ready, a configuration failure) or that another host's engine follows."""
+    registry = TaskRegistry(db, Tenant.operator("alice"))
+    assert await pending_work(db, "here") == 0
+
+    async def task(status: str, host: str | None = "here", reason: str | None = None) -> None:
+        rec = await registry.create(new_task(branch=f"fleet/t-{uuid.uuid4().hex[:8]}"))
+        ctx = json.dumps({"reason": reason}) if reason else None
+        await su.execute(
+            "UPDATE fleet_tasks SET status = $2, host_id = $3, failure_context = $4::jsonb "
+            "WHERE id = $1",
+            rec.id, status, host, ctx,
+        )  # fmt: skip
+
+    for status in ("ready", "merged", "abandoned", "cancelled"):
+        await task(status)
+    await task("failed", reason="agent_auth")  # only `fleet retry` retries it
+    await task("running", host="elsewhere")
+    assert await pending_work(db, "here") == 0
+    await task("failed", reason="timeout")  # its retry is due later
+    assert await pending_work(db, "here") == 1
+    await task("pr_created", host=None)
+    assert await pending_work(db, "here") == 2
+    await su.execute(
+        "INSERT INTO fleet_spawn_queue (operator_id, tier, request) VALUES ('alice', 'builder', '{}')"
+    )
+    assert await pending_work(db, "here") == 3

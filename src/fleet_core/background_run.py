@@ -16,23 +16,30 @@ from fleet_core.db.database import Database, QueryClass, Tenant
 from fleet_core.engine import running_engine
 from fleet_core.engine_lock import EngineLock, lock_path, me
 from fleet_core.lifecycle import TERMINAL, TaskStatus
+from fleet_core.retry import MANUAL_ONLY, RETRYABLE
 
 log = logging.getLogger(__name__)
 
 # Statuses with nothing left for an engine to do: the ended ones, and `ready` (waiting for
-# the operator's merge; a later `fleet merge` needs no engine).
+# the operator's merge; `fleet merge` needs no engine).
 RESTING = sorted(s.value for s in (*TERMINAL, TaskStatus.READY))
 MAX_CHECK_S = 30.0
 
 
 async def pending_work(db: Database, host_id: str) -> int:
-    """Tasks of this host (or of none yet) that are live or pending, plus queued spawns."""
+    """Tasks of this host (or of none yet) that are live or pending, plus queued spawns. A
+    failed task waits for the operator, not for the engine, when only `fleet retry` may retry
+    it (a configuration failure)."""
     async with db.tx(Tenant.admin(), QueryClass.LIST) as conn:
         tasks = await conn.fetchval(
             """SELECT count(*) FROM fleet_tasks
-                WHERE status <> ALL($1::text[]) AND (host_id = $2 OR host_id IS NULL)""",
+                WHERE status <> ALL($1::text[]) AND (host_id = $2 OR host_id IS NULL)
+                  AND NOT (status = ANY($3::text[])
+                           AND coalesce(failure_context->>'reason', '') = ANY($4::text[]))""",
             RESTING,
             host_id,
+            sorted(s.value for s in RETRYABLE),
+            sorted(MANUAL_ONLY),
         )
         queued = await conn.fetchval("SELECT count(*) FROM fleet_spawn_queue")
     return int(tasks) + int(queued)
