@@ -347,3 +347,31 @@ async def test_what_keeps_an_engine_from_idling(db: Database, su: asyncpg.Connec
         "INSERT INTO fleet_spawn_queue (operator_id, tier, request) VALUES ('alice', 'builder', '{}')"
     )
     assert await pending_work(db, "here") == 3
+
+
+def test_a_server_that_stops_hands_live_tasks_to_the_background_engine(
+    su: asyncpg.Connection, tmp_path: Path, background: dict[str, str]
+) -> None:
+    port = free_port()
+    env = {**os.environ, "FLEET_OPERATOR": "alice", **background}
+    argv = [sys.executable, "-m", "fleet_core", "--headless", "--port", str(port)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)  # fmt: skip
+    try:
+        lines = _reader(proc)
+        _wait_line(lines, f"fleet: serving http://127.0.0.1:{port}")
+        assert engine_status(**background)["role"] == "headless"
+        sample = make_sample(tmp_path / "demo")
+        args = ["spawn", "--repo", str(sample), "--type", "docs", "--agent", "demo"]
+        out = fleet(*args, "Wait [demo:hang]", **background)
+        assert out.returncode == 0 and "engine" not in out.stderr, out.stderr  # one serves
+        proc.send_signal(signal.SIGTERM)
+        _wait_line(lines, "fleet: stopped; agents keep running")
+        said = _wait_line(lines, "fleet: 1 task(s) still need an engine: started the backgr")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    doc = engine_status(**background)
+    assert doc["role"] == "background" and f"(pid {doc['pid']};" in said

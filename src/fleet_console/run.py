@@ -24,7 +24,21 @@ def _terminal() -> None:
 def run_console(settings: Settings) -> int:
     _terminal()
     FleetApp(settings).run()
+    _hand_over(settings)
     return 0
+
+
+def _hand_over(settings: Settings) -> None:
+    """Agents outlive the console: when some still need an engine and no other process is the
+    engine here, the background engine takes over (said on the restored terminal)."""
+    import asyncio
+    import sys
+
+    from fleet_core.background_run import hand_over
+
+    said = asyncio.run(hand_over(settings))
+    if said:
+        print(said, file=sys.stderr)
 
 
 def run_demo_console(settings: Settings, *, others: bool = False) -> int:
@@ -43,4 +57,5 @@ def run_demo_console(settings: Settings, *, others: bool = False) -> int:
         after_start=begin,
     )
     app.run()
+    _hand_over(settings)
     return 0

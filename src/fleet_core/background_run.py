@@ -74,28 +74,41 @@ async def run_engine(settings: Settings, ready_fd: int | None = None) -> int:
             loop.remove_signal_handler(sig)
         lock.release()
     if not stop.is_set():
-        await _hand_on(settings)
+        await hand_over(settings)
     return 0
 
 
-async def _hand_on(settings: Settings) -> None:
-    """A spawn that committed just after the last idle count may have found the lock still
-    held (and started no engine): counted again once the lock is released, such work gets a
-    new background engine (unless another process became the engine meanwhile)."""
-    from fleet_core.background import start_detached
+async def hand_over(settings: Settings) -> str | None:
+    """After an engine process let the lock go (a console quit, a server stopped, an idle
+    background engine stopping while a spawn arrived): when tasks of this host still need an
+    engine and none has taken the role, start the background engine. The line to tell the
+    user, or None (nothing needed one, another process is the engine, or autostart is off)."""
+    from fleet_core.background import running, start_detached
     from fleet_core.db.connect import open_database
 
+    if not settings.engine_autostart or running(settings) is not None:
+        return None
     try:
         db = await open_database(settings, read_only=True)
         try:
             left = await pending_work(db, settings.host_id)
         finally:
             await db.close()
-        if left:
-            log.info("background engine: %s task(s) arrived while stopping: starting anew", left)
-            await asyncio.to_thread(start_detached, settings)
+        if not left:
+            return None
+        log.info("%s task(s) still need an engine: starting the background engine", left)
+        result = await asyncio.to_thread(start_detached, settings)
     except Exception as exc:
-        log.warning("background engine: the last count failed: %s", exc)
+        log.warning("handing the engine on failed: %s", exc)
+        return f"fleet: could not hand the engine on: {exc}"
+    if result.error is not None:
+        return f"fleet: the background engine did not start: {result.error}"
+    if not result.started or result.holder is None:
+        return None
+    return (
+        f"fleet: {left} task(s) still need an engine: started the background engine "
+        f"(pid {result.holder.pid}; `fleet engine status`)"
+    )
 
 
 async def _until_idle(db: Database, settings: Settings, stop: asyncio.Event) -> str:

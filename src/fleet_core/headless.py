@@ -62,3 +62,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         log.info("serving", extra={"host": host, "port": port})
         await server.serve()
     print("fleet: stopped; agents keep running", flush=True)
+    from fleet_core.background_run import hand_over
+
+    said = await hand_over(settings)
+    if said:
+        print(said, flush=True)
