@@ -31,6 +31,7 @@ from fleet_core.db.database import Database, Tenant
 from fleet_core.demo import make_sample
 from fleet_core.engine_lock import EngineLock, current_holder, lock_path, me
 from fleet_core.engine_role import served_engine
+from fleet_core.errors import ConflictError
 from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.registry import TaskRegistry
 from fleet_core.runtime.local import RuntimePaths
@@ -375,3 +376,26 @@ def test_a_server_that_stops_hands_live_tasks_to_the_background_engine(
             proc.wait()
     doc = engine_status(**background)
     assert doc["role"] == "background" and f"(pid {doc['pid']};" in said
+
+
+async def test_the_demo_stops_a_background_engine_but_never_a_console(
+    su: asyncpg.Connection, background: dict[str, str]
+) -> None:
+    started = await asyncio.to_thread(fleet, "engine", "start", "--json", **background)
+    pid = int(json.loads(started.stdout)["pid"])
+    settings = Settings(host_id=background["FLEET_HOST_ID"])
+    tenant = Tenant.operator("alice")
+    async with served_engine(settings, "demo", tenant=tenant, evict=True) as engine:
+        assert engine.active and engine.serving == "engine"
+        await eventually(lambda: _true(not alive(pid)), timeout=30)  # it let go, then exits
+        holder = current_holder(lock_path(DATA, background["FLEET_HOST_ID"]))
+        assert holder is not None and (holder.pid, holder.role) == (os.getpid(), "demo")
+    assert holder_pid() is None
+    lock = EngineLock(lock_path(DATA, background["FLEET_HOST_ID"]))
+    assert lock.acquire(me("console", background["FLEET_HOST_ID"]))
+    try:
+        with pytest.raises(ConflictError, match=r"a console \(pid \d+, since .*quit it first"):
+            async with served_engine(settings, "demo", tenant=tenant, evict=True):
+                raise AssertionError("the demo ran beside a console")
+    finally:
+        lock.release()
