@@ -110,6 +110,9 @@ async def test_the_cli_alone_takes_a_task_to_ready(
     assert (doc["running"], doc["role"], doc["host"]) == (True, "background", "bg-host")
     pid = int(str(doc["pid"]))
     assert alive(pid) and pid == holder_pid()
+    listed = json.loads(fleet("status", "--json", **background).stdout)["engine"]
+    assert (listed["role"], listed["pid"]) == ("background", pid)
+    assert not fleet("status", **background).stdout.startswith("NO ENGINE")
     text = fleet("engine", "status", **background).stdout
     assert text.startswith(f"engine: the background engine (pid {pid}, since ")
     assert "it stops after 30 min with no live or pending task" in text
