@@ -98,6 +98,11 @@ class Settings(BaseModel):
     stall_minutes: float = Field(default=30.0, gt=0, le=1440)
     retry_base_seconds: float = Field(default=30.0, ge=0, le=3600)
     retry_max_seconds: float = Field(default=120.0, ge=0, le=86400)
+    # The background engine (DESIGN §10): a verb that creates or revives agents starts one when
+    # no engine (console, `fleet --headless`, background engine) serves this host and data dir
+    # (`engine_autostart`); it stops after `engine_idle_minutes` without live or pending tasks.
+    engine_autostart: bool = True
+    engine_idle_minutes: float = Field(default=30.0, gt=0, le=10_080)
     # Forges: how a PR is merged, and how long the local forge's CI command may run.
     merge_method: Literal["merge", "squash", "rebase"] = "merge"
     gh: str = Field(default="gh", min_length=1)  # the GitHub CLI: a name on PATH or a path
@@ -126,11 +131,6 @@ class Settings(BaseModel):
     nats_stream: str = Field(default="FLEET", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     nats_max_age_hours: float = Field(default=168.0, gt=0, le=87600)
     nats_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
-    # The background engine (DESIGN §10): a verb that creates or revives agents starts one when
-    # no engine (console, `fleet --headless`, background engine) serves this host and data dir
-    # (`engine_autostart`); it stops after `engine_idle_minutes` without live or pending tasks.
-    engine_autostart: bool = True
-    engine_idle_minutes: float = Field(default=30.0, gt=0, le=10_080)
     # `fleet gc`: what ended tasks leave is removed once older than this.
     gc_retention_days: float = Field(default=14.0, gt=0, le=3650)
 
