@@ -83,7 +83,7 @@ def stop(args: argparse.Namespace, settings: Settings) -> int:
 
     holder = running(settings)
     if holder is None:
-        print(json.dumps({**holder_json(settings, None), "stopped": False}) if args.json
+        print(json.dumps({**holder_json(settings, None), "stopped": None}) if args.json
               else "engine: not running")  # fmt: skip
         return 0
     if holder.role != "background" or holder.pid <= 0:
