@@ -33,6 +33,8 @@ from fleet_core.engine_lock import EngineLock, current_holder, lock_path, me
 from fleet_core.engine_role import served_engine
 from fleet_core.errors import ConflictError
 from fleet_core.events import EventBus, EventType, FleetEvent
+from fleet_core.follower import TaskFollower
+from fleet_core.lifecycle import TaskStatus
 from fleet_core.registry import TaskRegistry
 from fleet_core.runtime.local import RuntimePaths
 
@@ -402,3 +404,40 @@ async def test_the_demo_stops_a_background_engine_but_never_a_console(
                 raise AssertionError("the demo ran beside a console")
     finally:
         lock.release()
+
+
+async def test_the_follower_hears_changes_made_elsewhere_at_once(
+    pg: Pg, db: Database, su: asyncpg.Connection
+) -> None:
+    """LISTEN/NOTIFY, not the poll (an hour here): another connection's transition reaches the
+    bus as a status change; one this process announced itself is not repeated."""
+    bus = EventBus()
+    seen: list[FleetEvent] = []
+    bus.subscribe(EventType.STATUS_CHANGED, seen.append)
+    alice = TaskRegistry(db, Tenant.operator("alice"))
+    rec = await alice.create(new_task())
+    follower = TaskFollower(db, bus, Tenant.operator("alice"), poll_s=3600)
+    await follower.start()
+    try:
+        other = await Database.connect(pg.engine_dsn, owner_dsn=pg.owner_dsn, mode="embedded")
+        try:
+            moved = await TaskRegistry(other, Tenant.operator("alice")).transition(
+                rec.id, TaskStatus.SPAWNING, expected_version=rec.version
+            )
+            await eventually(lambda: _true(len(seen) == 1), timeout=20)
+            event = seen[0]
+            assert (event.task_id, event.operator_id) == (rec.id, "alice")
+            assert (event.data["from"], event.data["to"], event.data["elsewhere"]) == (
+                "proposed", "spawning", True
+            )  # fmt: skip
+            assert follower.wakeups >= 1
+            # This process moves it and says so on its bus: the follower does not repeat it.
+            await bus.emit(EventType.STATUS_CHANGED, operator_id="alice", task_id=rec.id,
+                           to="running")  # fmt: skip
+            await alice.transition(rec.id, TaskStatus.RUNNING, expected_version=moved.version)
+            await eventually(lambda: _true(follower.known[rec.id][0] == "running"), timeout=20)
+            assert [e.data.get("elsewhere") for e in seen] == [True, None]
+        finally:
+            await other.close()
+    finally:
+        await follower.stop()
