@@ -44,14 +44,19 @@ class Engine:
     async def take_part(self) -> None:
         """Start the background work: reconcile, the monitor's cycle, the queue loop and the
         outbox worker (what `running_engine(background=True)` does at start; a client that
-        takes the engine's role over calls it later). Idempotent."""
+        takes the engine's role over calls it later). Idempotent; when it fails, what it had
+        started is stopped again."""
         if self.notify is not None:
             return
-        self.reconciled = await self.monitor.start()
-        await self.conductor.start()
         notify = NotifyService(self.settings, self.db, self.conductor.runtime.secrets.store,
                                cli_stream=self.notify_stream)  # fmt: skip
         await notify.start(self.conductor.bus, self.monitor.on_cycle)
+        try:
+            self.reconciled = await self.monitor.start()
+        except BaseException:
+            await notify.stop(drain_s=0)
+            raise
+        await self.conductor.start()  # only creates its queue loop's task
         self.notify = notify
 
 

@@ -92,17 +92,22 @@ async def served_engine(
                     await follower.start()
 
                     async def take_over() -> None:
+                        assert follower is not None
                         while True:
                             await asyncio.sleep(poll_s)
                             mine = me(role, settings.host_id)
-                            if await asyncio.to_thread(lock.acquire, mine):
+                            if not await asyncio.to_thread(lock.acquire, mine):
+                                holder = await asyncio.to_thread(current_holder, lock.path)
+                                engine.serving = client_line(holder)
+                                continue
+                            try:
+                                await follower.check()  # what changed while nobody followed
+                                await engine.take_part()
                                 break
-                            holder = await asyncio.to_thread(current_holder, lock.path)
-                            engine.serving = client_line(holder)
-                        assert follower is not None
+                            except Exception as exc:  # the database away, say: try again
+                                log.warning("taking the engine's role failed: %s", exc)
+                                lock.release()
                         await follower.stop()
-                        await follower.check()  # what changed while nobody followed
-                        await engine.take_part()
                         engine.serving = "engine (took the role over)"
                         log.info("the engine process exited: this %s is the engine now", role)
                         if on_role is not None:
