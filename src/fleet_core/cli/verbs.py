@@ -55,6 +55,7 @@ VERBS: tuple[Verb, ...] = (
         "review_cmds",
     ),
     Verb("demo", "the whole lifecycle offline, with demo agents", "demo_cmd"),
+    Verb("engine", "the engine that follows your tasks: status, start, stop", "engine_cmds"),
     Verb("gc", "remove what ended tasks left (checkouts, logs)", "housekeeping_cmds"),
     Verb("pause", "stop admissions, retries and queued spawns fleet-wide", "housekeeping_cmds"),
     Verb("resume", "lift `fleet pause`", "housekeeping_cmds"),
