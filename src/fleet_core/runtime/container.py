@@ -1,0 +1,538 @@
+"""ContainerRuntime: the agent of a task in a hardened container, through the Docker Engine API.
+
+Everything but the agent's process is local mode's (runtime/local.py): the task's own checkout
+(a clone sharing the repository's objects), setup, the engine's pushes, cleanup with snapshots,
+the kept log file. What differs is where the launcher runs: as the container's PID 1
+(`python3 -S launch.py /run/fleet`), in the agent's image, as a non-root user, with the task's
+checkout and the agent's HOME as its only writable paths besides the run directory (mounted at
+/run/fleet: the 0600 env and prompt files the launcher reads and deletes, its `started` and
+`exit` records) and a tmpfs /tmp. Secrets and the prompt never enter the create body.
+
+The container (named like a tmux session, `fleet-<task id>`) stays after its agent ends, as a
+pane does, until `kill` (stop: SIGTERM, grace, SIGKILL; then remove). Its output is followed from
+the logs endpoint into the same kept log file (container_logs.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import aiodocker
+
+from fleet_core.db.sysuser import RunAs
+from fleet_core.errors import SpawnError
+from fleet_core.models import AgentType
+from fleet_core.runtime import agent_log, launch
+from fleet_core.runtime.adapters import Adapter
+from fleet_core.runtime.container_config import ContainerSettings
+from fleet_core.runtime.container_logs import LogFollower
+from fleet_core.runtime.docker_client import DockerUnavailableError, connect, where
+from fleet_core.runtime.docker_images import image_tag
+from fleet_core.runtime.echo import prompt_hashes
+from fleet_core.runtime.local import (
+    DEFAULT_LOG_LINES,
+    MAX_LOG_LINES,
+    START_TIMEOUT_S,
+    AgentHandle,
+    ExitStatus,
+    LocalRuntime,
+    SpawnSpec,
+    session_name,
+    task_of,
+)
+from fleet_core.runtime.runfiles import remove_dir, write_atomic, write_fields, write_private
+
+log = logging.getLogger(__name__)
+
+RUN_INSIDE = "/run/fleet"
+HOME_INSIDE = "/home/agent"
+LAUNCHER_INSIDE = "/opt/fleet-launch/launch.py"
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LABEL_TASK = "fleet.task_id"
+LABEL_OPERATOR = "fleet.operator"
+LABEL_HOST = "fleet.host"
+MARKER = "container"  # in the run directory: this task's agent runs in a container
+
+
+class ContainerRuntime(LocalRuntime):
+    def __init__(
+        self,
+        *args: Any,
+        container: ContainerSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = container or ContainerSettings()
+        self._docker: aiodocker.Docker | None = None
+        self._connecting = asyncio.Lock()
+        self._followers: dict[UUID, LogFollower] = {}
+
+    # -- the daemon --------------------------------------------------------------------------
+
+    @property
+    def docker_host(self) -> str:
+        return where(self.config.docker_host)
+
+    async def docker(self) -> aiodocker.Docker:
+        """The client, connected on first use (and again after the daemon was away)."""
+        async with self._connecting:
+            if self._docker is None:
+                self._docker = await connect(self.config.docker_host)
+            return self._docker
+
+    async def _call(self, what: str, call: Any) -> Any:
+        """Run `call(docker)`; a daemon that does not answer is DockerUnavailableError."""
+        docker = await self.docker()
+        try:
+            return await call(docker)
+        except aiodocker.DockerError as exc:
+            if exc.status == 900:
+                await self.close()
+                raise DockerUnavailableError(f"{what}: {exc.message}") from None
+            raise
+
+    async def health(self) -> str | None:
+        """None when the daemon answers; else the line the console shows."""
+        try:
+            await self._call("docker version", lambda d: d.version())
+        except DockerUnavailableError as exc:
+            return f"container mode unavailable: {exc}"
+        return None
+
+    async def close(self) -> None:
+        for follower in list(self._followers.values()):
+            follower.cancel()
+        self._followers.clear()
+        if self._docker is not None:
+            docker, self._docker = self._docker, None
+            try:
+                await docker.close()
+            except Exception:  # a daemon killed mid-stream re-raises its payload error here
+                log.debug("closing the Docker client failed", exc_info=True)
+
+    # -- who the agent is --------------------------------------------------------------------
+
+    @property
+    def agent_owner(self) -> RunAs:
+        """The container's user, who owns the checkout and HOME: the sandbox's agent user
+        when there is one, else the configured uid:gid when fleet is root, else fleet's own."""
+        if self.sandbox is not None and self.sandbox.run_as.uid:
+            return self.sandbox.run_as
+        if os.getuid() == 0:
+            uid, gid = (int(x) for x in self.config.user.split(":"))
+            return RunAs("container", uid, gid)
+        return RunAs(None, os.getuid(), os.getgid())
+
+    @property
+    def isolation(self) -> str:
+        return "container"
+
+    def image_for(self, agent: AgentType) -> str:
+        return self.config.images.get(agent.value) or image_tag(agent)
+
+    def require_installed(self, agent: AgentType) -> None:
+        """The agent's binary lives in its image, not on the engine's PATH."""
+        if agent not in self.adapters:
+            super().require_installed(agent)
+
+    # -- spawn -------------------------------------------------------------------------------
+
+    async def _launch(
+        self, spec: SpawnSpec, adapter: Adapter, handle: AgentHandle, rd: Path, common: Path
+    ) -> None:
+        """The 0600 files in the run directory, then the container, started: its launcher
+        waits for `go` like local mode's, while the checkout is cloned."""
+        owner = self.agent_owner
+        env = await self.secrets.issue(
+            task_id=spec.task_id,
+            operator_id=spec.operator_id,
+            adapter=adapter,
+            attempt=spec.attempt,
+        )
+        env = {"PYTHONUNBUFFERED": "1", **env}
+        write_fields(rd / "env", [f"{k}={v}" for k, v in env.items()])
+        write_atomic(rd / "prompt", spec.prompt.encode())
+        gate_s = spec.setup_timeout_s + 60.0
+        argv = container_argv(adapter.argv(spec.model, launch.PROMPT_FILE))
+        fields = [
+            launch.SPEC_VERSION,
+            str(gate_s),
+            str(handle.worktree_path),
+            str(spec.task_id),
+            "",
+            "",
+            "",
+            *argv,
+        ]
+        write_fields(rd / "spec", fields)
+        write_atomic(rd / MARKER, session_name(spec.task_id).encode())
+        self.paths.agent_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.prompt_lines_path(spec.task_id), prompt_hashes(spec.prompt, spec.quoted))
+        home = self._home(spec.operator_id, spec.agent_type)
+        # Every bind's source exists before create (the daemon would make it root's), owned by
+        # the container's user; the clone fills the checkout's directory meanwhile.
+        handle.worktree_path.mkdir(parents=True, exist_ok=True, mode=0o755)
+        for path in (rd, *rd.iterdir(), home):  # the clone hands the checkout over itself
+            _chown(path, owner)
+        body = self.create_body(spec, handle, rd, home, self._objects(common), owner)
+        await self._create_and_start(handle.session, body, spec.agent_type)
+        self._follow(spec.task_id, handle.session, fresh=True)
+
+    def create_body(
+        self,
+        spec: SpawnSpec,
+        handle: AgentHandle,
+        rd: Path,
+        home: Path,
+        objects: list[Path],
+        owner: RunAs,
+    ) -> dict[str, Any]:
+        """The hardened create body: nothing secret in it (see the module's docstring)."""
+        c = self.config
+        binds = [
+            f"{handle.worktree_path}:{handle.worktree_path}:rw",
+            f"{home}:{HOME_INSIDE}:rw",
+            f"{rd}:{RUN_INSIDE}:rw",
+            f"{Path(launch.__file__).resolve()}:{LAUNCHER_INSIDE}:ro",
+            *(f"{o}:{o}:ro" for o in objects),  # the shared clone's alternates
+        ]
+        memory = c.memory_mb << 20
+        return {
+            "Image": self.image_for(spec.agent_type),
+            "User": f"{owner.uid}:{owner.gid}",
+            "Entrypoint": ["python3", "-S", LAUNCHER_INSIDE],
+            "Cmd": [RUN_INSIDE],
+            "WorkingDir": str(handle.worktree_path),
+            "Env": [
+                f"HOME={HOME_INSIDE}",
+                f"PATH={BASE_PATH}",
+                "LANG=C.UTF-8",
+                "PYTHONUNBUFFERED=1",
+                "TMPDIR=/tmp",
+            ],
+            "Labels": {
+                LABEL_TASK: str(spec.task_id),
+                LABEL_OPERATOR: spec.operator_id,
+                LABEL_HOST: self.host_id,
+                "fleet.agent_type": spec.agent_type.value,
+            },
+            "Tty": False,
+            "OpenStdin": False,
+            "AttachStdin": False,
+            "NetworkDisabled": c.network == "none",
+            "HostConfig": {
+                "Binds": binds,
+                "ReadonlyRootfs": True,
+                "Tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={c.tmp_mb}m"},  # noqa: S108
+                "CapDrop": ["ALL"],
+                "SecurityOpt": ["no-new-privileges"],  # and the daemon's default seccomp profile
+                "Privileged": False,
+                "Memory": memory,
+                "MemorySwap": memory,  # no swap: the limit is the limit
+                "NanoCpus": c.nano_cpus,
+                "PidsLimit": c.pids,
+                "NetworkMode": c.network,
+                "IpcMode": "private",
+                "AutoRemove": False,  # kept after the agent ends, until kill (like a pane)
+                "RestartPolicy": {"Name": "no"},
+            },
+        }
+
+    async def _create_and_start(self, name: str, body: dict[str, Any], agent: AgentType) -> None:
+        try:
+            created = await self._call(
+                "create the container",
+                lambda d: d._query_json(
+                    "containers/create", "POST", params={"name": name}, data=body
+                ),
+            )
+        except DockerUnavailableError as exc:
+            raise SpawnError("docker", str(exc)) from None
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise SpawnError(
+                    "image",
+                    f"image {body['Image']} does not exist on {self.docker_host}: build it with "
+                    f"`fleet image build --agent {agent.value}`",
+                ) from None
+            raise SpawnError("docker", f"the daemon refused the container: {exc.message}") from None
+        for warning in created.get("Warnings") or []:
+            log.warning("docker: %s", warning, extra={"container": name})
+        try:
+            await self._call(
+                "start the container",
+                lambda d: d._query_json(f"containers/{name}/start", "POST"),
+            )
+        except (DockerUnavailableError, aiodocker.DockerError) as exc:
+            msg = exc.message if isinstance(exc, aiodocker.DockerError) else str(exc)
+            await self._remove(name)
+            raise SpawnError("process", f"the container did not start: {msg}") from None
+
+    def _release(self, rd: Path, go: bool) -> None:
+        """`go`, readable by the container's user (the launcher runs as that user)."""
+        tmp = rd / "go.tmp"
+        write_private(tmp, b"1" if go else b"0")
+        _chown(tmp, self.agent_owner)
+        os.replace(tmp, rd / "go")
+
+    async def _wait_started(self, task_id: UUID, rd: Path) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while loop.time() < deadline:
+            if (rd / "started").exists():
+                return
+            status = self._read_exit(task_id)
+            if status is not None and status.error:
+                raise SpawnError("process", f"the agent could not start: {status.error}")
+            if status is not None:
+                return
+            state = await self._state(session_name(task_id))
+            if state is None or state.get("Status") in ("exited", "dead"):
+                if self._read_exit(task_id) is not None:
+                    continue
+                tail = await self._daemon_log(session_name(task_id), 20)
+                raise SpawnError("process", f"the container ended before the agent started: {tail}")
+            await asyncio.sleep(0.01)
+        raise SpawnError("process", f"the agent did not start within {START_TIMEOUT_S:.0f} s")
+
+    async def _undo(self, handle: AgentHandle, *, checkout_created: bool) -> None:
+        rd = self.run_dir(handle.task_id)
+        try:
+            if rd.is_dir():
+                self._release(rd, False)
+        except OSError as exc:
+            log.error("undo of a failed spawn: release failed: %s", exc)
+        await self._stop_follower(handle.task_id)
+        try:
+            await self._remove(handle.session)
+        except Exception as exc:
+            log.error(
+                "undo of a failed spawn: removing container %s failed: %s",
+                handle.session,
+                exc,
+                extra={"task": str(handle.task_id)},
+            )
+        if checkout_created and handle.worktree_path.exists():
+            import shutil
+
+            await asyncio.to_thread(shutil.rmtree, handle.worktree_path, True)
+        remove_dir(rd)
+
+    # -- observe -----------------------------------------------------------------------------
+
+    async def _state(self, name: str) -> dict[str, Any] | None:
+        """The container's State (inspect); None when there is no such container."""
+        try:
+            doc = await self._call("inspect", lambda d: d._query_json(f"containers/{name}/json"))
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        state: dict[str, Any] = doc.get("State") or {}
+        return state
+
+    async def exit_status(self, task_id: UUID) -> ExitStatus | None:
+        """The launcher's record; else the container's own end (exit code, OOMKilled)."""
+        status = self._read_exit(task_id)
+        if status is None:
+            state = await self._state(session_name(task_id))
+            if state is None or state.get("Status") not in ("exited", "dead"):
+                return None
+            status = self._read_exit(task_id) or _from_state(state)
+        await self._settle_log(task_id)
+        return status
+
+    async def is_alive(self, task_id: UUID) -> bool:
+        if self._read_exit(task_id) is not None:
+            return False
+        state = await self._state(session_name(task_id))
+        alive = state is not None and bool(state.get("Running"))
+        if alive:
+            self._follow(task_id, session_name(task_id))
+        return alive
+
+    async def _ours(self, *, running_only: bool) -> list[UUID]:
+        filters = {"label": [f"{LABEL_HOST}={self.host_id}"]}
+        if running_only:
+            filters["status"] = ["running"]
+        rows = await self._call(
+            "list containers",
+            lambda d: d._query_json(
+                "containers/json", params={"all": "1", "filters": _json(filters)}
+            ),
+        )
+        ids = []
+        for row in rows:
+            label = str((row.get("Labels") or {}).get(LABEL_TASK) or "")
+            task_id = task_of(f"fleet-{label}")
+            if task_id is not None:
+                ids.append(task_id)
+        return ids
+
+    async def alive_tasks(self) -> set[UUID]:
+        alive = set()
+        for task_id in await self._ours(running_only=True):
+            if self._read_exit(task_id) is None:
+                alive.add(task_id)
+                self._follow(task_id, session_name(task_id))  # after an engine restart
+        return alive
+
+    async def list_active(self) -> list[UUID]:
+        """The tasks of this host's containers, running or ended but not removed (reconcile
+        reports one without a task; it never removes it)."""
+        return await self._ours(running_only=False)
+
+    async def has_agent(self, task_id: UUID) -> bool:
+        return await self._state(session_name(task_id)) is not None
+
+    async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
+        from fleet_core.errors import BadInputError
+
+        if not 1 <= lines <= MAX_LOG_LINES:
+            raise BadInputError("lines", f"must be between 1 and {MAX_LOG_LINES}")
+        kept = await asyncio.to_thread(agent_log.read_tail, self.log_path(task_id), lines)
+        if kept is not None:
+            return "\n".join(kept)
+        return await self._daemon_log(session_name(task_id), lines)
+
+    async def _daemon_log(self, name: str, lines: int) -> str:
+        try:
+            chunks = await self._call(
+                "logs",
+                lambda d: d.containers.container(name).log(
+                    stdout=True, stderr=True, tail=str(lines)
+                ),
+            )
+        except (aiodocker.DockerError, DockerUnavailableError) as exc:
+            return f"(no log: {exc})"
+        text = "".join(chunks)
+        return "\n".join(agent_log.readable(text.encode())[-lines:])
+
+    def attach_command(self, task_id: UUID) -> list[str]:
+        """Watch the agent's output (its stdin is the prompt: there is nothing to type into)."""
+        return ["docker", "-H", self.docker_host, "logs", "--follow", session_name(task_id)]
+
+    # -- the kept log ------------------------------------------------------------------------
+
+    def _follow(self, task_id: UUID, name: str, *, fresh: bool = False) -> None:
+        follower = self._followers.get(task_id)
+        if follower is not None and not follower.done:
+            return
+        if self._docker is None:
+            return
+        # A follower started anew (after a restart) rewrites the file from the daemon's log,
+        # which has everything since the container started.
+        self._followers[task_id] = LogFollower(self._docker, name, self.log_path(task_id))
+
+    async def _settle_log(self, task_id: UUID) -> None:
+        follower = self._followers.get(task_id)
+        if follower is not None:
+            await follower.finish()
+
+    async def _stop_follower(self, task_id: UUID) -> None:
+        follower = self._followers.pop(task_id, None)
+        if follower is not None:
+            await follower.finish(timeout=2.0)
+            follower.cancel()
+
+    # -- stop --------------------------------------------------------------------------------
+
+    async def kill(self, task_id: UUID, grace_s: float | None = None) -> bool:
+        """SIGTERM (the launcher forwards it), SIGKILL after the grace period, then the
+        container is removed. False when there was no container."""
+        name = session_name(task_id)
+        try:
+            state = await self._state(name)
+        except DockerUnavailableError:
+            log.warning("cannot stop container %s: the daemon does not answer", name)
+            raise
+        if state is None:
+            await self._stop_follower(task_id)
+            return False
+        if state.get("Running"):
+            grace = self.config.stop_grace_seconds
+            grace = self.kill_grace_s if grace is None else grace
+            grace = grace if grace_s is None else grace_s
+            t = max(0, int(-(-grace // 1)))  # whole seconds, rounded up
+            try:
+                await self._call(
+                    "stop",
+                    lambda d: d._query_json(
+                        f"containers/{name}/stop",
+                        "POST",
+                        params={"t": str(t)},
+                        timeout=aiohttp_timeout(t + 30),
+                    ),
+                )
+            except aiodocker.DockerError as exc:
+                if exc.status not in (304, 404):
+                    raise
+            after = await self._state(name)
+            rd = self.run_dir(task_id)
+            if (after or {}).get("ExitCode") == 137 and rd.is_dir() and not (rd / "exit").exists():
+                stamp = datetime.now(UTC).isoformat()
+                write_atomic(
+                    rd / "exit",
+                    f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\nkilled_by=fleet\n".encode(),
+                )
+        await self._stop_follower(task_id)
+        await self._remove(name)
+        return True
+
+    async def _remove(self, name: str) -> None:
+        try:
+            await self._call(
+                "remove",
+                lambda d: d._query_json(
+                    f"containers/{name}", "DELETE", params={"force": "1", "v": "1"}
+                ),
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
+
+
+def container_argv(argv: list[str]) -> list[str]:
+    """The adapter's command as the image runs it: the program by name on the image's PATH
+    (fleet's own Python, which runs the demo agent, is the image's python3)."""
+    first = argv[0]
+    if first == sys.executable or os.path.basename(first).startswith("python"):
+        first = "python3"
+    else:
+        first = os.path.basename(first)
+    return [first, *argv[1:]]  # {prompt_file}: the launcher puts the path inside in its place
+
+
+def _from_state(state: dict[str, Any]) -> ExitStatus:
+    finished = str(state.get("FinishedAt") or "")
+    try:
+        ended: datetime | None = datetime.fromisoformat(finished[:26].rstrip("Z") + "+00:00")
+    except ValueError:
+        ended = None
+    code = 137 if state.get("OOMKilled") else int(state.get("ExitCode", -1))
+    error = str(state.get("Error") or "") or None
+    return ExitStatus(code, "SIGKILL" if state.get("OOMKilled") else None, ended, error)
+
+
+def _chown(path: Path, owner: RunAs) -> None:
+    if owner.uid is not None and os.getuid() == 0:
+        os.chown(path, owner.uid, owner.gid if owner.gid is not None else owner.uid)
+
+
+def _json(doc: object) -> str:
+    import json
+
+    return json.dumps(doc)
+
+
+def aiohttp_timeout(seconds: float) -> Any:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=seconds)

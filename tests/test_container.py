@@ -1,0 +1,194 @@
+"""Container mode on the real Docker daemon: the demo agent's image (built here without a
+registry: a debootstrapped base imported through the Engine API, once per machine, kept by its
+tag), a task from spawn to merged on the local forge, the inspected create body, stop.
+
+Without a daemon these tests skip, saying why; under CI=true they fail instead."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import git, grant_repo
+from fleet_core.conductor import Actor, Conductor
+from fleet_core.config import Settings
+from fleet_core.db.database import Database
+from fleet_core.demo import make_sample
+from fleet_core.errors import SpawnError
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.models import AgentType, SpawnRequest, TaskRecord, Tier
+from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.runtime import docker_client, docker_images
+
+ACTOR = Actor("alice", Tier.SOVEREIGN)
+FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
+SECRET = "demo-secret-value-7f3a9c"
+
+
+async def _prepare() -> str:
+    async with docker_client.client() as docker:
+        await docker_images.ensure_base(docker)
+        return await docker_images.build(docker, AgentType.DEMO)
+
+
+@pytest.fixture(scope="session")
+def demo_image() -> Iterator[str]:
+    """The demo agent's image; the base is made only when its tag is missing."""
+    try:
+        tag = asyncio.run(_prepare())
+    except docker_client.DockerUnavailableError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and container mode cannot be tested: {exc}")
+        pytest.skip(f"container tests need a Docker daemon: {exc}")
+    yield tag
+
+
+def settings_for(tmp_path: Path, **kw: Any) -> Settings:
+    fields: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "host_id": f"test-host-{os.getpid()}",
+        "secrets": {"FLEET_DEMO_DELAY": "0", "DEMO_TOKEN": SECRET},
+        "agents": {"demo": {"env": ["FLEET_DEMO_DELAY", "DEMO_TOKEN"]}},
+        "kill_grace_seconds": 1.0,
+        "runtime": "container",
+        "container": {"memory_mb": 256, "cpus": 1, "pids": 128, "network": "none"},
+    }
+    fields.update(kw)
+    return Settings(**fields)
+
+
+@pytest.fixture
+async def sample(tmp_path: Path, db: Database) -> Path:
+    work = make_sample(tmp_path / "demo")
+    await grant_repo(db, work, "alice")
+    return work
+
+
+@pytest.fixture
+async def engine(
+    tmp_path: Path, db: Database, demo_image: str
+) -> AsyncIterator[Callable[..., Any]]:
+    made: list[Conductor] = []
+
+    def build(**kw: Any) -> tuple[Conductor, Monitor]:
+        c = Conductor.from_settings(settings_for(tmp_path, **kw), db)
+        made.append(c)
+        return c, Monitor(c, FAST)
+
+    try:
+        yield build
+    finally:
+        for c in made:
+            host = c.runtime.host_id
+            await c.stop_engine()
+            subprocess.run(["sh", "-c", f"docker ps -aq --filter label=fleet.host={host} | "
+                            "xargs -r docker rm -f"], capture_output=True)  # fmt: skip
+        if made:
+            await made[0].runtime.tmux.kill_server()
+
+
+async def spawn(c: Conductor, repo: Path, description: str, **kw: Any) -> TaskRecord:
+    request = SpawnRequest.model_validate({
+        "description": description, "repository": str(repo), "task_type": "feature",
+        "agent_type": "demo", "timeout_minutes": 5, **kw,
+    })  # fmt: skip
+    out = await c.spawn(ACTOR, request)
+    assert out.task is not None
+    return out.task
+
+
+async def until(c: Conductor, m: Monitor, tid: Any, *statuses: TaskStatus) -> TaskRecord:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 60
+    while loop.time() < end:
+        report = await m.cycle()
+        assert report is not None and report.errors == [], report
+        rec = await c.registry(ACTOR).get(tid)
+        if rec.status in statuses:
+            return rec
+        await c.forges.local.wait_idle()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"task stayed {rec.status.value}: {rec.failure_context}")
+
+
+def inspect(name: str) -> dict[str, Any] | None:
+    out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    doc: dict[str, Any] = json.loads(out.stdout)[0]
+    return doc
+
+
+def containers_of(host: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=fleet.host={host}"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return out.stdout.split()
+
+
+async def test_container_task_from_spawn_to_merged(engine, sample: Path) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a multiply function")  # the global setting: container
+    assert rec.runtime == "container" and rec.sandbox == "container"
+    doc = inspect(rec.tmux_session or "")
+    assert doc is not None
+    # The hardened create body, as the daemon kept it.
+    cfg, hc = doc["Config"], doc["HostConfig"]
+    assert cfg["User"] != "" and not cfg["User"].startswith("0:")
+    assert hc["ReadonlyRootfs"] is True and hc["CapDrop"] == ["ALL"]
+    assert hc["SecurityOpt"] == ["no-new-privileges"] and hc["Privileged"] is False
+    assert "/tmp" in hc["Tmpfs"] and "noexec" in hc["Tmpfs"]["/tmp"]
+    assert (hc["Memory"], hc["MemorySwap"]) == (256 << 20, 256 << 20)
+    assert (hc["NanoCpus"], hc["PidsLimit"], hc["NetworkMode"]) == (10**9, 128, "none")
+    assert cfg["Labels"]["fleet.task_id"] == str(rec.id)
+    assert cfg["Labels"]["fleet.operator"] == "alice"
+    assert cfg["Labels"]["fleet.host"] == c.runtime.host_id
+    writable = sorted(m["Destination"] for m in doc["Mounts"] if m["RW"])
+    assert writable == sorted([rec.worktree_path, "/home/agent", "/run/fleet"])
+    data_dir = str(c.runtime.paths.data_dir)
+    assert not any(m["Source"] in (data_dir, data_dir + "/") for m in doc["Mounts"])
+    text = json.dumps(doc)
+    assert SECRET not in text and "Add a multiply function" not in text  # nor the prompt
+    pr = await until(c, m, rec.id, TaskStatus.PR_CREATED, TaskStatus.READY)
+    assert pr.pr_number == 1
+    ready = await until(c, m, rec.id, TaskStatus.READY)
+    assert ready.ci_status is not None and ready.ci_status.value == "passing"
+    log = await c.logs(ACTOR, str(rec.id))
+    assert "[demo]" in log and "agent exited with status 0" in log
+    merged = await c.merge(ACTOR, str(rec.id))
+    assert merged.status is TaskStatus.MERGED
+    remote = sample.parent / "sample.git"
+    assert f"fleet-demo/{rec.id}.md" in git(remote, "ls-tree", "-r", "--name-only", "main")
+    assert containers_of(c.runtime.host_id) == []  # the cleanup removed it
+
+
+async def test_stop_leaves_no_container(engine, sample: Path) -> None:
+    c, _ = engine()
+    rec = await spawn(c, sample, "Wait forever [demo:hang]")
+    assert await c.runtime.is_alive(rec.id)
+    assert containers_of(c.runtime.host_id) != []
+    stopped = await c.stop(ACTOR, str(rec.id))
+    assert stopped.status is TaskStatus.CANCELLED
+    assert containers_of(c.runtime.host_id) == []
+    assert not await c.runtime.is_alive(rec.id)
+
+
+async def test_a_daemon_that_does_not_answer_is_a_clear_spawn_error(
+    tmp_path: Path, db: Database, sample: Path
+) -> None:
+    dead = tmp_path / "no-daemon.sock"
+    c = Conductor.from_settings(
+        settings_for(tmp_path, container={"docker_host": f"unix://{dead}"}), db
+    )
+    try:
+        with pytest.raises(SpawnError, match=r"no Docker daemon reachable at unix://.*no-daemon"):
+            await spawn(c, sample, "Add a multiply function")
+        assert (await c.status(ACTOR)).tasks == []  # nothing was written
+    finally:
+        await c.stop_engine()
