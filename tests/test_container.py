@@ -192,3 +192,25 @@ async def test_a_daemon_that_does_not_answer_is_a_clear_spawn_error(
         assert (await c.status(ACTOR)).tasks == []  # nothing was written
     finally:
         await c.stop_engine()
+
+
+async def test_an_agent_killed_for_memory_is_classified_oom(engine, sample: Path) -> None:
+    # The demo type's command replaced by a program that needs more than the container has.
+    c, m = engine(
+        agents={"demo": {"command": ["python3", "-c", "b = bytearray(512 << 20)"]}},
+        container={"memory_mb": 64, "network": "none"},
+    )
+    rec = await spawn(c, sample, "Allocate too much", max_retries=0)
+    name = rec.tmux_session or ""
+    status = await asyncio.wait_for(_ended(c, rec.id), 60)
+    assert status.code == 137 and status.oom
+    doc = inspect(name)
+    assert doc is not None and doc["HostConfig"]["Memory"] == 64 << 20
+    failed = await until(c, m, rec.id, TaskStatus.FAILED, TaskStatus.ABANDONED)
+    assert failed.failure_context is not None and failed.failure_context["reason"] == "oom"
+
+
+async def _ended(c: Conductor, task_id: Any) -> Any:
+    while (status := await c.runtime.exit_status(task_id)) is None:
+        await asyncio.sleep(0.1)
+    return status
