@@ -25,6 +25,7 @@ from fleet_core.errors import SpawnError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import AgentType, SpawnRequest, TaskRecord, Tier
 from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.overview import fleet_overview
 from fleet_core.runtime import docker_client, docker_images
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
@@ -190,6 +191,9 @@ async def test_a_daemon_that_does_not_answer_is_a_clear_spawn_error(
         with pytest.raises(SpawnError, match=r"no Docker daemon reachable at unix://.*no-daemon"):
             await spawn(c, sample, "Add a multiply function")
         assert (await c.status(ACTOR)).tasks == []  # nothing was written
+        overview = await fleet_overview(c, ACTOR)
+        assert overview.containers is not None
+        assert "container mode unavailable: no Docker daemon reachable" in overview.containers
     finally:
         await c.stop_engine()
 

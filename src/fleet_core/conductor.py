@@ -300,6 +300,13 @@ class Conductor:
         running = await self.launcher.launch(admission.task, route.reason.value)
         return SpawnOutcome(task=running, route=route)
 
+    @property
+    def uses_containers(self) -> bool:
+        """Container mode is configured (globally or for an agent type)."""
+        return self.default_runtime == "container" or any(
+            a.runtime == "container" for a in self.runtime.adapters.values()
+        )
+
     def runtime_mode(self, asked: str | None, agent: AgentType, repo: Path) -> RuntimeMode:
         """Where a spawn's agent runs: the spawn's choice, else its agent type's, its
         repository's, the global setting."""

@@ -104,6 +104,9 @@ class ContainerRuntime(LocalRuntime):
             await self._call("docker version", lambda d: d.version())
         except DockerUnavailableError as exc:
             return f"container mode unavailable: {exc}"
+        except Exception as exc:  # a daemon that died mid-answer (aiohttp's payload error)
+            await self.close()
+            return f"container mode unavailable: {exc}"
         return None
 
     async def close(self) -> None:

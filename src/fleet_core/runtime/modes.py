@@ -74,9 +74,10 @@ class Runtimes(LocalRuntime):
         self._by_mode(mode)
         self.require_installed(agent)
 
-    async def health(self) -> str | None:
-        """The container daemon's line, once container mode has been used (None: fine)."""
-        if self.container._docker is None:
+    async def health(self, *, always: bool = False) -> str | None:
+        """The container daemon's line when it does not answer (None: fine), asked once
+        container mode is configured (`always`) or has been used."""
+        if not always and self.container._docker is None and not self._container_tasks():
             return None
         return await self.container.health()
 
