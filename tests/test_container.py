@@ -21,7 +21,7 @@ from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
 from fleet_core.demo import make_sample
-from fleet_core.errors import SpawnError
+from fleet_core.errors import ConfigError, SpawnError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import AgentType, SpawnRequest, TaskRecord, Tier
 from fleet_core.monitor import Monitor, MonitorConfig
@@ -218,3 +218,29 @@ async def _ended(c: Conductor, task_id: Any) -> Any:
     while (status := await c.runtime.exit_status(task_id)) is None:
         await asyncio.sleep(0.1)
     return status
+
+
+async def test_runtime_precedence_spawn_agent_type_repository_global(
+    tmp_path: Path, db: Database, sample: Path
+) -> None:
+    """The spawn's choice, else the agent type's, the repository's, the global setting; a bad
+    value in any of them names its field."""
+
+    def mode(asked: str | None = None, **kw: Any) -> str:
+        c = Conductor.from_settings(settings_for(tmp_path, **kw), db)
+        return c.runtime_mode(asked, AgentType.DEMO, sample)
+
+    repo_key = {str(sample): {"runtime": "container"}}
+    assert mode(runtime="local") == "local"
+    assert mode(runtime="local", repos=repo_key) == "container"
+    typed = {"demo": {"runtime": "local", "env": ["FLEET_DEMO_DELAY"]}}
+    assert mode(runtime="container", repos=repo_key, agents=typed) == "local"
+    assert mode("container", runtime="local", agents=typed) == "container"
+    with pytest.raises(ValueError, match=r"agents\.demo\.runtime: must be local or container"):
+        mode(agents={"demo": {"runtime": "vm"}})
+    with pytest.raises(ValueError, match="runtime"):
+        SpawnRequest.model_validate({"description": "x", "repository": str(sample),
+                                     "task_type": "feature", "runtime": "vm"})  # fmt: skip
+    (sample / ".fleet.toml").write_text('runtime = "pod"\n')
+    with pytest.raises(ConfigError, match="runtime"):
+        mode()
