@@ -244,3 +244,25 @@ async def test_runtime_precedence_spawn_agent_type_repository_global(
     (sample / ".fleet.toml").write_text('runtime = "pod"\n')
     with pytest.raises(ConfigError, match="runtime"):
         mode()
+
+
+async def test_an_engine_restart_keeps_a_running_container_and_reports_a_strange_one(
+    engine, sample: Path
+) -> None:
+    first, _ = engine()
+    rec = await spawn(first, sample, "Keep working [demo:stall]")
+    await first.stop_engine()  # the engine goes; its agents do not (nor does any state)
+    c, m = engine()  # another engine on the same data dir and host
+    stray = "7e57c0de-0000-4000-8000-000000000001"
+    subprocess.run(["docker", "create", "--name", f"fleet-{stray}", "--label",
+                    f"fleet.task_id={stray}", "--label", f"fleet.host={c.runtime.host_id}",
+                    "fleet-agent-demo:latest", "true"], check=True, capture_output=True)  # fmt: skip
+    report = await m.reconcile()
+    assert report.orphaned == [] and [str(t) for t in report.untracked] == [stray]
+    cycle = await m.cycle()
+    assert cycle is not None and cycle.errors == []
+    again = await c.registry(ACTOR).get(rec.id)
+    assert again.status is TaskStatus.RUNNING and await c.runtime.is_alive(rec.id)
+    assert inspect(f"fleet-{stray}") is not None  # reported, never removed
+    await asyncio.sleep(0.5)
+    assert "[demo]" in await c.logs(ACTOR, str(rec.id))  # the kept log, rewritten from the daemon

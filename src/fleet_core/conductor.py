@@ -156,6 +156,7 @@ class Conductor:
         self.retries = RetryEngine(self, retry_policy)
         self.default_tier = default_tier
         self.default_runtime = default_runtime
+        runtime.expect_containers = self.uses_containers
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self.queue_errors = 0

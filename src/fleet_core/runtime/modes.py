@@ -42,6 +42,9 @@ class Runtimes(LocalRuntime):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.container = ContainerRuntime(*args, container=container, **kwargs)
+        # Container mode is configured (globally or for an agent type): the daemon's
+        # containers are listed (reconcile, liveness) even before this engine started one.
+        self.expect_containers = False
 
     # -- which runtime ------------------------------------------------------------------------
 
@@ -77,7 +80,7 @@ class Runtimes(LocalRuntime):
     async def health(self, *, always: bool = False) -> str | None:
         """The container daemon's line when it does not answer (None: fine), asked once
         container mode is configured (`always`) or has been used."""
-        if not always and self.container._docker is None and not self._container_tasks():
+        if not (always or self.container._docker is not None or self._container_tasks()):
             return None
         return await self.container.health()
 
@@ -117,7 +120,10 @@ class Runtimes(LocalRuntime):
         return active
 
     def _container_tasks(self) -> bool:
-        """Run directories of container tasks exist (an engine restarted beside them)."""
+        """Container mode is configured, or run directories of container tasks exist (an
+        engine restarted beside them)."""
+        if self.expect_containers:
+            return True
         runs = self.paths.runs
         return runs.is_dir() and any((d / MARKER).exists() for d in runs.iterdir())
 
