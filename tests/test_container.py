@@ -21,7 +21,7 @@ from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
 from fleet_core.demo import make_sample
-from fleet_core.errors import ConfigError, SpawnError
+from fleet_core.errors import BadInputError, ConfigError, SpawnError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import AgentType, SpawnRequest, TaskRecord, Tier
 from fleet_core.monitor import Monitor, MonitorConfig
@@ -218,6 +218,17 @@ async def _ended(c: Conductor, task_id: Any) -> Any:
     while (status := await c.runtime.exit_status(task_id)) is None:
         await asyncio.sleep(0.1)
     return status
+
+
+async def test_a_missing_image_is_bad_input_before_anything_is_written(
+    engine, sample: Path
+) -> None:
+    c, _ = engine(container={"images": {"demo": "fleet-agent-missing:0"}})
+    with pytest.raises(
+        BadInputError, match=r"image fleet-agent-missing:0 .* `fleet image build --agent demo`"
+    ):
+        await spawn(c, sample, "Add a multiply function")
+    assert (await c.status(ACTOR)).tasks == [] and containers_of(c.runtime.host_id) == []
 
 
 async def test_runtime_precedence_spawn_agent_type_repository_global(

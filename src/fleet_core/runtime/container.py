@@ -25,9 +25,10 @@ from typing import Any
 from uuid import UUID
 
 import aiodocker
+import aiohttp
 
 from fleet_core.db.sysuser import RunAs
-from fleet_core.errors import SpawnError
+from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
 from fleet_core.runtime import agent_log, launch
 from fleet_core.runtime.adapters import Adapter
@@ -97,6 +98,25 @@ class ContainerRuntime(LocalRuntime):
                 await self.close()
                 raise DockerUnavailableError(f"{what}: {exc.message}") from None
             raise
+        except aiohttp.ClientError as exc:  # the daemon went away mid-answer
+            await self.close()
+            raise DockerUnavailableError(
+                f"{what}: the daemon at {self.docker_host} went away: {exc}"
+            ) from None
+
+    async def require_image(self, agent: AgentType) -> None:
+        """The agent type's image exists on the daemon (no registry is ever pulled from)."""
+        image = self.image_for(agent)
+        try:
+            await self._call("inspect the image", lambda d: d.images.inspect(image))
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
+            raise BadInputError(
+                "runtime",
+                f"container mode: image {image} (for {agent.value}) does not exist on "
+                f"{self.docker_host}: build it with `fleet image build --agent {agent.value}`",
+            ) from None
 
     async def health(self) -> str | None:
         """None when the daemon answers; else the line the console shows."""
@@ -396,8 +416,6 @@ class ContainerRuntime(LocalRuntime):
         return await self._state(session_name(task_id)) is not None
 
     async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
-        from fleet_core.errors import BadInputError
-
         if not 1 <= lines <= MAX_LOG_LINES:
             raise BadInputError("lines", f"must be between 1 and {MAX_LOG_LINES}")
         kept = await asyncio.to_thread(agent_log.read_tail, self.log_path(task_id), lines)
@@ -536,6 +554,4 @@ def _json(doc: object) -> str:
 
 
 def aiohttp_timeout(seconds: float) -> Any:
-    import aiohttp
-
     return aiohttp.ClientTimeout(total=seconds)

@@ -70,7 +70,7 @@ class Runtimes(LocalRuntime):
             if agent not in self.adapters:
                 raise BadInputError("agent_type", f"no command configured for {agent.value}")
             try:
-                await self.container.docker()
+                await self.container.require_image(agent)
             except DockerUnavailableError as exc:
                 raise SpawnError("docker", f"container mode: {exc}") from None
             return
