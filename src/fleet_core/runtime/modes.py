@@ -18,6 +18,7 @@ from uuid import UUID
 
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
+from fleet_core.runtime.base import Runtime
 from fleet_core.runtime.cleanup import CleanupResult
 from fleet_core.runtime.container import MARKER, ContainerRuntime
 from fleet_core.runtime.container_config import ContainerSettings
@@ -157,3 +158,9 @@ class Runtimes(LocalRuntime):
 
     async def close(self) -> None:
         await self.container.close()
+
+
+def _implementations(local: LocalRuntime, container: ContainerRuntime, routed: Runtimes) -> None:
+    """mypy checks here that all three implement the Runtime interface."""
+    checked: list[Runtime] = [local, container, routed]
+    del checked
