@@ -58,6 +58,8 @@ def settings_for(tmp_path: Path, **kw: Any) -> Settings:
         "secrets": {"FLEET_DEMO_DELAY": "0", "DEMO_TOKEN": SECRET},
         "agents": {"demo": {"env": ["FLEET_DEMO_DELAY", "DEMO_TOKEN"]}},
         "kill_grace_seconds": 1.0,
+        "retry_base_seconds": 0.05,
+        "retry_max_seconds": 0.2,
         "runtime": "container",
         "container": {"memory_mb": 256, "cpus": 1, "pids": 128, "network": "none"},
     }
@@ -204,14 +206,17 @@ async def test_an_agent_killed_for_memory_is_classified_oom(engine, sample: Path
         agents={"demo": {"command": ["python3", "-c", "b = bytearray(512 << 20)"]}},
         container={"memory_mb": 64, "network": "none"},
     )
-    rec = await spawn(c, sample, "Allocate too much", max_retries=0)
+    rec = await spawn(c, sample, "Allocate too much", max_retries=1)
     name = rec.tmux_session or ""
     status = await asyncio.wait_for(_ended(c, rec.id), 60)
     assert status.code == 137 and status.oom
     doc = inspect(name)
     assert doc is not None and doc["HostConfig"]["Memory"] == 64 << 20
-    failed = await until(c, m, rec.id, TaskStatus.FAILED, TaskStatus.ABANDONED)
-    assert failed.failure_context is not None and failed.failure_context["reason"] == "oom"
+    # Retried once with 0.75 of the prompt budget, killed for memory again, abandoned.
+    done = await until(c, m, rec.id, TaskStatus.ABANDONED)
+    ctx = done.failure_context or {}
+    assert [a["reason"] for a in ctx["attempts"]] == ["oom", "oom"]
+    assert ctx["prompt_budget"] == 6000 and done.retry_count == 1
 
 
 async def _ended(c: Conductor, task_id: Any) -> Any:
