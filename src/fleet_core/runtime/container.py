@@ -130,9 +130,11 @@ class ContainerRuntime(LocalRuntime):
         return None
 
     async def close(self) -> None:
-        for follower in list(self._followers.values()):
-            follower.cancel()
+        followers = list(self._followers.values())
         self._followers.clear()
+        for follower in followers:
+            follower.cancel()
+        await asyncio.gather(*(f.task for f in followers), return_exceptions=True)
         if self._docker is not None:
             docker, self._docker = self._docker, None
             try:
@@ -443,14 +445,17 @@ class ContainerRuntime(LocalRuntime):
     # -- the kept log ------------------------------------------------------------------------
 
     def _follow(self, task_id: UUID, name: str, *, fresh: bool = False) -> None:
+        """Follow the container's output into the kept log: from its start for a new
+        container, else (an engine restarted beside it) from the file's last write."""
         follower = self._followers.get(task_id)
         if follower is not None and not follower.done:
             return
         if self._docker is None:
             return
-        # A follower started anew (after a restart) rewrites the file from the daemon's log,
-        # which has everything since the container started.
-        self._followers[task_id] = LogFollower(self._docker, name, self.log_path(task_id))
+        mark = self.run_dir(task_id) / "log-since"
+        self._followers[task_id] = LogFollower(
+            self._docker, name, self.log_path(task_id), mark, resume=not fresh
+        )
 
     async def _settle_log(self, task_id: UUID) -> None:
         follower = self._followers.get(task_id)

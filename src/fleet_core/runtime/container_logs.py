@@ -1,34 +1,43 @@
 """A container agent's output, from the Engine API's logs endpoint into the kept log file
 (the same file local mode's pipe-pane writes: `fleet logs`, the console and the API read it).
 
-The follow stream drops a last line that has no newline (the daemon's behaviour), so once it
-ends the whole log is read again and what the stream missed is appended. A follower started
-anew (the engine restarted) rewrites the file from the daemon's log, which holds everything
-since the container started.
+The stream is asked for with the daemon's timestamps, which are cut off before writing; the
+last one written is kept (in the task's run directory) so that a follower started anew beside a
+running container (the engine restarted) asks only for what came after it: nothing is written
+twice or lost. The follow stream drops a last line that has no newline (the daemon's
+behaviour), so once it ends the log after that timestamp is read once more. The file is appended
+to, never truncated: a retry's container adds its output after the earlier attempts'.
 """
 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import aiodocker
 import aiohttp
 
 from fleet_core.runtime.agent_log import MAX_BYTES
+from fleet_core.runtime.runfiles import write_atomic
 
 log = logging.getLogger(__name__)
 
 
 class LogFollower:
-    def __init__(self, docker: aiodocker.Docker, name: str, path: Path) -> None:
+    def __init__(
+        self, docker: aiodocker.Docker, name: str, path: Path, mark: Path, *, resume: bool
+    ) -> None:
         self.docker = docker
         self.name = name
         self.path = path
-        self.written = 0  # characters of the daemon's log in the file
+        self.mark = mark  # the next `since`: just after the last entry written
+        self.resume = resume
+        self.since = "0"  # from the start
         self.task = asyncio.create_task(self._run(), name=f"fleet-log-{name}")
 
     @property
@@ -45,33 +54,63 @@ class LogFollower:
         self.task.cancel()
 
     async def _run(self) -> None:
-        await asyncio.to_thread(_start, self.path)
+        if self.resume:
+            found = await asyncio.to_thread(_read, self.mark)
+            self.since = found or "0"
         container = self.docker.containers.container(self.name)
         try:
-            async for chunk in container.log(stdout=True, stderr=True, follow=True):
-                await self._append(chunk)
+            stream = container.log(
+                stdout=True, stderr=True, follow=True, timestamps=True, since=self.since
+            )
+            async for chunk in stream:
+                await self._take(chunk)
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
             log.info("following %s ended: %s", self.name, exc)
-        try:
-            full = "".join(await container.log(stdout=True, stderr=True))
+        try:  # what the follow stream missed: a last line without a newline
+            rest = await container.log(stdout=True, stderr=True, timestamps=True,
+                                       since=self.since)  # fmt: skip
         except (aiodocker.DockerError, aiohttp.ClientError, OSError):
             return
-        if len(full) > self.written:
-            await self._append(full[self.written :])
+        for chunk in rest:
+            await self._take(chunk)
 
-    async def _append(self, text: str) -> None:
-        self.written += len(text)
+    async def _take(self, chunk: str) -> None:
+        stamp, sep, text = chunk.partition(" ")
+        after = _after(stamp) if sep else None
+        if after is None:  # not a timestamped entry: kept as it is
+            after, text = self.since, chunk
+        self.since = after
         await asyncio.to_thread(_append, self.path, text.encode(errors="replace"))
+        await asyncio.to_thread(write_atomic, self.mark, after.encode())
 
 
-def _start(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
-    path.with_name(path.name + ".1").unlink(missing_ok=True)
+def _after(stamp: str) -> str | None:
+    """The daemon's RFC 3339 timestamp (`2026-11-30T03:48:01.123456789Z`, trailing zeros cut)
+    plus one nanosecond, as its `since` parameter reads it (seconds.nanoseconds)."""
+    if len(stamp) < 20 or not stamp.endswith("Z") or stamp[10] != "T":
+        return None
+    try:
+        seconds = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+    fraction = stamp[20:-1] if stamp[19] == "." else ""
+    if not fraction.isdigit() and fraction:
+        return None
+    nanos = int(fraction.ljust(9, "0")[:9] or 0) + 1
+    seconds, nanos = seconds + nanos // 10**9, nanos % 10**9
+    return f"{seconds}.{nanos:09d}"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return text if text.replace(".", "", 1).isdigit() else None
 
 
 def _append(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         if path.stat().st_size + len(data) > MAX_BYTES:
             os.replace(path, path.with_name(path.name + ".1"))
