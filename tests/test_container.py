@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
-from conftest import git, grant_repo
+from conftest import Pg, git, grant_repo
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -31,6 +34,7 @@ from fleet_core.runtime import docker_client, docker_images
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
 SECRET = "demo-secret-value-7f3a9c"
+HERE = Path(__file__).parent
 
 
 async def _prepare() -> str:
@@ -52,6 +56,10 @@ def demo_image() -> Iterator[str]:
 
 
 def settings_for(tmp_path: Path, **kw: Any) -> Settings:
+    return Settings(**fields_for(tmp_path, **kw))
+
+
+def fields_for(tmp_path: Path, **kw: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "host_id": f"test-host-{os.getpid()}",
@@ -64,7 +72,7 @@ def settings_for(tmp_path: Path, **kw: Any) -> Settings:
         "container": {"memory_mb": 256, "cpus": 1, "pids": 128, "network": "none"},
     }
     fields.update(kw)
-    return Settings(**fields)
+    return fields
 
 
 @pytest.fixture
@@ -262,30 +270,47 @@ async def test_runtime_precedence_spawn_agent_type_repository_global(
         mode()
 
 
-async def test_an_engine_restart_keeps_a_running_container_and_reports_a_strange_one(
-    engine, sample: Path
+async def test_reconcile_after_the_engine_is_killed(
+    engine, sample: Path, pg: Pg, tmp_path: Path
 ) -> None:
-    first, _ = engine()
-    rec = await spawn(first, sample, "Keep working [demo:stall]")
-    await first.stop_engine()  # the engine goes; its agents do not (nor does any state)
-    c, m = engine()  # another engine on the same data dir and host
+    """An engine process spawns two container agents and is SIGKILLed; one container goes
+    too. The next engine fails only that task, keeps the live one running (its kept log
+    followed on from where it was left: more lines, none twice), and reports a container of
+    this host that has no task without removing it."""
+    fields = fields_for(tmp_path)
+    doc = {"data_dir": fields.pop("data_dir").as_posix(), "dsn": pg.engine_dsn,
+           "repo": str(sample), "settings": fields}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(HERE / "engine_worker.py"), json.dumps(doc)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:  # the worker ended before spawning: say why
+        proc.wait(timeout=10)
+        raise AssertionError(proc.stderr.read() if proc.stderr else "no output")
+    dead, alive = json.loads(line)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    c, m = engine()
+    subprocess.run(["docker", "rm", "-f", f"fleet-{dead}"], check=True, capture_output=True)
     stray = "7e57c0de-0000-4000-8000-000000000001"
     subprocess.run(["docker", "create", "--name", f"fleet-{stray}", "--label",
                     f"fleet.task_id={stray}", "--label", f"fleet.host={c.runtime.host_id}",
                     "fleet-agent-demo:latest", "true"], check=True, capture_output=True)  # fmt: skip
     report = await m.reconcile()
-    assert report.orphaned == [] and [str(t) for t in report.untracked] == [stray]
+    assert [str(t) for t in report.orphaned] == [dead]
+    assert [str(t) for t in report.untracked] == [stray]
+    failed = await c.registry(ACTOR).get(dead)
+    assert failed.status is TaskStatus.FAILED
+    assert (failed.failure_context or {})["reason"] == "conductor_restart"
     cycle = await m.cycle()
     assert cycle is not None and cycle.errors == []
-    again = await c.registry(ACTOR).get(rec.id)
-    assert again.status is TaskStatus.RUNNING and await c.runtime.is_alive(rec.id)
+    live = await c.registry(ACTOR).get(alive)
+    assert live.status is TaskStatus.RUNNING and await c.runtime.is_alive(live.id)
     assert inspect(f"fleet-{stray}") is not None  # reported, never removed
-    # The kept log is followed again from where it was left: more lines, none twice.
-    kept = c.runtime.log_path(rec.id)
-    before = kept.read_text().count("thinking ...")
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 10
-    while kept.read_text().count("thinking ...") <= before and loop.time() < end:
-        await asyncio.sleep(0.2)
-    text = kept.read_text()
-    assert text.count("thinking ...") > before and text.count("fleet: starting") == 1
+    # The kept log is followed on from where the killed engine left it: the launcher's last
+    # line (after this engine stops the agent) is there, and nothing twice.
+    stopped = await c.stop(ACTOR, alive)
+    assert stopped.status is TaskStatus.CANCELLED
+    text = c.runtime.log_path(UUID(alive)).read_text()
+    assert text.count("fleet: starting") == 1 and text.count("fleet: agent exited") == 1
+    assert inspect(f"fleet-{alive}") is None
