@@ -30,7 +30,8 @@ from fleet_core.db.connect import cluster_for, open_database
 from fleet_core.models import AgentType
 from fleet_core.runtime import launch
 from fleet_core.runtime.adapters import build_adapters
-from fleet_core.runtime.container import BASE_PATH, ContainerRuntime
+from fleet_core.runtime.container import ContainerRuntime
+from fleet_core.runtime.container_body import BASE_PATH
 from fleet_core.runtime.docker_images import image_tag
 from fleet_core.runtime.local import RuntimePaths, SpawnSpec
 from fleet_core.runtime.proc import run

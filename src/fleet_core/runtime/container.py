@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,16 @@ from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
 from fleet_core.runtime import agent_log, launch
 from fleet_core.runtime.adapters import Adapter
+from fleet_core.runtime.container_body import (
+    LABEL_HOST,
+    LABEL_TASK,
+    container_argv,
+    create_body,
+    exit_from_state,
+)
 from fleet_core.runtime.container_config import ContainerSettings
-from fleet_core.runtime.container_logs import LogFollower
-from fleet_core.runtime.docker_client import DockerUnavailableError, connect, where
+from fleet_core.runtime.container_logs import Followers
+from fleet_core.runtime.docker_client import Daemon, DockerUnavailableError
 from fleet_core.runtime.docker_images import image_tag
 from fleet_core.runtime.echo import prompt_hashes
 from fleet_core.runtime.local import (
@@ -52,13 +58,6 @@ from fleet_core.runtime.runfiles import remove_dir, write_atomic, write_fields, 
 
 log = logging.getLogger(__name__)
 
-RUN_INSIDE = "/run/fleet"
-HOME_INSIDE = "/home/agent"
-LAUNCHER_INSIDE = "/opt/fleet-launch/launch.py"
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-LABEL_TASK = "fleet.task_id"
-LABEL_OPERATOR = "fleet.operator"
-LABEL_HOST = "fleet.host"
 MARKER = "container"  # in the run directory: this task's agent runs in a container
 
 
@@ -71,38 +70,17 @@ class ContainerRuntime(LocalRuntime):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.config = container or ContainerSettings()
-        self._docker: aiodocker.Docker | None = None
-        self._connecting = asyncio.Lock()
-        self._followers: dict[UUID, LogFollower] = {}
+        self.daemon = Daemon(self.config.docker_host)
+        self._followers = Followers()
 
     # -- the daemon --------------------------------------------------------------------------
 
     @property
     def docker_host(self) -> str:
-        return where(self.config.docker_host)
-
-    async def docker(self) -> aiodocker.Docker:
-        """The client, connected on first use (and again after the daemon was away)."""
-        async with self._connecting:
-            if self._docker is None:
-                self._docker = await connect(self.config.docker_host)
-            return self._docker
+        return self.daemon.host
 
     async def _call(self, what: str, call: Any) -> Any:
-        """Run `call(docker)`; a daemon that does not answer is DockerUnavailableError."""
-        docker = await self.docker()
-        try:
-            return await call(docker)
-        except aiodocker.DockerError as exc:
-            if exc.status == 900:
-                await self.close()
-                raise DockerUnavailableError(f"{what}: {exc.message}") from None
-            raise
-        except aiohttp.ClientError as exc:  # the daemon went away mid-answer
-            await self.close()
-            raise DockerUnavailableError(
-                f"{what}: the daemon at {self.docker_host} went away: {exc}"
-            ) from None
+        return await self.daemon.call(what, call)
 
     async def require_image(self, agent: AgentType) -> None:
         """The agent type's image exists on the daemon (no registry is ever pulled from)."""
@@ -119,28 +97,11 @@ class ContainerRuntime(LocalRuntime):
             ) from None
 
     async def health(self) -> str | None:
-        """None when the daemon answers; else the line the console shows."""
-        try:
-            await self._call("docker version", lambda d: d.version())
-        except DockerUnavailableError as exc:
-            return f"container mode unavailable: {exc}"
-        except Exception as exc:  # a daemon that died mid-answer (aiohttp's payload error)
-            await self.close()
-            return f"container mode unavailable: {exc}"
-        return None
+        return await self.daemon.health()
 
     async def close(self) -> None:
-        followers = list(self._followers.values())
-        self._followers.clear()
-        for follower in followers:
-            follower.cancel()
-        await asyncio.gather(*(f.task for f in followers), return_exceptions=True)
-        if self._docker is not None:
-            docker, self._docker = self._docker, None
-            try:
-                await docker.close()
-            except Exception:  # a daemon killed mid-stream re-raises its payload error here
-                log.debug("closing the Docker client failed", exc_info=True)
+        await self._followers.close()
+        await self.daemon.close()
 
     # -- who the agent is --------------------------------------------------------------------
 
@@ -219,56 +180,12 @@ class ContainerRuntime(LocalRuntime):
         objects: list[Path],
         owner: RunAs,
     ) -> dict[str, Any]:
-        """The hardened create body: nothing secret in it (see the module's docstring)."""
-        c = self.config
-        binds = [
-            f"{handle.worktree_path}:{handle.worktree_path}:rw",
-            f"{home}:{HOME_INSIDE}:rw",
-            f"{rd}:{RUN_INSIDE}:rw",
-            f"{Path(launch.__file__).resolve()}:{LAUNCHER_INSIDE}:ro",
-            *(f"{o}:{o}:ro" for o in objects),  # the shared clone's alternates
-        ]
-        memory = c.memory_mb << 20
-        return {
-            "Image": self.image_for(spec.agent_type),
-            "User": f"{owner.uid}:{owner.gid}",
-            "Entrypoint": ["python3", "-S", LAUNCHER_INSIDE],
-            "Cmd": [RUN_INSIDE],
-            "WorkingDir": str(handle.worktree_path),
-            "Env": [
-                f"HOME={HOME_INSIDE}",
-                f"PATH={BASE_PATH}",
-                "LANG=C.UTF-8",
-                "PYTHONUNBUFFERED=1",
-                "TMPDIR=/tmp",
-            ],
-            "Labels": {
-                LABEL_TASK: str(spec.task_id),
-                LABEL_OPERATOR: spec.operator_id,
-                LABEL_HOST: self.host_id,
-                "fleet.agent_type": spec.agent_type.value,
-            },
-            "Tty": False,
-            "OpenStdin": False,
-            "AttachStdin": False,
-            "NetworkDisabled": c.network == "none",
-            "HostConfig": {
-                "Binds": binds,
-                "ReadonlyRootfs": True,
-                "Tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={c.tmp_mb}m"},  # noqa: S108
-                "CapDrop": ["ALL"],
-                "SecurityOpt": ["no-new-privileges"],  # and the daemon's default seccomp profile
-                "Privileged": False,
-                "Memory": memory,
-                "MemorySwap": memory,  # no swap: the limit is the limit
-                "NanoCpus": c.nano_cpus,
-                "PidsLimit": c.pids,
-                "NetworkMode": c.network,
-                "IpcMode": "private",
-                "AutoRemove": False,  # kept after the agent ends, until kill (like a pane)
-                "RestartPolicy": {"Name": "no"},
-            },
-        }
+        return create_body(
+            self.config, image=self.image_for(spec.agent_type), task_id=str(spec.task_id),
+            operator_id=spec.operator_id, host_id=self.host_id,
+            agent_type=spec.agent_type.value, checkout=handle.worktree_path, rd=rd, home=home,
+            launcher=Path(launch.__file__).resolve(), objects=objects, owner=owner,
+        )  # fmt: skip
 
     async def _create_and_start(self, name: str, body: dict[str, Any], agent: AgentType) -> None:
         try:
@@ -370,7 +287,7 @@ class ContainerRuntime(LocalRuntime):
             state = await self._state(session_name(task_id))
             if state is None or state.get("Status") not in ("exited", "dead"):
                 return None
-            status = self._read_exit(task_id) or _from_state(state)
+            status = self._read_exit(task_id) or exit_from_state(state)
         await self._settle_log(task_id)
         return status
 
@@ -446,27 +363,18 @@ class ContainerRuntime(LocalRuntime):
 
     def _follow(self, task_id: UUID, name: str, *, fresh: bool = False) -> None:
         """Follow the container's output into the kept log: from its start for a new
-        container, else (an engine restarted beside it) from the file's last write."""
-        follower = self._followers.get(task_id)
-        if follower is not None and not follower.done:
-            return
-        if self._docker is None:
-            return
-        mark = self.run_dir(task_id) / "log-since"
-        self._followers[task_id] = LogFollower(
-            self._docker, name, self.log_path(task_id), mark, resume=not fresh
-        )
+        container, else (an engine restarted beside it) after the last entry written."""
+        docker = self.daemon.current
+        if docker is not None:
+            mark = self.run_dir(task_id) / "log-since"
+            path = self.log_path(task_id)
+            self._followers.start(task_id, docker, name, path, mark, resume=not fresh)
 
     async def _settle_log(self, task_id: UUID) -> None:
-        follower = self._followers.get(task_id)
-        if follower is not None:
-            await follower.finish()
+        await self._followers.settle(task_id)
 
     async def _stop_follower(self, task_id: UUID) -> None:
-        follower = self._followers.pop(task_id, None)
-        if follower is not None:
-            await follower.finish(timeout=2.0)
-            follower.cancel()
+        await self._followers.stop(task_id)
 
     # -- stop --------------------------------------------------------------------------------
 
@@ -523,28 +431,6 @@ class ContainerRuntime(LocalRuntime):
         except aiodocker.DockerError as exc:
             if exc.status != 404:
                 raise
-
-
-def container_argv(argv: list[str]) -> list[str]:
-    """The adapter's command as the image runs it: the program by name on the image's PATH
-    (fleet's own Python, which runs the demo agent, is the image's python3)."""
-    first = argv[0]
-    if first == sys.executable or os.path.basename(first).startswith("python"):
-        first = "python3"
-    else:
-        first = os.path.basename(first)
-    return [first, *argv[1:]]  # {prompt_file}: the launcher puts the path inside in its place
-
-
-def _from_state(state: dict[str, Any]) -> ExitStatus:
-    finished = str(state.get("FinishedAt") or "")
-    try:
-        ended: datetime | None = datetime.fromisoformat(finished[:26].rstrip("Z") + "+00:00")
-    except ValueError:
-        ended = None
-    code = 137 if state.get("OOMKilled") else int(state.get("ExitCode", -1))
-    error = str(state.get("Error") or "") or None
-    return ExitStatus(code, "SIGKILL" if state.get("OOMKilled") else None, ended, error)
 
 
 def _chown(path: Path, owner: RunAs) -> None:

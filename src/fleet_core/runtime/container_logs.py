@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from uuid import UUID
 
 import aiodocker
 import aiohttp
@@ -82,6 +83,40 @@ class LogFollower:
         self.since = after
         await asyncio.to_thread(_append, self.path, text.encode(errors="replace"))
         await asyncio.to_thread(write_atomic, self.mark, after.encode())
+
+
+class Followers:
+    """One follower per task, started again when the last one has ended."""
+
+    def __init__(self) -> None:
+        self.by_task: dict[UUID, LogFollower] = {}
+
+    def start(
+        self, task_id: UUID, docker: aiodocker.Docker, name: str, path: Path, mark: Path,
+        *, resume: bool,
+    ) -> None:  # fmt: skip
+        follower = self.by_task.get(task_id)
+        if follower is None or follower.done:
+            self.by_task[task_id] = LogFollower(docker, name, path, mark, resume=resume)
+
+    async def settle(self, task_id: UUID) -> None:
+        """The file holds everything of an ended container's log."""
+        follower = self.by_task.get(task_id)
+        if follower is not None:
+            await follower.finish()
+
+    async def stop(self, task_id: UUID) -> None:
+        follower = self.by_task.pop(task_id, None)
+        if follower is not None:
+            await follower.finish(timeout=2.0)
+            follower.cancel()
+
+    async def close(self) -> None:
+        followers = list(self.by_task.values())
+        self.by_task.clear()
+        for follower in followers:
+            follower.cancel()
+        await asyncio.gather(*(f.task for f in followers), return_exceptions=True)
 
 
 def _after(stamp: str) -> str | None:

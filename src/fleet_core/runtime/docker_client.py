@@ -9,15 +9,21 @@ looked. `DOCKER_HOST` (a Unix socket, or tcp:// to a remote daemon) is honoured 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import aiodocker
+import aiohttp
 
 from fleet_core.errors import FleetError
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 DEFAULT_SOCKETS = (Path("/run/docker.sock"), Path("/var/run/docker.sock"))
 
 
@@ -67,3 +73,57 @@ async def client(url: str | None = None) -> AsyncIterator[aiodocker.Docker]:
         yield docker
     finally:
         await docker.close()
+
+
+class Daemon:
+    """One daemon's client, connected on first use and again after the daemon was away; every
+    call through `call` turns a daemon that does not answer into DockerUnavailableError."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
+        self.current: aiodocker.Docker | None = None
+        self._connecting = asyncio.Lock()
+
+    @property
+    def host(self) -> str:
+        return where(self.url)
+
+    async def client(self) -> aiodocker.Docker:
+        async with self._connecting:
+            if self.current is None:
+                self.current = await connect(self.url)
+            return self.current
+
+    async def call(self, what: str, call: Callable[[aiodocker.Docker], Awaitable[T]]) -> T:
+        docker = await self.client()
+        try:
+            return await call(docker)
+        except aiodocker.DockerError as exc:
+            if exc.status == 900:
+                await self.close()
+                raise DockerUnavailableError(f"{what}: {exc.message}") from None
+            raise
+        except aiohttp.ClientError as exc:  # the daemon went away mid-answer
+            await self.close()
+            raise DockerUnavailableError(
+                f"{what}: the daemon at {self.host} went away: {exc}"
+            ) from None
+
+    async def health(self) -> str | None:
+        """None when the daemon answers; else the line the console shows."""
+        try:
+            await self.call("docker version", lambda d: d.version())
+        except DockerUnavailableError as exc:
+            return f"container mode unavailable: {exc}"
+        except Exception as exc:  # a daemon that died mid-answer (aiohttp's payload error)
+            await self.close()
+            return f"container mode unavailable: {exc}"
+        return None
+
+    async def close(self) -> None:
+        if self.current is not None:
+            docker, self.current = self.current, None
+            try:
+                await docker.close()
+            except Exception:  # a daemon killed mid-stream re-raises its payload error here
+                log.debug("closing the Docker client failed", exc_info=True)

@@ -81,7 +81,7 @@ class Runtimes(LocalRuntime):
     async def health(self, *, always: bool = False) -> str | None:
         """The container daemon's line when it does not answer (None: fine), asked once
         container mode is configured (`always`) or has been used."""
-        if not (always or self.container._docker is not None or self._container_tasks()):
+        if not (always or self.container.daemon.current is not None or self._container_tasks()):
             return None
         return await self.container.health()
 
@@ -110,13 +110,13 @@ class Runtimes(LocalRuntime):
 
     async def alive_tasks(self) -> set[UUID]:
         alive = await super().alive_tasks()
-        if self.container._docker is not None or self._container_tasks():
+        if self.container.daemon.current is not None or self._container_tasks():
             alive |= await self.container.alive_tasks()
         return alive
 
     async def list_active(self) -> list[UUID]:
         active = await super().list_active()
-        if self.container._docker is not None or self._container_tasks():
+        if self.container.daemon.current is not None or self._container_tasks():
             active += await self.container.list_active()
         return active
 
