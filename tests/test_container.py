@@ -19,7 +19,7 @@ from uuid import UUID
 
 import pytest
 
-from conftest import Pg, git, grant_repo
+from conftest import Pg, fleet, git, grant_repo
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -314,3 +314,20 @@ async def test_reconcile_after_the_engine_is_killed(
     text = c.runtime.log_path(UUID(alive)).read_text()
     assert text.count("fleet: starting") == 1 and text.count("fleet: agent exited") == 1
     assert inspect(f"fleet-{alive}") is None
+
+
+def test_fleet_image_list_and_build(demo_image: str, tmp_path: Path) -> None:
+    listed = fleet("image", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    tags = [i["tag"] for i in json.loads(listed.stdout)]
+    assert demo_image in tags and "fleet-base:bookworm" in tags
+    built = fleet("image", "build", "--agent", "demo")  # the base exists: only the layers
+    assert built.returncode == 0, built.stderr
+    assert "base fleet-base:bookworm: present" in built.stdout
+    assert f"built {demo_image}" in built.stdout
+    missing = fleet("image", "build", "--agent", "demo", "--base", "fleet-no-such-base:0")
+    assert missing.returncode == 1 and "base image fleet-no-such-base:0 does not exist" in (
+        missing.stderr
+    )
+    gone = fleet("image", "list", DOCKER_HOST=f"unix://{tmp_path}/none.sock")
+    assert gone.returncode == 1 and "no Docker daemon reachable" in gone.stderr
