@@ -35,6 +35,7 @@ ACTOR = Actor("alice", Tier.SOVEREIGN)
 FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
 SECRET = "demo-secret-value-7f3a9c"
 HERE = Path(__file__).parent
+HOST = f"test-host-{os.getpid()}"  # the label fleet.host of this run's containers
 
 
 async def _prepare() -> str:
@@ -62,7 +63,7 @@ def settings_for(tmp_path: Path, **kw: Any) -> Settings:
 def fields_for(tmp_path: Path, **kw: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "data_dir": tmp_path / "data",
-        "host_id": f"test-host-{os.getpid()}",
+        "host_id": HOST,
         "secrets": {"FLEET_DEMO_DELAY": "0", "DEMO_TOKEN": SECRET},
         "agents": {"demo": {"env": ["FLEET_DEMO_DELAY", "DEMO_TOKEN"]}},
         "kill_grace_seconds": 1.0,
@@ -97,10 +98,11 @@ async def engine(
         yield build
     finally:
         for c in made:
-            host = c.runtime.host_id
             await c.stop_engine()
-            subprocess.run(["sh", "-c", f"docker ps -aq --filter label=fleet.host={host} | "
-                            "xargs -r docker rm -f"], capture_output=True)  # fmt: skip
+        # Every container of this test's host, also one an engine process left (no conductor
+        # of this process may have been made when a test failed early).
+        subprocess.run(["sh", "-c", f"docker ps -aq --filter label=fleet.host={HOST} | "
+                        "xargs -r docker rm -f"], capture_output=True)  # fmt: skip
         if made:
             await made[0].runtime.tmux.kill_server()
 
