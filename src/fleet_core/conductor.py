@@ -35,9 +35,11 @@ from fleet_core.forge.select import ForgeSet
 from fleet_core.governor import DEFAULT_TIER_LIMITS, Governor, Limits
 from fleet_core.lifecycle import LIVE, TERMINAL, TaskStatus
 from fleet_core.models import (
+    AgentType,
     CiStatus,
     FleetStatusSummary,
     NewTask,
+    RuntimeMode,
     SpawnRequest,
     TaskRecord,
     Tier,
@@ -54,7 +56,8 @@ from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.cleanup import CleanupResult
 from fleet_core.runtime.limits import AgentLimits
-from fleet_core.runtime.local import LocalRuntime, RuntimePaths
+from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.modes import Runtimes
 from fleet_core.runtime.policy import sandbox_for
 from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
 from fleet_core.runtime.sandbox import SandboxMode
@@ -131,7 +134,7 @@ class Conductor:
     def __init__(
         self,
         db: Database,
-        runtime: LocalRuntime,
+        runtime: Runtimes,
         *,
         governor: Governor,
         router: ModelRouter,
@@ -143,6 +146,7 @@ class Conductor:
         default_tier: Tier = Tier.SOVEREIGN,
         reviews: ReviewSettings | None = None,
         dod: dict[str, Any] | None = None,
+        default_runtime: str = "local",
     ) -> None:
         self.db = db
         self.runtime = runtime
@@ -160,6 +164,8 @@ class Conductor:
         self.reviews = ReviewPipeline(self, reviews or ReviewSettings())
         self.dod = parse_dod(dod or {})  # the Definition of Done per task type
         self.scores = RouteScores(db)
+        self.default_runtime = default_runtime
+        runtime.expect_containers = self.uses_containers
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self.queue_errors = 0
@@ -175,7 +181,7 @@ class Conductor:
     ) -> Conductor:
         bus = bus or EventBus()
         sandbox, unsandboxed = sandbox_for(settings, sandbox_default)
-        runtime = LocalRuntime(
+        runtime = Runtimes(
             RuntimePaths.from_settings(settings),
             build_adapters(settings.agents),
             SecretProvider(
@@ -189,6 +195,7 @@ class Conductor:
             sandbox=sandbox,
             unsandboxed_reason=unsandboxed,
             agent_limits=AgentLimits(settings.agent_memory_mb, settings.agent_pids),
+            container=settings.container,
         )
         limits = Limits({**DEFAULT_TIER_LIMITS, **settings.tier_limits}, settings.global_cap)
         forges = ForgeSet(
@@ -212,6 +219,7 @@ class Conductor:
             default_tier=settings.tier,
             reviews=review_settings(settings),
             dod=settings.dod,
+            default_runtime=settings.runtime,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -231,6 +239,7 @@ class Conductor:
             self._loop = None
         await self.reviews.stop()
         await self.forges.close()
+        await self.runtime.close()
 
     async def __aenter__(self) -> Conductor:
         await self.start()
@@ -266,7 +275,8 @@ class Conductor:
             agent_type=request.agent_type,
             scores=await self.scores.for_task_type(request.task_type),  # reputation (T-8.2)
         )
-        self.runtime.require_installed(route.agent_type)  # names the binary and what is installed
+        mode = self.runtime_mode(request.runtime, route.agent_type, repo)
+        await self.runtime.require_runtime(mode, route.agent_type)  # the binary, or the daemon
         task = NewTask(
             agent_type=route.agent_type,
             model=route.model,
@@ -281,6 +291,7 @@ class Conductor:
             idempotency_key=request.idempotency_key,
             host_id=self.runtime.host_id,
             demo=demo,
+            runtime=mode,
         )
         task = task.model_copy(update={"branch": branch_name(request.description, task.id)})
         if not queue and request.idempotency_key is None:
@@ -304,6 +315,25 @@ class Conductor:
             return SpawnOutcome(task=admission.task, existing=True)
         running = await self.launcher.launch(admission.task, route.reason.value)
         return SpawnOutcome(task=running, route=route)
+
+    @property
+    def uses_containers(self) -> bool:
+        """Container mode is configured (globally or for an agent type)."""
+        return self.default_runtime == "container" or any(
+            a.runtime == "container" for a in self.runtime.adapters.values()
+        )
+
+    def runtime_mode(self, asked: str | None, agent: AgentType, repo: Path) -> RuntimeMode:
+        """Where a spawn's agent runs: the spawn's choice, else its agent type's, its
+        repository's, the global setting."""
+        adapter = self.runtime.adapters.get(agent)
+        for choice in (asked, adapter.runtime if adapter else None,
+                       self._repo_config(repo).runtime, self.default_runtime):  # fmt: skip
+            if choice == "container":
+                return "container"
+            if choice == "local":
+                return "local"
+        return "local"
 
     async def _repository(self, actor: Actor, ref: str) -> Path:
         granted = await self.repositories.resolve(actor.tenant, ref)
@@ -519,8 +549,8 @@ class Conductor:
 
     async def attach_command(self, actor: Actor, ref: str) -> list[str]:
         rec = await self._with_session(actor, ref)
-        if await self.runtime.tmux.pane(rec.tmux_session or "") is None:
-            raise NoSessionError(f"task {rec.short_id}: its tmux session is gone")
+        if not await self.runtime.has_agent(rec.id):
+            raise NoSessionError(f"task {rec.short_id}: its agent's session is gone")
         return self.runtime.attach_command(rec.id)
 
     async def _with_session(self, actor: Actor, ref: str) -> TaskRecord:

@@ -25,6 +25,7 @@ class RepoConfig(BaseModel):
     ci: list[str] | Literal[False] | None = None
     forge: Literal["github", "local"] | None = None
     base: str | None = None
+    runtime: Literal["local", "container"] | None = None  # where this repository's agents run
 
     @field_validator("setup", "ci", mode="before")
     @classmethod
