@@ -37,9 +37,11 @@ NOW = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
 SEEDED = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 WAIT_S = 15.0
 until = functools.partial(pilot_until, timeout=WAIT_S)
+# The master key's fingerprint and what it encrypted (signing keys, secrets) go too: a test
+# before may have run an API server with another master key.
 TABLES = (
     "fleet_spawn_queue, fleet_audit, fleet_outbox, fleet_notifications, fleet_config, fleet_tasks, "
-    "fleet_master_key, fleet_switches, fleet_reviews"
+    "fleet_master_key, fleet_switches, fleet_reviews, fleet_signing_keys, fleet_secrets"
 )
 AGENTS = [
     ("claude_code", "claude-sonnet-4"),
