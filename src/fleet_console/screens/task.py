@@ -27,12 +27,11 @@ from textual.worker import Worker, WorkerState
 
 from fleet_console.source import EngineSource
 from fleet_console.widgets.diff_view import render_diff
+from fleet_console.widgets.review_rows import review_rows
 from fleet_core.errors import FleetError, NoSessionError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
 from fleet_core.review.store import ReviewRow
-from fleet_core.review.view import SYMBOL as VERDICT_SYMBOL
-from fleet_core.review.view import summary_text
 from fleet_core.why import attempt_lines, cause, failure_fields, failure_sections, why
 
 TABS = ("log", "details", "ci", "reviews", "audit", "diff")
@@ -363,24 +362,7 @@ class TaskScreen(Screen[None]):
         self._ci_rows = self._fill("#ci-table", rows, self._ci_rows)
 
     def _render_reviews(self, rec: TaskRecord, reviews: list[ReviewRow]) -> None:
-        """The review as a whole, then each verdict (newest attempt first) with its symbol,
-        summary and line comments."""
-        rows = [("review", summary_text(rec.review_status) if rec.review_status else "none yet")]
-        dod = (rec.review_status or {}).get("dod")  # the Definition of Done's checklist
-        if isinstance(dod, dict):
-            rows.append(("definition of done", "held" if dod.get("ok") else "NOT met"))
-            rows += [(f"  {'✓' if i.get('ok') else '✗'} {i.get('name')}", str(i.get("detail")))
-                     for i in dod.get("items", []) if isinstance(i, dict)]  # fmt: skip
-        for r in sorted(reviews, key=lambda r: (-r.attempt, r.reviewer)):
-            took = f" · {r.duration_ms / 1000:.1f} s" if r.duration_ms is not None else ""
-            rows.append((f"{VERDICT_SYMBOL.get(r.verdict, '?')} attempt {r.attempt} {r.reviewer}",
-                         f"{r.verdict} · {r.kind}/{r.model}{took}"))  # fmt: skip
-            if r.summary:
-                rows.append(("", _one_line(r.summary)))
-            if r.error:
-                rows.append(("", f"({_one_line(r.error)})"))
-            rows += [(f"  {c.get('path')}:{c.get('line')}", _one_line(c.get("body")))
-                     for c in r.comments]  # fmt: skip
+        rows = review_rows(rec, reviews)
         self._review_rows = self._fill("#reviews-table", rows, self._review_rows)
 
     def _fill(
