@@ -59,7 +59,10 @@ class Deleted(BaseModel):
 class RetryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str | None = Field(
-        default=None, description="The operator's words, added to the retry prompt (1-2000 chars)"
+        default=None,
+        description="The operator's words, added to the retry prompt (1-2000 chars)",
+        # Declared for clients (the server's own check, check_note, says which rule failed).
+        json_schema_extra={"minLength": 1, "maxLength": 2000, "pattern": r"\S"},
     )
 
 
