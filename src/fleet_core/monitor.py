@@ -48,18 +48,17 @@ from uuid import UUID
 from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
-from fleet_core.failures import CONFIG_REASONS, NO_PR, TIMEOUT, Verdict, classify, idle_reason
+from fleet_core.failures import NO_PR, TIMEOUT, Verdict, idle_reason
 from fleet_core.forge.base import CiReport, ForgeError, PrState, PullRequest
+from fleet_core.judging import Judge
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import CiStatus, TaskRecord
 from fleet_core.progress import ProgressWatch
+from fleet_core.publishing import Publisher
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
-from fleet_core.runtime import git as g
-from fleet_core.runtime.agent_profiles import profile_for
-from fleet_core.runtime.checkout import in_checkout
-from fleet_core.runtime.echo import strip_echo
 from fleet_core.runtime.local import ExitStatus, session_name
+from fleet_core.stalls import StallWatch
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
@@ -68,12 +67,7 @@ log = logging.getLogger(__name__)
 
 S = TaskStatus
 FORGE_LOCK = (17998, 1)  # pg advisory lock: one engine polls the forges per cycle
-LOG_TAIL_LINES = 60
-ATTEMPT_START = "fleet: starting "  # the launcher's first line: an attempt's output begins
-DIFF_KEEP_CHARS = 8000
 WITH_PR = (S.PR_CREATED, S.REVIEWING, S.READY)
-PUBLISH_PARALLEL = 8
-PR_TITLE_CHARS = 72
 
 
 @dataclass(frozen=True)
@@ -120,8 +114,9 @@ class Monitor:
         self.last_error: str | None = None
         self._busy = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
-        self._stalled: dict[UUID, str] = {}
-        self._push_errors: dict[UUID, str] = {}  # running tasks whose last push failed
+        self.publisher = Publisher(conductor)
+        self.judge = Judge(conductor, self.publisher)
+        self.stalls = StallWatch(conductor, self.admin, self.config.stall_s)
         self._kills: dict[UUID, asyncio.Task[None]] = {}  # timed-out or idle agents being killed
         self.progress = ProgressWatch(conductor.runtime.paths.data_dir)
         self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
@@ -170,7 +165,7 @@ class Monitor:
         for rec in rows:
             if rec.status in (S.SPAWNING, S.RUNNING) and rec.id not in sessions:
                 ctx = failure_context("conductor_restart", previous=rec,
-                                      log_tail=await self._tail(rec))  # fmt: skip
+                                      log_tail=await self.judge.tail(rec))  # fmt: skip
                 if await self._move(rec, S.FAILED, "conductor_restart", failure_context=ctx):
                     orphaned.append(rec.id)
         known = {r.id for r in rows}
@@ -216,8 +211,8 @@ class Monitor:
         alive = await self.c.runtime.alive_tasks()
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
         self.progress.keep_only(alive)
-        await self._publish([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
-                            report)  # fmt: skip
+        await self.publisher.push([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
+                                  functools.partial(self._error, report))  # fmt: skip
         prs, ci, polled = await self._poll_forges(tasks, report)
         now = datetime.now(UTC)
         for rec in tasks:
@@ -237,40 +232,8 @@ class Monitor:
     def _forget_ended(self, live: set[UUID]) -> None:
         """What the monitor keeps per task (stall warnings given, push errors) ends with the
         task, so a long-lived engine does not grow with every task it ever watched."""
-        for kept in (self._stalled, self._push_errors):
-            for task_id in [t for t in kept if t not in live]:
-                del kept[task_id]
-
-    async def _publish(self, running: list[TaskRecord], report: CycleReport) -> None:
-        """The agent commits, the engine pushes: each running task's new commits go to its
-        repository's origin before the forges are asked about them."""
-        gate = asyncio.Semaphore(PUBLISH_PARALLEL)
-
-        async def one(rec: TaskRecord) -> None:
-            async with gate:
-                try:
-                    await self.c.runtime.publish(Path(rec.repository), rec.id, rec.branch)
-                    self._push_errors.pop(rec.id, None)
-                except Exception as exc:
-                    self._push_errors[rec.id] = str(exc)[-2000:]
-                    self._error(report, f"task {rec.short_id}: push failed: {exc}")
-
-        await asyncio.gather(*(one(rec) for rec in running))
-
-    async def _open_pr(self, rec: TaskRecord) -> PullRequest | None:
-        """A PR for the branch of an agent that ended well, where the forge wants one opened.
-        None when it cannot (nothing committed, the forge refused: judged as no PR)."""
-        repo = Path(rec.repository)
-        try:
-            forge = await self.c.forges.for_repo(repo)
-            base = rec.base_branch or await g.default_branch(repo)
-            title = rec.description.strip().splitlines()[0][:PR_TITLE_CHARS] or rec.branch
-            who = f"{rec.agent_type.value}, {rec.model}, attempt {rec.retry_count + 1}"
-            body = f"{rec.description.strip()}\n\n---\nOpened by fleet for task {rec.id} ({who})."
-            return await forge.open_pr(repo, rec.branch, base, title, body)
-        except (ForgeError, OSError) as exc:
-            log.warning("could not open a PR", extra={"task": str(rec.id), "error": str(exc)})
-            return None
+        self.stalls.forget_ended(live)
+        self.publisher.forget_ended(live)
 
     async def _alive(self, rec: TaskRecord) -> bool:
         return await self.c.runtime.is_alive(rec.id)
@@ -347,15 +310,15 @@ class Monitor:
             rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
             report.prs += 1
         elif rec.status is S.RUNNING and ended:
-            pushed = rec.id not in self._push_errors
+            pushed = rec.id not in self.publisher.errors
             if status is not None and status.code == 0 and not judge and pushed:
                 # Whether it made a PR, the forge says next cycle; unless its own exit tells
                 # already: it said it failed, or it changed nothing.
-                verdict = await self._verdict(rec, status)
-                if verdict.reason == NO_PR and await self._diff(rec) is not None:
+                verdict = await self.judge.verdict(rec, status)
+                if verdict.reason == NO_PR and await self.judge.diff(rec) is not None:
                     return
             if status is not None and status.code == 0 and pushed:
-                opened = await self._open_pr(rec)
+                opened = await self.publisher.open_pr(rec)
                 if opened is not None:  # the engine opens the PR (GitHub); agents never do
                     await self._move(rec, S.PR_CREATED, "pr_opened", pr_number=opened.number)
                     report.prs += 1
@@ -389,42 +352,11 @@ class Monitor:
         ctx = failure_context("spawn_interrupted", previous=rec)
         await self._move(rec, S.FAILED, "spawn_interrupted", failure_context=ctx)
 
-    async def _verdict(
-        self, rec: TaskRecord, status: ExitStatus | None, tail: str | None = None
-    ) -> Verdict:
-        tail = await self._tail(rec) or "" if tail is None else tail
-        code = status.code if status else None
-        return classify(
-            profile_for(rec.agent_type),
-            exit_code=code,
-            oom=bool(status and status.oom),
-            tail=tail,
-            push_failed=rec.id in self._push_errors,
-            now=datetime.now(UTC),
-            not_found=bool(status and status.error and "No such file" in status.error),
-        )
-
     async def _agent_ended(
         self, rec: TaskRecord, status: ExitStatus | None, report: CycleReport
     ) -> None:
-        tail = await self._tail(rec) or ""
-        code = status.code if status else None
-        verdict = await self._verdict(rec, status, tail)
+        verdict, ctx = await self.judge.ended(rec, status)
         reason, resume = verdict.reason, verdict.resume_at
-        ctx = failure_context(
-            reason,
-            previous=rec,
-            exit_code=code,
-            signal=status.signal if status else None,
-            oom=(reason == "oom") or None,
-            message=verdict.message,
-            hint=verdict.hint,
-            retried=False if reason in CONFIG_REASONS else None,
-            log_tail=tail or None,
-            diff=await self._diff(rec),
-            resume_at=resume.isoformat() if resume else None,
-            push_error=self._push_errors.pop(rec.id, None) if reason == "push_failed" else None,
-        )
         if await self._move(rec, S.FAILED, reason, failure_context=ctx):
             report.failed += 1
             if resume is not None:
@@ -452,7 +384,7 @@ class Monitor:
                 "ci_failed",
                 previous=rec,
                 failing_checks=list(ci.failing),
-                diff=await self._diff(rec),
+                diff=await self.judge.diff(rec),
                 ci_log=ci.log_excerpt,
                 ci_url=ci.url,
             )
@@ -493,44 +425,19 @@ class Monitor:
                 profile=adapter.profile,
             )
             if idle > adapter.idle_minutes * self.config.minute_s:
-                tail = await self._tail(rec) or ""
+                tail = await self.judge.tail(rec) or ""
                 report.timeouts += 1
                 self._kill_beside(rec, idle_reason(adapter.profile, tail),
                                   idle_minutes=adapter.idle_minutes)  # fmt: skip
                 return
-        if _age(started, now) < self.config.stall_s or not rec.worktree_path:
-            return
-        last = await in_checkout(self.c.runtime.paths.data_dir, Path(rec.worktree_path), "log",
-                                 "-1", "--format=%H %ct", check=False)  # fmt: skip
-        sha, _, stamp = last.stdout.strip().partition(" ")
-        # From the agent's start or its last commit, whichever is later (never the base's).
-        since = (
-            max(started, datetime.fromtimestamp(int(stamp), UTC)) if stamp.isdigit() else started
-        )
-        if _age(since, now) < self.config.stall_s:
-            return
-        if self._stalled.get(rec.id) != sha:
-            self._stalled[rec.id] = sha
+        if await self.stalls.check(rec, started, now):
             report.stalls += 1
-            minutes = round(_age(since, now) / 60)
-            warning = {"since": since.isoformat(), "minutes": minutes, "at": now.isoformat()}
-            with contextlib.suppress(StaleVersionError):
-                await self.admin.update_metadata(
-                    rec.id, {"stall_warning": warning}, expected_version=rec.version
-                )
-            await self.c.bus.emit(
-                EventType.STALLED,
-                operator_id=rec.operator_id,
-                task_id=rec.id,
-                minutes=minutes,
-                commit=sha,
-            )
 
     async def _stop_agent(self, rec: TaskRecord, verdict: Verdict, fields: dict[str, Any]) -> None:
         """The log tail and diff first, then the kill, then running → failed with the
         verdict's reason (`timeout`, `agent_idle`, `agent_network`)."""
-        tail = await self._tail(rec)
-        diff = await self._diff(rec)
+        tail = await self.judge.tail(rec)
+        diff = await self.judge.diff(rec)
         await self.c.runtime.kill(rec.id)
         self.progress.forget(rec.id)
         ctx = failure_context(verdict.reason, previous=rec, diff=diff, log_tail=tail,
@@ -546,35 +453,6 @@ class Monitor:
             self.errors += 1
             self.last_error = f"timeout of task {str(task_id)[:8]}: {type(exc).__name__}: {exc}"
             log.error("timing out a task failed", exc_info=exc, extra={"task": str(task_id)})
-
-    async def _diff(self, rec: TaskRecord) -> str | None:
-        """What the attempt changed against its base (committed or not), for the retry prompt
-        (which sanitizes and cuts it to 2,000 characters)."""
-        if not rec.worktree_path or not Path(rec.worktree_path).is_dir():
-            return None
-        worktree = Path(rec.worktree_path)
-        try:
-            repo = Path(rec.repository)
-            base = await g.base_ref(repo, rec.base_branch or await g.default_branch(repo))
-            sha = (await g.git(repo, "rev-parse", "--verify", base)).stdout.strip()
-            out = await self.c.runtime.diff_against(repo, worktree, sha)
-        except Exception as exc:
-            log.warning("no diff for the failure context: %s", exc, extra={"task": str(rec.id)})
-            return None
-        return out[:DIFF_KEEP_CHARS] or None
-
-    async def _tail(self, rec: TaskRecord) -> str | None:
-        """The end of the agent's output, without what it echoed of its prompt."""
-        try:
-            text = await self.c.runtime.logs(rec.id, LOG_TAIL_LINES * 4)
-            keys = self.c.runtime.prompt_hashes(rec.id)
-            lines = strip_echo(text, keys).splitlines()
-            starts = [i for i, ln in enumerate(lines) if ln.startswith(ATTEMPT_START)]
-            lines = lines[starts[-1] :] if starts else lines  # this attempt's output only
-            return "\n".join(lines[-LOG_TAIL_LINES:]) or None
-        except Exception as exc:
-            log.warning("no log tail for the failure context: %s", exc, extra={"task": str(rec.id)})
-            return None
 
     async def _move(
         self, rec: TaskRecord, to: TaskStatus, reason: str, **update: Any
