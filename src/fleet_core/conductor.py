@@ -64,6 +64,7 @@ from fleet_core.wording import now
 
 log = logging.getLogger(__name__)
 MERGE_MOVE_ATTEMPTS = 5  # a merged PR's task moved again after this many stale rows: give up
+ATTACH_TAIL_LINES = 15  # of the log, when attach is refused because the agent ended
 
 
 @dataclass(frozen=True)
@@ -490,10 +491,26 @@ class Conductor:
             raise NoSessionError(f"task {rec.short_id} has no agent session: {exc}") from None
 
     async def attach_command(self, actor: Actor, ref: str) -> list[str]:
+        """tmux attach to a live agent; an ended one (dead pane, session gone) is refused
+        with the task's state and the end of its log."""
         rec = await self._with_session(actor, ref)
-        if await self.runtime.tmux.pane(rec.tmux_session or "") is None:
-            raise NoSessionError(f"task {rec.short_id}: its tmux session is gone")
+        pane = await self.runtime.tmux.pane(rec.tmux_session or "")
+        if pane is None or pane.dead:
+            raise NoSessionError(await self._nothing_to_attach(rec, gone=pane is None))
         return self.runtime.attach_command(rec.id)
+
+    async def _nothing_to_attach(self, rec: TaskRecord, *, gone: bool) -> str:
+        ended = await self.runtime.exit_status(rec.id)
+        how = f" (exit {ended.code}{', ' + ended.signal if ended.signal else ''})" if ended else ""
+        why = "its tmux session is gone" if gone else f"its agent has ended{how}"
+        text = f"task {rec.short_id}: nothing to attach to, {why}; the task {now(rec.status.value)}"
+        try:
+            tail = await self.runtime.logs(rec.id, ATTACH_TAIL_LINES)
+        except Exception:
+            tail = ""
+        if tail:
+            text += f"\nthe end of its log (all of it: fleet logs {rec.short_id}):\n{tail}"
+        return text
 
     async def _with_session(self, actor: Actor, ref: str) -> TaskRecord:
         rec = await self.registry(actor).resolve(ref)

@@ -24,8 +24,11 @@ are reported, never killed. Each cycle then, in this order:
    outside its deadline) and failed (`timeout`, `agent_idle` or `agent_network`); stalls (no
    new commit for `stall_s` since the agent's start or its last commit) → a warning event,
    stored on the task; interrupted spawns → failed or cancelled;
-6. retries that are due (RetryEngine), then queued spawns.
+6. retries that are due (RetryEngine), then queued spawns; dead sessions of finished tasks
+   are removed once their output is in the log file (agent_ends.py).
 
+An agent's end does not wait for the next cycle: its launcher wakes the monitor, which runs
+the same steps for that task at once (agent_ends.py); the cycle is the safety net.
 Overlapping cycles are skipped, a cycle has a deadline, and every exception is caught and
 counted: one bad task never stops the others.
 """
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from fleet_core.agent_ends import AgentEnds
 from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
@@ -58,6 +62,7 @@ from fleet_core.publishing import Publisher
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
 from fleet_core.runtime.local import ExitStatus, session_name
+from fleet_core.runtime.tmux import PaneState
 from fleet_core.stalls import StallWatch
 
 if TYPE_CHECKING:
@@ -112,19 +117,24 @@ class Monitor:
         self.skipped = 0
         self.last_cycle_ms: float | None = None
         self.last_error: str | None = None
-        self._busy = asyncio.Lock()
+        self._busy = asyncio.Lock()  # one cycle at a time (an overlapping one is skipped)
+        self.acting = asyncio.Lock()  # a cycle or a wake pass: never two judging at once
         self._loop: asyncio.Task[None] | None = None
+        self._panes: dict[UUID, PaneState] = {}  # this cycle's agent panes, by task
         self.publisher = Publisher(conductor)
         self.judge = Judge(conductor, self.publisher)
         self.stalls = StallWatch(conductor, self.admin, self.config.stall_s)
         self._kills: dict[UUID, asyncio.Task[None]] = {}  # timed-out or idle agents being killed
         self.progress = ProgressWatch(conductor.runtime.paths.data_dir)
         self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
+        self.ends = AgentEnds(self)  # an agent's end, at once (its launcher wakes us)
 
     def health(self) -> dict[str, Any]:
         return {
             "running": self._loop is not None and not self._loop.done(),
             "cycles": self.cycles,
+            "wakes": self.ends.passes,
+            "listening": self.ends.listener.listening,
             "last_cycle_ms": self.last_cycle_ms,
             "errors": self.errors,
             "skipped": self.skipped,
@@ -137,10 +147,12 @@ class Monitor:
     async def start(self) -> ReconcileReport:
         report = await self.reconcile()
         if self._loop is None:
+            self.ends.start()
             self._loop = asyncio.create_task(self._run(), name="fleet-monitor")
         return report
 
     async def stop(self) -> None:
+        await self.ends.stop()
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -185,7 +197,7 @@ class Monitor:
             report = CycleReport()
             begin = time.perf_counter()
             try:
-                await asyncio.wait_for(self._cycle(report), self.config.deadline_s)
+                await asyncio.wait_for(self._cycle_acting(report), self.config.deadline_s)
             except TimeoutError:
                 self._error(report, f"cycle exceeded its {self.config.deadline_s:.0f} s deadline")
             except Exception as exc:
@@ -198,21 +210,39 @@ class Monitor:
                 listener(report)
             return report
 
+    def error(self, report: CycleReport, message: str) -> None:
+        self._error(report, message)
+
+    def being_killed(self, task_id: UUID) -> bool:
+        return task_id in self._kills
+
     def _error(self, report: CycleReport, message: str) -> None:
         self.errors += 1
         self.last_error = message
         report.errors.append(message)
+
+    async def _cycle_acting(self, report: CycleReport) -> None:
+        async with self.acting:
+            await self._cycle(report)
 
     async def _cycle(self, report: CycleReport) -> None:
         host = self.c.runtime.host_id
         tasks = await self.admin.list_live()
         report.checked = len(tasks)
         self._forget_ended({t.id for t in tasks})
-        alive = await self.c.runtime.alive_tasks()
+        self._panes = await self.c.runtime.task_panes()
+        alive = await self.c.runtime.alive_tasks(self._panes)
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
         self.progress.keep_only(alive)
         await self.publisher.push([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
                                   functools.partial(self._error, report))  # fmt: skip
+        await self.check_all(tasks, ended, report)
+        await self.ends.sweep(tasks, self._panes)
+        await self.after(report)
+
+    async def check_all(
+        self, tasks: list[TaskRecord], ended: set[UUID], report: CycleReport
+    ) -> None:
         prs, ci, polled = await self._poll_forges(tasks, report)
         now = datetime.now(UTC)
         for rec in tasks:
@@ -225,8 +255,11 @@ class Monitor:
             except Exception as exc:
                 self._error(report, f"task {rec.short_id}: {type(exc).__name__}: {exc}")
                 log.exception("monitor failed on a task", extra={"task": str(rec.id)})
+
+    async def after(self, report: CycleReport) -> None:
+        """Retries that are due, then queued spawns (a slot may have been freed)."""
         failed = await self.admin.query(status=[S.FAILED, S.REJECTED], limit=1000)
-        report.retries = await self.c.retries.run_due(failed, now)
+        report.retries = await self.c.retries.run_due(failed, datetime.now(UTC))
         await self.c.drain_queue()
 
     def _forget_ended(self, live: set[UUID]) -> None:
@@ -416,7 +449,7 @@ class Monitor:
             return
         adapter = self.c.runtime.adapters.get(rec.agent_type)
         if adapter is not None:
-            pane = await self.c.runtime.tmux.pane(session_name(rec.id))
+            pane = self._panes.get(rec.id)
             idle = await self.progress.idle_for(
                 rec.id,
                 log_path=self.c.runtime.log_path(rec.id),

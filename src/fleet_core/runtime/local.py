@@ -23,7 +23,7 @@ from fleet_core.config import Settings
 from fleet_core.db.sysuser import RunAs
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
-from fleet_core.runtime import agent_log, launch, limits
+from fleet_core.runtime import agent_log, launch, limits, sessions
 from fleet_core.runtime import checkout as co
 from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import Adapter
@@ -41,7 +41,7 @@ from fleet_core.runtime.runfiles import (
 )
 from fleet_core.runtime.sandbox import BASE_PATH, Sandbox
 from fleet_core.runtime.secrets import SecretProvider
-from fleet_core.runtime.tmux import SESSION_PREFIX, Tmux
+from fleet_core.runtime.tmux import SESSION_PREFIX, PaneState, Tmux
 from fleet_core.runtime.validation import path_under, validate_branch
 
 DEFAULT_LOG_LINES = 100
@@ -489,16 +489,26 @@ class LocalRuntime:
         pane = await self.tmux.pane(session_name(task_id))
         return pane is not None and not pane.dead
 
-    async def alive_tasks(self) -> set[UUID]:
-        """The tasks whose agent runs, in one tmux call (for the monitor's cycle)."""
-        alive = set()
-        for name, pane in (await self.tmux.panes()).items():
-            task_id = task_of(name)
-            if task_id is None or pane.dead:
-                continue
-            if self._read_exit(task_id) is None:
-                alive.add(task_id)
-        return alive
+    async def task_panes(self) -> dict[UUID, PaneState]:
+        """Each agent session's pane, by task, in one tmux call (for the monitor's cycle)."""
+        panes = await self.tmux.panes()
+        return {tid: pane for name, pane in panes.items() if (tid := task_of(name)) is not None}
+
+    async def alive_tasks(self, panes: dict[UUID, PaneState] | None = None) -> set[UUID]:
+        """The tasks whose agent runs, in one tmux call (or from `panes`, read already)."""
+        if panes is None:
+            panes = await self.task_panes()
+        return {t for t, pane in panes.items() if not pane.dead and self._read_exit(t) is None}
+
+    async def output_settled(self, task_id: UUID) -> bool:
+        """Wait (bounded) until an ended agent's last output is in its log file."""
+        return await sessions.output_settled(self.log_path(task_id))
+
+    async def remove_finished_session(self, task_id: UUID, *, force: bool = False) -> bool:
+        """Remove the task's dead session once its output is kept in the log file."""
+        return await sessions.remove_finished(
+            self.tmux, session_name(task_id), self.log_path(task_id), force=force
+        )
 
     async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
         """The last `lines` readable lines of the agent's output: from its kept log file
