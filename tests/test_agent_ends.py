@@ -105,9 +105,7 @@ async def test_an_agent_that_exits_is_failed_before_the_next_cycle(engine, sampl
     assert "exited with status 1" in await c.logs(ACTOR, str(rec.id))
 
 
-async def test_an_agent_that_ends_well_moves_on_before_the_next_cycle(
-    engine, sample: Path
-) -> None:
+async def test_an_agent_that_ends_well_moves_on_before_the_next_cycle(engine, sample: Path) -> None:
     c, m = engine()
     await m.start()
     await eventually(lambda: _true(m.cycles == 1))
@@ -124,9 +122,7 @@ async def test_an_agent_that_ends_well_moves_on_before_the_next_cycle(
     assert m.cycles == 1
 
 
-async def test_attach_refuses_an_ended_agent_with_its_state_and_log(
-    engine, sample: Path
-) -> None:
+async def test_attach_refuses_an_ended_agent_with_its_state_and_log(engine, sample: Path) -> None:
     c, m = engine()  # no monitor running: the task stays `running` after its agent's end
     rec = await spawn(c, sample, "Break it [demo:fail]")
     await eventually(lambda: c.runtime.exit_status(rec.id))
