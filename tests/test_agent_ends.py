@@ -4,7 +4,6 @@ is in the log file. Real PostgreSQL, git, tmux, the launcher and the demo agent.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -230,9 +229,11 @@ async def test_one_listener_per_run_area_and_a_stale_socket_is_replaced(tmp_path
 
 
 def _send_raw(runs: Path, data: bytes) -> bool:
-    with wake._short(runs / WAKE_SOCKET) as name:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(data, name)
+    with (
+        wake._short(runs / WAKE_SOCKET) as name,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
+    ):
+        sock.sendto(data, name)
     return True
 
 

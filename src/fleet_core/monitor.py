@@ -267,6 +267,7 @@ class Monitor:
         task, so a long-lived engine does not grow with every task it ever watched."""
         self.stalls.forget_ended(live)
         self.publisher.forget_ended(live)
+        self.c.runtime.heads.keep_only(live)
 
     async def _alive(self, rec: TaskRecord) -> bool:
         return await self.c.runtime.is_alive(rec.id)

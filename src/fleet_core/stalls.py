@@ -1,6 +1,7 @@
 """Stalls, for the monitor: a running agent with no new commit for `stall_s` since its start or
-its last commit (whichever is later, never the base's) gets one warning per commit: an event
-and `stall_warning` stored on the task. A warning only; the agent keeps running."""
+its last commit on its branch (whichever is later, never the base's) gets one warning per
+commit: an event and `stall_warning` stored on the task. A warning only; the agent keeps
+running. The branch's tip costs no process unless its ref moved (runtime/heads.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from uuid import UUID
 from fleet_core.errors import StaleVersionError
 from fleet_core.events import EventType
 from fleet_core.models import TaskRecord
-from fleet_core.runtime.checkout import in_checkout
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
@@ -35,12 +35,10 @@ class StallWatch:
         """Warn about `rec` if it stalls (once per commit); True when it warned now."""
         if _age(started, now) < self.stall_s or not rec.worktree_path:
             return False
-        last = await in_checkout(self.c.runtime.paths.data_dir, Path(rec.worktree_path), "log",
-                                 "-1", "--format=%H %ct", check=False)  # fmt: skip
-        sha, _, stamp = last.stdout.strip().partition(" ")
-        since = (
-            max(started, datetime.fromtimestamp(int(stamp), UTC)) if stamp.isdigit() else started
-        )
+        # The branch's tip, read again only when its ref moved; its time, once per commit.
+        last = await self.c.runtime.heads.last_commit(rec.id, Path(rec.worktree_path), rec.branch)
+        sha, stamp = last if last is not None else ("", None)
+        since = max(started, datetime.fromtimestamp(stamp, UTC)) if stamp is not None else started
         if _age(since, now) < self.stall_s or self.warned.get(rec.id) == sha:
             return False
         self.warned[rec.id] = sha
