@@ -324,12 +324,15 @@ async def main(rounds: int, cycles: int, profile: bool, latency_ms: int, old: bo
     print(f"{'N':>4s} {'median ms':>10s} {'min':>7s} {'max':>7s}  {'calls':>7s} {'goal':>4s}"
           f" {'warm-up calls':>13s}  median ms in: {hdr}")  # fmt: skip
     med: dict[int, list[float]] = {}
+    own: dict[int, list[float]] = {}  # the cycle without the forges' part (the fake gh)
     units: list[str] = []
     failures = 0
     for n in SIZES:
         flat = [c for block in runs[n] for c in block]
         ms = [c["ms"] for c in flat]
         med[n] = [statistics.median(c["ms"] for c in block) for block in runs[n]]
+        own[n] = [statistics.median(c["ms"] - c.get("forges", 0.0) for c in block)
+                  for block in runs[n]]  # fmt: skip
         calls = sorted({int(c["calls"]) for c in flat})
         failures += sum(not c["ok"] for c in flat) + sum(not c["ok"] for c in warm[n])
         parts = "  ".join(f"{statistics.median(c.get(p, 0.0) for c in flat):9.1f}" for p in PARTS)
@@ -348,6 +351,16 @@ async def main(rounds: int, cycles: int, profile: bool, latency_ms: int, old: bo
         print(f"time({n}) / time({SIZES[0]}) per round: median {statistics.median(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
               + ("  goal <= 3" if n == SIZES[-1] else ""))  # fmt: skip
+    for n in SIZES:
+        print(
+            f"N={n}: the monitor's own work (cycle minus forges) median "
+            f"{statistics.median(own[n]):.1f} ms per cycle"
+        )
+    for n in SIZES[1:]:
+        ratios = [a / b for a, b in zip(own[n], own[SIZES[0]], strict=True)]
+        print(f"own work({n}) / own work({SIZES[0]}) per round: median "
+              f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+              f"per task: {statistics.median(ratios) * SIZES[0] / n:.2f}")  # fmt: skip
     if prof_text:
         print("\ncProfile of 3 cycles at N=500 (cumulative):")
         print(prof_text)

@@ -4,6 +4,7 @@ only when its ref moved, a commit's time once; real git, tmux, PostgreSQL and th
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,9 +19,10 @@ from fleet_core.db.database import Database
 from fleet_core.demo import make_sample
 from fleet_core.events import EventType, FleetEvent
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import SpawnRequest, Tier
+from fleet_core.models import AgentType, SpawnRequest, Tier
 from fleet_core.monitor import Monitor, MonitorConfig
-from fleet_core.progress import ProcTable, tree_cpu_seconds
+from fleet_core.progress import ProcTable, ProgressWatch, tree_cpu_seconds
+from fleet_core.runtime.agent_profiles import profile_for
 from fleet_core.runtime.heads import BranchHeads
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
@@ -63,12 +65,15 @@ async def test_a_branch_tip_is_read_again_only_when_its_ref_moved(tmp_path: Path
 def test_one_read_of_proc_sums_each_process_tree() -> None:
     child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
     try:
-        table = ProcTable.read()
+        for _ in range(400):  # until the shell has started its sleep
+            table = ProcTable.read()
+            if table.children.get(child.pid):
+                break
+            time.sleep(0.01)
+        assert table.children.get(child.pid), "the shell's sleep is its child"
         assert child.pid in table.cpu
         assert table.tree_cpu(child.pid) == pytest.approx(tree_cpu_seconds(child.pid), abs=0.05)
         assert table.tree_cpu(999_999_999) == 0.0
-        kids = table.children.get(child.pid, [])
-        assert kids, "the shell's sleep is its child"
     finally:
         child.kill()
         child.wait()
@@ -142,3 +147,29 @@ async def test_old_running_agents_cost_no_git_per_cycle_until_they_commit(
     await eventually(warned_about_the_new_commit)  # its stall counts from that commit
     for rec in recs:
         assert (await c.registry(ACTOR).get(rec.id)).status is TaskStatus.RUNNING
+
+
+async def test_a_checkout_is_walked_at_most_every_fingerprint_interval(tmp_path: Path) -> None:
+    """A silent agent's checkout is the one look whose cost grows with its work: it is taken
+    at most every `fingerprint_every_s` (a change is then seen that much later, never lost)."""
+    now = [100.0]
+    watch = ProgressWatch(tmp_path, clock=lambda: now[0], fingerprint_every_s=10.0)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "a.txt").write_text("one")
+    look = {"log_path": tmp_path / "none.log", "pane_pid": None, "checkout": checkout,
+            "profile": profile_for(AgentType.DEMO)}  # fmt: skip
+    tid = uuid.uuid4()
+    assert await watch.idle_for(tid, **look) == 0.0
+    (checkout / "b.txt").write_text("two")  # progress, in the checkout only
+    now[0] = 104.0
+    assert await watch.idle_for(tid, **look) == 4.0  # not walked yet: 4 s < 10 s
+    now[0] = 111.0
+    assert await watch.idle_for(tid, **look) == 0.0  # walked: the change is seen
+    now[0] = 125.0
+    assert await watch.idle_for(tid, **look) == 14.0  # walked again, nothing changed
+    every = ProgressWatch(tmp_path, clock=lambda: now[0])  # the default: every look
+    assert await every.idle_for(tid, **look) == 0.0
+    (checkout / "c.txt").write_text("three")
+    now[0] = 126.0
+    assert await every.idle_for(tid, **look) == 0.0

@@ -125,7 +125,9 @@ class Monitor:
         self.judge = Judge(conductor, self.publisher)
         self.stalls = StallWatch(conductor, self.admin, self.config.stall_s)
         self._kills: dict[UUID, asyncio.Task[None]] = {}  # timed-out or idle agents being killed
-        self.progress = ProgressWatch(conductor.runtime.paths.data_dir)
+        self.progress = ProgressWatch(
+            conductor.runtime.paths.data_dir, fingerprint_every_s=self.config.minute_s / 2
+        )
         self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
         self.ends = AgentEnds(self)  # an agent's end, at once (its launcher wakes us)
 

@@ -33,12 +33,23 @@ class _Seen:
     log_size: int = 0
     cpu: float = 0.0
     checkout: str = ""
+    fingerprinted: float = 0.0  # monotonic time of the last walk of the checkout
 
 
 class ProgressWatch:
-    def __init__(self, data_dir: Path, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        fingerprint_every_s: float = 0.0,
+    ) -> None:
         self.data_dir = data_dir
         self._clock = clock
+        # A checkout's walk is the one look whose cost grows with the agent's work: taken at
+        # most this often per agent (progress it finds is then that much late: an idle limit
+        # is minutes, so the monitor passes half of one).
+        self.fingerprint_every_s = fingerprint_every_s
         self._seen: dict[UUID, _Seen] = {}
         self._procs: ProcTable | None = None  # this cycle's one read of /proc
 
@@ -73,7 +84,7 @@ class ProgressWatch:
         seen = self._seen.get(task_id)
         if seen is None:
             fp = await fingerprint(self.data_dir, checkout)
-            self._seen[task_id] = _Seen(now, now, size, cpu, fp)
+            self._seen[task_id] = _Seen(now, now, size, cpu, fp, now)
             return 0.0
         moved = False
         if size != seen.log_size:
@@ -83,7 +94,8 @@ class ProgressWatch:
         if cpu - seen.cpu > CPU_SHARE * max(now - seen.looked, 0.001):
             moved = True
         seen.cpu = cpu
-        if not moved:
+        if not moved and now - seen.fingerprinted >= self.fingerprint_every_s:
+            seen.fingerprinted = now
             fp = await fingerprint(self.data_dir, checkout)
             if fp != seen.checkout:
                 seen.checkout, moved = fp, True
