@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -106,7 +107,7 @@ class WakeListener:
                 try:
                     sock.bind(name)
                 except OSError as exc:
-                    if not isinstance(exc, FileExistsError) and exc.errno != 98:  # EADDRINUSE
+                    if exc.errno != errno.EADDRINUSE:
                         raise
                     if self._alive(name):
                         sock.close()
