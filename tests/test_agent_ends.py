@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from conftest import eventually, grant_repo
@@ -177,6 +178,36 @@ async def test_a_wake_for_a_live_or_unknown_task_changes_nothing(engine, sample:
     assert isinstance(report, CycleReport) and report.errors == [] and report.checked == 0
     assert (await c.registry(ACTOR).get(rec.id)).status is TaskStatus.RUNNING
     assert await c.runtime.is_alive(rec.id)
+
+
+async def test_a_wake_before_the_spawn_is_recorded_is_tried_again(
+    engine, sample: Path, su: asyncpg.Connection
+) -> None:
+    """An agent can end before its spawn has moved the task to running: the wake is tried
+    again until it is, and the task is judged then, still before the next cycle."""
+    c, m = engine()
+    await m.start()
+    await eventually(lambda: _true(m.cycles == 1))
+    tid = await su.fetchval(
+        "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
+        " branch, repository, status) VALUES ('alice','demo','demo','docs','d','fleet/early',"
+        " $1, 'spawning') RETURNING id",
+        str(sample),
+    )  # fmt: skip
+    assert wake.send(c.runtime.paths.runs, tid)
+    await eventually(lambda: _true(m.ends.passes >= 2))  # seen spawning, and again
+    assert (await c.registry(ACTOR).get(tid)).status is TaskStatus.SPAWNING
+    await su.execute(
+        "UPDATE fleet_tasks SET status = 'running', host_id = 'test-host', spawned_at = now(),"
+        " tmux_session = 'fleet-' || id::text, version = version + 1 WHERE id = $1",
+        tid,
+    )  # fmt: skip
+
+    async def failed() -> bool:
+        return (await c.registry(ACTOR).get(tid)).status is TaskStatus.FAILED
+
+    await eventually(failed)  # no session, no exit record: it ended
+    assert m.cycles == 1
 
 
 # -- the wake socket ---------------------------------------------------------------------------

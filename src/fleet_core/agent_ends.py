@@ -6,7 +6,8 @@ database or the engine. The engine's monitor then runs a wake pass for that task
 steps (publish its last commits, ask its forge, judge: pr_created, or failed with its reason)
 for it alone, after a cycle under way and never beside one, then retries and the queue. A
 wake is a hint: a task that is not running here, or whose agent still runs, is left to the
-cycle. The periodic cycle stays the safety net for a wake that never came (no listener, a
+cycle; one still spawning (its agent ended before the spawn was recorded) is tried again
+every 0.1 s for up to 10 s. The periodic cycle stays the safety net for a wake that never came (no listener, a
 launcher killed with its agent).
 
 Finished tasks' tmux sessions (dead panes, kept by remain-on-exit) go once their output is in
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S = TaskStatus
+EARLY_RETRY_S = 0.1
+EARLY_TRIES = 100  # 10 s
 
 
 class AgentEnds:
@@ -45,6 +48,7 @@ class AgentEnds:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._dead_seen: set[UUID] = set()  # dead sessions kept at the last sweep
+        self._early: dict[UUID, int] = {}  # woken while still spawning: tries so far
 
     def start(self) -> None:
         """Listen (unless another engine does) and run wake passes as wakes come."""
@@ -96,6 +100,10 @@ class AgentEnds:
         tasks: list[TaskRecord] = []
         for task_id in sorted(ids):
             rec = await m.admin.find(task_id)
+            if rec is not None and rec.status is S.SPAWNING and rec.host_id in (None, rt.host_id):
+                self._again_soon(task_id)  # ended before its spawn was recorded as running
+                continue
+            self._early.pop(task_id, None)
             if rec is None or rec.status is not S.RUNNING or rec.host_id != rt.host_id:
                 continue  # not ours, or already moved (by a cycle, the operator)
             if m.being_killed(task_id) or await rt.is_alive(task_id):
@@ -113,6 +121,16 @@ class AgentEnds:
             if moved is not None and moved.status is not S.RUNNING:
                 await rt.remove_finished_session(rec.id)
         await m.after(report)
+
+    def _again_soon(self, task_id: UUID) -> None:
+        """An agent can end before the spawn that started it has moved its task to running:
+        its wake is tried again shortly, for as long as a spawn may take to be recorded."""
+        tries = self._early.get(task_id, 0) + 1
+        if tries > EARLY_TRIES:
+            self._early.pop(task_id, None)
+            return  # left to the cycle (a spawn stuck that long is its business)
+        self._early[task_id] = tries
+        asyncio.get_running_loop().call_later(EARLY_RETRY_S, self.wake_for, task_id)
 
     async def sweep(self, tasks: list[TaskRecord], panes: dict[UUID, PaneState]) -> None:
         """Dead sessions of tasks no longer running go once their output is in the log file
