@@ -156,7 +156,12 @@ async def test_the_sweep_keeps_running_untracked_and_unlogged_sessions(
     c, m = engine()
     hang = await spawn(c, sample, "Wait [demo:hang]")
     done = await spawn(c, sample, "Break it [demo:fail]")
-    await eventually(lambda: c.runtime.exit_status(done.id))
+
+    async def pane_dead() -> bool:
+        pane = await c.runtime.tmux.pane(f"fleet-{done.id}")
+        return pane is not None and pane.dead
+
+    await eventually(pane_dead)  # the launcher has ended
     socket_name = c.runtime.paths.tmux_socket
     untracked = uuid.uuid4()  # a dead session with no task row: never touched
     subprocess.run(["tmux", "-L", socket_name, "new-session", "-d", "-s", f"fleet-{untracked}",

@@ -7,8 +7,8 @@ steps (publish its last commits, ask its forge, judge: pr_created, or failed wit
 for it alone, after a cycle under way and never beside one, then retries and the queue. A
 wake is a hint: a task that is not running here, or whose agent still runs, is left to the
 cycle; one still spawning (its agent ended before the spawn was recorded) is tried again
-every 0.1 s for up to 10 s. The periodic cycle stays the safety net for a wake that never came (no listener, a
-launcher killed with its agent).
+every 0.1 s for up to 10 s. The periodic cycle stays the safety net for a wake that never
+came (no listener, a launcher killed with its agent).
 
 Finished tasks' tmux sessions (dead panes, kept by remain-on-exit) go once their output is in
 the task's log file (agent_log: the launcher's last line is there), so they do not pile up.
@@ -119,7 +119,7 @@ class AgentEnds:
         for rec in tasks:
             moved = await m.admin.find(rec.id)
             if moved is not None and moved.status is not S.RUNNING:
-                await rt.remove_finished_session(rec.id)
+                await rt.remove_finished_session(rec.id, exiting=True)
         await m.after(report)
 
     def _again_soon(self, task_id: UUID) -> None:

@@ -495,11 +495,13 @@ class Conductor:
         with the task's state and the end of its log."""
         rec = await self._with_session(actor, ref)
         pane = await self.runtime.tmux.pane(rec.tmux_session or "")
-        if pane is None or pane.dead:
+        if pane is None or not await self.runtime.is_alive(rec.id):  # the exit record counts
             raise NoSessionError(await self._nothing_to_attach(rec, gone=pane is None))
         return self.runtime.attach_command(rec.id)
 
     async def _nothing_to_attach(self, rec: TaskRecord, *, gone: bool) -> str:
+        if not gone:  # its last words may still be on their way to the log file
+            await self.runtime.output_settled(rec.id)
         ended = await self.runtime.exit_status(rec.id)
         how = f" (exit {ended.code}{', ' + ended.signal if ended.signal else ''})" if ended else ""
         why = "its tmux session is gone" if gone else f"its agent has ended{how}"

@@ -519,11 +519,15 @@ class LocalRuntime:
         """Wait (bounded) until an ended agent's last output is in its log file."""
         return await sessions.output_settled(self.log_path(task_id))
 
-    async def remove_finished_session(self, task_id: UUID, *, force: bool = False) -> bool:
-        """Remove the task's dead session once its output is kept in the log file."""
+    async def remove_finished_session(
+        self, task_id: UUID, *, force: bool = False, exiting: bool = False
+    ) -> bool:
+        """Remove the task's dead session once its output is kept in the log file (with
+        `exiting`, its launcher is ending: its pane is waited for, briefly)."""
         return await sessions.remove_finished(
-            self.tmux, session_name(task_id), self.log_path(task_id), force=force
-        )
+            self.tmux, session_name(task_id), self.log_path(task_id), force=force,
+            wait_s=sessions.EXITING_S if exiting else 0.0,
+        )  # fmt: skip
 
     async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
         """The last `lines` readable lines of the agent's output: from its kept log file

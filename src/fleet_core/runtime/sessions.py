@@ -15,6 +15,7 @@ from fleet_core.runtime.tmux import Tmux
 
 SETTLE_S = 1.0  # how long an ended agent's last output may take to reach its log file
 SETTLE_POLL_S = 0.01
+EXITING_S = 2.0  # how long a launcher that woke the engine may take to end its pane
 
 
 async def output_settled(log_path: Path, timeout: float = SETTLE_S) -> bool:
@@ -33,10 +34,19 @@ async def output_settled(log_path: Path, timeout: float = SETTLE_S) -> bool:
         await asyncio.sleep(SETTLE_POLL_S)
 
 
-async def remove_finished(tmux: Tmux, name: str, log_path: Path, *, force: bool = False) -> bool:
-    """Remove the session `name` if its pane is dead and its output is kept in `log_path`
-    (with `force`, also without the launcher's last line there). True when removed."""
-    pane = await tmux.pane(name)
+async def remove_finished(
+    tmux: Tmux, name: str, log_path: Path, *, force: bool = False, wait_s: float = 0.0
+) -> bool:
+    """Remove the session `name` if its pane is dead (waiting up to `wait_s` for a launcher
+    that is exiting) and its output is kept in `log_path` (with `force`, also without the
+    launcher's last line there). True when removed."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait_s
+    while True:
+        pane = await tmux.pane(name)
+        if pane is None or pane.dead or loop.time() >= end:
+            break
+        await asyncio.sleep(SETTLE_POLL_S)
     if pane is None or not pane.dead:
         return False
     kept = await asyncio.to_thread(agent_log.attempt_ended, log_path)
