@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ for _name in [n for n in os.environ if n.startswith("FLEET_") and not n.startswi
 _SANDBOX = Path(tempfile.mkdtemp(prefix="fleet-tests-"))
 os.environ["FLEET_CONFIG"] = str(_SANDBOX / "absent.toml")
 os.environ["FLEET_DATA_DIR"] = str(_SANDBOX / "data")
+# A verb that spawns would start the background engine (a process that outlives the test):
+# only the tests of that engine turn it on (tests/test_background_engine.py).
+os.environ["FLEET_ENGINE_AUTOSTART"] = "false"
 # The fake `gh` (tests/fake_gh) parses GraphQL with graphql-core, a test dependency: whatever
 # python3 is first on PATH, it runs itself with this interpreter when that one lacks it.
 os.environ["FAKE_GH_PYTHON"] = sys.executable
@@ -93,7 +96,22 @@ def pg() -> Iterator[Pg]:
             _SANDBOX,
         )
     finally:
+        _stop_background_engines(settings.data_dir)
         cluster.destroy()
+
+
+def _stop_background_engines(data_dir: Path) -> None:
+    """The safety net behind every test's own cleanup: a background engine (a detached
+    `fleet engine run`) still holding a lock of the session's data dir is killed."""
+    import signal
+
+    from fleet_core.engine_lock import current_holder
+
+    for lock in (data_dir / "engine").glob("*.lock"):
+        holder = current_holder(lock)
+        if holder is not None and holder.role == "background" and holder.pid > 0:
+            with suppress(ProcessLookupError):
+                os.kill(holder.pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ async def test_status_json_empty_then_with_a_task(su: asyncpg.Connection, db: Da
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "active": 0, "completed": 0, "failed": 0, "queued": 0, "paused": None,
-        "forge_errors": {}, "tasks": []
+        "forge_errors": {}, "engine": None, "tasks": []
     }  # fmt: skip
     rec = await TaskRegistry(db, Tenant.operator("alice")).create(new_task())
     await TaskRegistry(db, Tenant.operator("bob")).create(new_task())
@@ -44,6 +44,7 @@ async def test_status_json_empty_then_with_a_task(su: asyncpg.Connection, db: Da
     assert json.loads(fleet("status", "--json", "--all").stdout)["active"] == 2
     text = fleet("status").stdout
     assert rec.short_id in text and "proposed" in text
+    assert text.startswith("NO ENGINE: no engine runs on this host for this data dir")
     shown = json.loads(fleet("show", rec.short_id, "--json").stdout)
     assert shown["id"] == str(rec.id) and shown["status"] == "proposed"
     assert "fix the flaky test" in fleet("show", str(rec.id)[:6]).stdout

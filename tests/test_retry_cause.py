@@ -141,3 +141,38 @@ async def test_the_api_detail_says_why_and_the_forge_error(
             problems.answered(rec.repository)
             r = await client.get(f"/api/fleet/tasks/{rec.id}", headers=h)
             assert r.json()["forge_error"] is None
+
+
+async def test_the_api_retry_takes_the_operators_note(
+    pg: Any, db: Database, su: asyncpg.Connection, repo: Path, tmp_path: Path
+) -> None:
+    """POST .../retry with `{"note": ...}`: a bad note is a 400 naming `note` and changes
+    nothing; a good one reaches the next attempt's cause (and so its prompt)."""
+    reg = TaskRegistry(db, Tenant.operator("alice"))
+    rec = await reg.create(new_task(repository=str(repo)))
+    for step in (TaskStatus.SPAWNING, TaskStatus.RUNNING, TaskStatus.FAILED):
+        rec = await reg.transition(rec.id, step, expected_version=rec.version)
+    ctx = {"reason": "ci_failed", "attempt": 1}
+    counted = await reg.record_failure(rec.id, ctx, expected_version=rec.version)
+    assert counted is not None
+    settings = api_settings(pg, tmp_path, "api-host").model_copy(
+        update={"repos": failing_setup(repo)}
+    )
+    async with api_server(settings) as (url, _engine, keys):
+        token = await issue_token(keys, "alice", Tier.BUILDER)
+        h = {"Authorization": f"Bearer {token}"}
+        path = f"/api/fleet/tasks/{rec.id}/retry"
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for body in ({"note": "   "}, {"note": "x" * 2001}, {"nope": 1}, {"note": 3}):
+                r = await client.post(path, json=body, headers=h)
+                assert r.status_code == 400, (body, r.text)
+                assert ("nope" if "nope" in body else "note") in r.text, r.text
+            row = await su.fetchrow("SELECT * FROM fleet_tasks WHERE id = $1", rec.id)
+            assert row["status"] == "failed" and row["version"] == counted.version
+            r = await client.post(path, json={"note": "pin the v2 API"}, headers=h)
+    # The repository's setup fails, so the retry ends failed again, but with the note kept.
+    row = await su.fetchrow("SELECT * FROM fleet_tasks WHERE id = $1", rec.id)
+    assert r.status_code == 502 and r.json()["step"] == "runtime", r.text
+    assert row["retry_count"] == counted.retry_count + 1 and row["status"] == "failed"
+    attempts = json.loads(row["failure_context"])["attempts"]
+    assert attempts[-1]["operator_note"] == "pin the v2 API", attempts

@@ -29,7 +29,8 @@ from fleet_console.source import EngineSource
 from fleet_console.widgets.task_table import LOOK, MEANING
 from fleet_core.conductor import Actor
 from fleet_core.config import Settings
-from fleet_core.engine import Engine, running_engine
+from fleet_core.engine import Engine
+from fleet_core.engine_role import served_engine
 from fleet_core.errors import (
     BadInputError,
     DeniedError,
@@ -85,7 +86,7 @@ class FleetApp(App[None]):
         self.settings = settings
         self.actor = Actor(settings.operator, settings.tier)
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.engine_factory = engine or (lambda bus: running_engine(settings, bus=bus))
+        self.engine_factory = engine or self._served
         self.after_start = after_start
         self.source: EngineSource | None = None
         self.bridge: Bridge | None = None
@@ -111,6 +112,10 @@ class FleetApp(App[None]):
                 self.source = EngineSource(engine, self.actor)
                 self.bridge = Bridge(self, bus, self.fleet_screen)
                 self.fleet_screen.post_message(EngineReady())
+                if engine.serving.startswith("client"):
+                    self.notify(f"this console is its {engine.serving}; it becomes the engine "
+                                "when that one exits", title="another process is the engine",
+                                timeout=10)  # fmt: skip
                 if self.after_start is not None:
                     result = self.after_start(engine)
                     if asyncio.iscoroutine(result):
@@ -123,6 +128,16 @@ class FleetApp(App[None]):
             if self.bridge is not None:
                 self.bridge.close()
             self.source = None
+
+    def _served(self, bus: EventBus) -> AbstractAsyncContextManager[Engine]:
+        """The engine, or its client when another process is the engine (DESIGN §10)."""
+        return served_engine(
+            self.settings, "console", tenant=self.actor.tenant, bus=bus, on_role=self._took_role
+        )
+
+    def _took_role(self, engine: Engine) -> None:
+        self.notify("the engine process exited: this console is the engine now",
+                    title="engine")  # fmt: skip
 
     @on(EngineFailed)
     def engine_failed(self, message: EngineFailed) -> None:

@@ -9,7 +9,8 @@ from fleet_console.app import FleetApp
 from fleet_core.conductor import Actor
 from fleet_core.config import Settings
 from fleet_core.demo import DEMO_MONITOR, demo_settings, start_demo
-from fleet_core.engine import Engine, running_engine
+from fleet_core.engine import Engine
+from fleet_core.engine_role import served_engine
 
 log = logging.getLogger("fleet.console")
 
@@ -23,7 +24,21 @@ def _terminal() -> None:
 def run_console(settings: Settings) -> int:
     _terminal()
     FleetApp(settings).run()
+    _hand_over(settings)
     return 0
+
+
+def _hand_over(settings: Settings) -> None:
+    """Agents outlive the console: when some still need an engine and no other process is the
+    engine here, the background engine takes over (said on the restored terminal)."""
+    import asyncio
+    import sys
+
+    from fleet_core.background_run import hand_over
+
+    said = asyncio.run(hand_over(settings))
+    if said:
+        print(said, file=sys.stderr)
 
 
 def run_demo_console(settings: Settings, *, others: bool = False) -> int:
@@ -36,8 +51,11 @@ def run_demo_console(settings: Settings, *, others: bool = False) -> int:
 
     app = FleetApp(
         settings,
-        engine=lambda bus: running_engine(settings, bus=bus, config=DEMO_MONITOR),
+        engine=lambda bus: served_engine(
+            settings, "demo", tenant=actor.tenant, bus=bus, config=DEMO_MONITOR, evict=True
+        ),
         after_start=begin,
     )
     app.run()
+    _hand_over(settings)
     return 0

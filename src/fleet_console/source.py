@@ -3,6 +3,7 @@ the local operator. Screens never reach into the engine's parts themselves."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
@@ -46,4 +47,7 @@ class EngineSource:
         return await task_deliveries(self.engine.db, self.actor.tenant, task_id)
 
     async def overview(self) -> Overview:
-        return await fleet_overview(self.engine.conductor, self.actor, self.engine.monitor)
+        ov = await fleet_overview(self.engine.conductor, self.actor, self.engine.monitor)
+        if self.engine.serving.startswith("client"):  # the monitor runs in another process
+            ov = replace(ov, monitor={"elsewhere": self.engine.serving})
+        return ov

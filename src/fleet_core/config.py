@@ -98,6 +98,11 @@ class Settings(BaseModel):
     stall_minutes: float = Field(default=30.0, gt=0, le=1440)
     retry_base_seconds: float = Field(default=30.0, ge=0, le=3600)
     retry_max_seconds: float = Field(default=120.0, ge=0, le=86400)
+    # The background engine (DESIGN §10): a verb that creates or revives agents starts one when
+    # no engine (console, `fleet --headless`, background engine) serves this host and data dir
+    # (`engine_autostart`); it stops after `engine_idle_minutes` without live or pending tasks.
+    engine_autostart: bool = True
+    engine_idle_minutes: float = Field(default=30.0, gt=0, le=10_080)
     # Forges: how a PR is merged, and how long the local forge's CI command may run.
     merge_method: Literal["merge", "squash", "rebase"] = "merge"
     gh: str = Field(default="gh", min_length=1)  # the GitHub CLI: a name on PATH or a path

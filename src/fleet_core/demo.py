@@ -24,7 +24,8 @@ from pathlib import Path
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Tenant
-from fleet_core.engine import Engine, running_engine
+from fleet_core.engine import Engine
+from fleet_core.engine_role import served_engine
 from fleet_core.errors import ConflictError, FleetError, RepositoryNotFoundError
 from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.lifecycle import TERMINAL, TaskStatus
@@ -211,7 +212,9 @@ async def run_demo(
     actor = Actor(settings.operator, settings.tier)
     bus = EventBus()
     bus.subscribe("*", Narrator(out))
-    async with running_engine(settings, bus=bus, config=DEMO_MONITOR) as engine:
+    # The demo's engine has its own short intervals: a background engine steps aside for it.
+    async with served_engine(settings, "demo", tenant=actor.tenant, bus=bus,
+                             config=DEMO_MONITOR, evict=True) as engine:  # fmt: skip
         count = await start_demo(engine, actor, out, others=others)
         return await watch(engine, actor, repo, count, out, limit_s)
 

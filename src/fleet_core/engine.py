@@ -26,10 +26,38 @@ class Engine:
     monitor: Monitor
     reconciled: ReconcileReport
     notify: NotifyService | None = None  # the outbox worker (None: background=False)
+    notify_stream: IO[str] | None = None
+    # Who does the engine's background work on this host and data dir (see engine_role):
+    # "engine" (this process), "client of <role> pid N" (another process), or "" (nobody
+    # asked: `background=False` in a test or a one-shot view).
+    serving: str = ""
 
     @property
     def bus(self) -> EventBus:
         return self.conductor.bus
+
+    @property
+    def active(self) -> bool:
+        """Whether this process runs the background work (monitor, queue loop, outbox)."""
+        return self.notify is not None
+
+    async def take_part(self) -> None:
+        """Start the background work: reconcile, the monitor's cycle, the queue loop and the
+        outbox worker (what `running_engine(background=True)` does at start; a client that
+        takes the engine's role over calls it later). Idempotent; when it fails, what it had
+        started is stopped again."""
+        if self.notify is not None:
+            return
+        notify = NotifyService(self.settings, self.db, self.conductor.runtime.secrets.store,
+                               cli_stream=self.notify_stream)  # fmt: skip
+        await notify.start(self.conductor.bus, self.monitor.on_cycle)
+        try:
+            self.reconciled = await self.monitor.start()
+        except BaseException:
+            await notify.stop(drain_s=0)
+            raise
+        await self.conductor.start()  # only creates its queue loop's task
+        self.notify = notify
 
 
 def monitor_config(settings: Settings) -> MonitorConfig:
@@ -56,20 +84,17 @@ async def running_engine(
     db = await open_database(settings)
     conductor = Conductor.from_settings(settings, db, bus=bus)
     monitor = Monitor(conductor, config or monitor_config(settings))
-    notify: NotifyService | None = None
+    engine: Engine | None = None
     try:
         await conductor.runtime.secrets.ready()  # a wrong master key stops here, one line
-        reconciled = ReconcileReport([], [])
+        engine = Engine(settings, db, conductor, monitor, ReconcileReport([], []),
+                        notify_stream=notify_stream)  # fmt: skip
         if background:
-            reconciled = await monitor.start()
-            await conductor.start()
-            notify = NotifyService(settings, db, conductor.runtime.secrets.store,
-                                   cli_stream=notify_stream)  # fmt: skip
-            await notify.start(conductor.bus, monitor.on_cycle)
-        yield Engine(settings, db, conductor, monitor, reconciled, notify)
+            await engine.take_part()
+        yield engine
     finally:
-        if notify is not None:
-            await notify.stop()
+        if engine is not None and engine.notify is not None:
+            await engine.notify.stop()
         await monitor.stop()
         await conductor.stop_engine()
         await db.close()

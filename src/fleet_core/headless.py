@@ -17,7 +17,8 @@ import uvicorn
 from fleet_core.api.app import create_app
 from fleet_core.auth.keys import KeyStore
 from fleet_core.config import Settings
-from fleet_core.engine import running_engine
+from fleet_core.db.database import Tenant
+from fleet_core.engine_role import served_engine
 from fleet_core.runtime.sandbox import SandboxMode
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,12 @@ class Server(uvicorn.Server):
 async def serve(settings: Settings, host: str, port: int) -> None:
     if settings.sandbox is None:  # a server never starts an agent unsandboxed unless told
         settings = settings.model_copy(update={"sandbox": SandboxMode.REQUIRED})
-    async with running_engine(settings, notify_stream=sys.stdout) as engine:
+    async with served_engine(settings, "headless", tenant=Tenant.admin(), notify_stream=sys.stdout,
+                             on_role=lambda _e: print("fleet: this server is the engine now",
+                                                      flush=True)) as engine:  # fmt: skip
+        if engine.serving != "engine":
+            print(f"fleet: another process is the engine here; this server is its "
+                  f"{engine.serving}", flush=True)  # fmt: skip
         keys = KeyStore(engine.db, KeyStore.load_master_key(settings))
         await keys.ensure_signing_key()
         app = create_app(engine, keys)
@@ -56,3 +62,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         log.info("serving", extra={"host": host, "port": port})
         await server.serve()
     print("fleet: stopped; agents keep running", flush=True)
+    from fleet_core.background_run import hand_over
+
+    said = await hand_over(settings)
+    if said:
+        print(said, flush=True)

@@ -40,6 +40,8 @@ def render_overview(ov: Overview | None) -> Text:
     text.append("\nMonitor\n", style="bold")
     if not m:
         text.append("off\n", style="dim")
+    elif m.get("elsewhere"):  # another process is the engine; this console is its client
+        text.append(f"{m['elsewhere']}\n", style="dim")
     else:
         state = "running" if m.get("running") else "stopped"
         last = m.get("last_cycle_ms")
@@ -85,7 +87,9 @@ def render_strip(ov: Overview | None) -> Text:
     text.append(f"queued {ov.queued}\n", style="yellow" if ov.queued else "")
     m = ov.monitor
     text.append("Monitor ", style="bold")
-    if m:
+    if m and m.get("elsewhere"):
+        text.append(f"{m['elsewhere']}\n", style="dim")
+    elif m:
         last = m.get("last_cycle_ms")
         state = "running" if m.get("running") else "stopped"
         text.append(f"{state}, {m.get('cycles', 0)} cycles")

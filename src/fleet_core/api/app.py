@@ -84,7 +84,9 @@ def create_app(
             database = f"error: {type(exc).__name__}"
         monitor = engine.monitor.health()
         notify = engine.notify.health() if engine.notify is not None else None
-        ok = database == "ok" and bool(monitor.get("running"))
+        # A client of another process's engine (DESIGN §10) runs no monitor of its own.
+        client = engine.serving.startswith("client")
+        ok = database == "ok" and (bool(monitor.get("running")) or client)
         ok = ok and (notify is None or notify.get("nats") != "error")  # NATS down: degraded
         health = Health(ok=ok, status="ok" if ok else "degraded")
         if actor is None:
@@ -94,9 +96,8 @@ def create_app(
         if notify is not None and database == "ok":
             d = await delivery_health(engine.db, actor.tenant)
             notify |= {"pending": d.pending, "failing": d.failing, "dead_lettered": d.dead}
-        return health.model_copy(
-            update={"database": database, "monitor": monitor, "notifications": notify}
-        )
+        found = {"database": database, "monitor": monitor, "notifications": notify}
+        return health.model_copy(update={**found, "engine": engine.serving or None})
 
     @app.get(
         "/metrics",
@@ -119,3 +120,4 @@ class Health(BaseModel):
     database: str | None = None  # with a token
     monitor: dict[str, Any] | None = None  # with a token
     notifications: dict[str, Any] | None = None  # with a token, on an engine that delivers
+    engine: str | None = None  # with a token: "engine", or whose client this server is

@@ -32,6 +32,7 @@ from fleet_core.errors import (
     RepositoryNotFoundError,
     RepositoryUnavailableError,
     RetryBudgetSpentError,
+    SpawnError,
     StaleVersionError,
     TaskNotFoundError,
 )
@@ -57,6 +58,9 @@ STATUS: list[tuple[type[FleetError], int]] = [
     (MergeRefusedError, 409),
     (RetryBudgetSpentError, 409),
     (OtherHostError, 409),
+    # The agent could not be started (the repository's setup failed, tmux or the sandbox
+    # refused): the task exists and is failed; not a fault of the server's own.
+    (SpawnError, 502),
     (ForgePausedError, 503),  # rate-limited by the forge: Retry-After says when to come back
     (ForgeError, 409),  # no forge for the task's repository (no origin, gh missing)
 ]
@@ -68,6 +72,8 @@ DESCRIPTIONS = {
     403: "Denied: the caller's tier is too low, or a spawn is over the limit",
     404: "No such task or secret (or not the caller's), token, or repository granted to the caller",
     409: "The task's state does not allow this now (or a repository's name or path is taken)",
+    502: "The agent could not be started (e.g. the repository's setup failed): the task is "
+    "failed, `task_id` names it, `message` says why",
     503: "The forge is rate-limited: try again after Retry-After seconds",
 }
 

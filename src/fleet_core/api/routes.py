@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from fleet_core.api.errors import responses
 from fleet_core.api.identity import ADMIN_TIER, at_least
@@ -32,6 +32,7 @@ Builder = Annotated[Actor, Depends(at_least(Tier.BUILDER))]
 SSE_KEEPALIVE_S = 15.0
 EVENT_STREAM = "text/event-stream"
 ACTS = responses(400, 403, 404, 409)  # a builder's verbs on one task
+STARTS = responses(400, 403, 404, 409, 502)  # verbs that start an agent
 TaskId = Annotated[
     str,
     Path(
@@ -53,6 +54,13 @@ class Queued(BaseModel):
 class Deleted(BaseModel):
     task: TaskRecord
     snapshot: str | None
+
+
+class RetryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(
+        default=None, description="The operator's words, added to the retry prompt (1-2000 chars)"
+    )
 
 
 class Logs(BaseModel):
@@ -84,7 +92,7 @@ def conductor_of(request: Request) -> Conductor:
     responses={
         202: {"model": Queued},
         200: {"model": TaskRecord},
-        **responses(400, 403, 404, 409),
+        **STARTS,
     },
 )
 async def spawn(
@@ -155,9 +163,15 @@ async def stop(request: Request, task_id: TaskId, actor: Builder) -> Any:
     return (await conductor_of(request).stop(actor, task_id)).model_dump(mode="json")
 
 
-@router.post("/tasks/{task_id}/retry", response_model=TaskRecord, responses=ACTS)
-async def retry(request: Request, task_id: TaskId, actor: Builder) -> Any:
-    return (await conductor_of(request).retry(actor, task_id)).model_dump(mode="json")
+@router.post("/tasks/{task_id}/retry", response_model=TaskRecord, responses=STARTS)
+async def retry(
+    request: Request, task_id: TaskId, actor: Builder, body: RetryBody | None = None
+) -> Any:
+    """Retry a failed or rejected task now; an optional body `{"note": "..."}` adds the
+    operator's words to the retry prompt (sanitized like the rest of it)."""
+    note = body.note if body is not None else None
+    rec = await conductor_of(request).retry(actor, task_id, note=note)
+    return rec.model_dump(mode="json")
 
 
 @router.post(

@@ -4,6 +4,7 @@ operator. The engine is imported when a verb runs, not when its arguments are pa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -168,7 +169,23 @@ def spawn(args: argparse.Namespace, settings: Settings) -> int:
             print(dumps(task_json(out.task)))
     else:
         print(spawn_text(out))
+    engine_notice(settings, as_json=args.json)
     return 0
+
+
+def engine_notice(settings: Settings, *, as_json: bool) -> None:
+    """After a verb that created or revived agents: the background engine is started when no
+    engine serves this host and data dir, and the user is told so once (on stderr)."""
+    from fleet_core.background import autostart_notice
+
+    line = autostart_notice(settings)
+    if line is None:
+        return
+    if as_json:
+        print(json.dumps({"notice": "engine", "message": line.removeprefix("fleet: ")}),
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(line, file=sys.stderr)
 
 
 def stop(args: argparse.Namespace, settings: Settings) -> int:
@@ -196,6 +213,7 @@ def retry(args: argparse.Namespace, settings: Settings) -> int:
     rec = with_conductor(settings, lambda c: c.retry(local_actor(settings), args.id, note=note))
     text = f"retrying {rec.short_id}: attempt {rec.retry_count + 1}, {rec.status.value}"
     print(dumps(task_json(rec)) if args.json else text)
+    engine_notice(settings, as_json=args.json)
     return 0
 
 

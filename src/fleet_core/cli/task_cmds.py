@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from fleet_core.config import Settings
 
 
+NO_ENGINE = (
+    "NO ENGINE: no engine runs on this host for this data dir, so tasks do not move on "
+    "(`fleet engine start`, or the console)"
+)
+
+
 def status_arguments(st: argparse.ArgumentParser) -> None:
     st.add_argument("--all", action="store_true", help="every operator's tasks (admin)")
     st.add_argument("--status", help="only these statuses, comma-separated")
@@ -51,6 +57,9 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     from fleet_core.pause import current
 
     forges = forge_problems(settings.data_dir / "forge" / PROBLEMS_FILE)
+    from fleet_core.background import running
+
+    engine = running(settings)  # who follows the tasks here (the lock file only)
 
     async def go() -> str:
         async with opened(settings, read_only=True) as db:
@@ -60,6 +69,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
                 doc = summary.model_dump(mode="json", exclude={"tasks"})
                 doc["paused"] = paused.to_dict() if paused else None
                 doc["forge_errors"] = forges
+                doc["engine"] = engine.to_dict() if engine else None
                 doc["tasks"] = [task_json(t) for t in summary.tasks]
                 return dumps(doc)
             who = "all operators" if args.all else f"operator {settings.operator}"
@@ -70,6 +80,8 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
                 queue = await Governor(db).queue(tenant)
             text = status_text(summary, who=who, where=describe(db), queue=queue)
             head = [f"FORGE: {repo}: {error}" for repo, error in forges.items()]
+            if engine is None and summary.active:
+                head.insert(0, NO_ENGINE)
             if paused:
                 head.insert(0, f"PAUSED: fleet {paused.line()} (`fleet resume` lifts it)")
             if head:

@@ -49,6 +49,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("merge", "merge a ready task's pull request through its forge", "agent_cmds"),
     Verb("delete", "remove a finished task (its work is snapshotted first)", "agent_cmds"),
     Verb("demo", "the whole lifecycle offline, with demo agents", "demo_cmd"),
+    Verb("engine", "the engine that follows your tasks: status, start, stop", "engine_cmds"),
     Verb("gc", "remove what ended tasks left (checkouts, logs)", "housekeeping_cmds"),
     Verb("pause", "stop admissions, retries and queued spawns fleet-wide", "housekeeping_cmds"),
     Verb("resume", "lift `fleet pause`", "housekeeping_cmds"),
