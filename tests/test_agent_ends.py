@@ -4,6 +4,7 @@ is in the log file. Real PostgreSQL, git, tmux, the launcher and the demo agent.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import eventually, grant_repo
+from conftest import eventually, fleet, grant_repo
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -27,6 +28,7 @@ from fleet_core.models import SpawnRequest, TaskRecord, Tier
 from fleet_core.monitor import CycleReport, Monitor, MonitorConfig
 from fleet_core.runtime import wake
 from fleet_core.runtime.launch import WAKE_SOCKET
+from fleet_core.runtime.local import RuntimePaths
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 # The periodic cycle every 300 s: within a test, only the first cycle (at start) runs, so a
@@ -213,6 +215,46 @@ async def test_a_wake_before_the_spawn_is_recorded_is_tried_again(
 
     await eventually(failed)  # no session, no exit record: it ended
     assert m.cycles == 1
+
+
+async def test_the_cli_alone_sees_an_agent_fail_before_the_engine_cycles_again(
+    su: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Issue 16: the CLI, the background engine (its cycle every 300 s: the first at its
+    start, before the spawn; the next after the test's bounds) and an agent that fails: the
+    task is failed, by the engine's wake pass (its log says so), its session gone."""
+    data = Path(os.environ["FLEET_DATA_DIR"])
+    env = {"FLEET_ENGINE_AUTOSTART": "true", "FLEET_MONITOR_INTERVAL_SECONDS": "300",
+           "FLEET_SECRETS": '{"FLEET_DEMO_DELAY": "0"}', "FLEET_GH": "/nonexistent/gh",
+           "FLEET_HOST_ID": "wake-host"}  # fmt: skip
+    try:
+        started = fleet("engine", "start", "--json", **env)
+        assert started.returncode == 0, started.stderr
+        sample = make_sample(tmp_path / "demo")
+        args = ["spawn", "--repo", str(sample), "--type", "feature", "--agent", "demo", "-q"]
+        out = fleet(*args, "Break it [demo:fail]", **env)
+        assert out.returncode == 0, out.stderr
+        task_id = out.stdout.strip()
+
+        async def failed() -> bool:
+            status = "SELECT status FROM fleet_tasks WHERE id::text LIKE $1"
+            return await su.fetchval(status, task_id + "%") == "failed"
+
+        await eventually(failed, timeout=60)  # 60 s < the 300 s to the engine's next cycle
+        line = f"agent ended: task {task_id}"
+        log_text = (data / "logs" / "fleet.log").read_text()
+        assert any(line in ln and "is failed at once" in ln for ln in log_text.splitlines())
+        shown = fleet("show", task_id, "--json", **env)
+        assert json.loads(shown.stdout)["failure_context"]["exit_code"] == 1
+        sessions = subprocess.run(
+            ["tmux", "-L", RuntimePaths.under(data).tmux_socket, "list-sessions", "-F",
+             "#{session_name}"], capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        assert f"fleet-{task_id}" not in sessions  # removed: its output is in the log file
+    finally:
+        fleet("engine", "stop", **env)
+        subprocess.run(["tmux", "-L", RuntimePaths.under(data).tmux_socket, "kill-server"],
+                       capture_output=True)  # fmt: skip
 
 
 # -- the wake socket ---------------------------------------------------------------------------

@@ -119,6 +119,8 @@ class AgentEnds:
         for rec in tasks:
             moved = await m.admin.find(rec.id)
             if moved is not None and moved.status is not S.RUNNING:
+                log.info("agent ended: task %s is %s at once (woken by its launcher)",
+                         rec.id, moved.status.value, extra={"task": str(rec.id)})  # fmt: skip
                 await rt.remove_finished_session(rec.id, exiting=True)
         await m.after(report)
 
