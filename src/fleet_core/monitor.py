@@ -179,7 +179,7 @@ class Monitor:
         for rec in rows:
             if rec.status in (S.SPAWNING, S.RUNNING) and rec.id not in sessions:
                 ctx = failure_context("conductor_restart", previous=rec,
-                                      log_tail=await self.judge.tail(rec))  # fmt: skip
+                                      log_tail=await self._tail(rec))  # fmt: skip
                 if await self._move(rec, S.FAILED, "conductor_restart", failure_context=ctx):
                     orphaned.append(rec.id)
         known = {r.id for r in rows}
@@ -350,8 +350,8 @@ class Monitor:
             if status is not None and status.code == 0 and not judge and pushed:
                 # Whether it made a PR, the forge says next cycle; unless its own exit tells
                 # already: it said it failed, or it changed nothing.
-                verdict = await self.judge.verdict(rec, status)
-                if verdict.reason == NO_PR and await self.judge.diff(rec) is not None:
+                verdict = await self._verdict(rec, status)
+                if verdict.reason == NO_PR and await self._diff(rec) is not None:
                     return
             if status is not None and status.code == 0 and pushed:
                 opened = await self.publisher.open_pr(rec)
@@ -420,7 +420,7 @@ class Monitor:
                 "ci_failed",
                 previous=rec,
                 failing_checks=list(ci.failing),
-                diff=await self.judge.diff(rec),
+                diff=await self._diff(rec),
                 ci_log=ci.log_excerpt,
                 ci_url=ci.url,
             )
@@ -461,7 +461,7 @@ class Monitor:
                 profile=adapter.profile,
             )
             if idle > adapter.idle_minutes * self.config.minute_s:
-                tail = await self.judge.tail(rec) or ""
+                tail = await self._tail(rec) or ""
                 report.timeouts += 1
                 self._kill_beside(rec, idle_reason(adapter.profile, tail),
                                   idle_minutes=adapter.idle_minutes)  # fmt: skip
@@ -472,8 +472,8 @@ class Monitor:
     async def _stop_agent(self, rec: TaskRecord, verdict: Verdict, fields: dict[str, Any]) -> None:
         """The log tail and diff first, then the kill, then running → failed with the
         verdict's reason (`timeout`, `agent_idle`, `agent_network`)."""
-        tail = await self.judge.tail(rec)
-        diff = await self.judge.diff(rec)
+        tail = await self._tail(rec)
+        diff = await self._diff(rec)
         await self.c.runtime.kill(rec.id)
         self.progress.forget(rec.id)
         ctx = failure_context(verdict.reason, previous=rec, diff=diff, log_tail=tail,
@@ -489,6 +489,18 @@ class Monitor:
             self.errors += 1
             self.last_error = f"timeout of task {str(task_id)[:8]}: {type(exc).__name__}: {exc}"
             log.error("timing out a task failed", exc_info=exc, extra={"task": str(task_id)})
+
+    # What failure judging (judging.py) gives, under the names the cycle's steps use.
+    async def _verdict(
+        self, rec: TaskRecord, status: ExitStatus | None, tail: str | None = None
+    ) -> Verdict:
+        return await self.judge.verdict(rec, status, tail)
+
+    async def _diff(self, rec: TaskRecord) -> str | None:
+        return await self.judge.diff(rec)
+
+    async def _tail(self, rec: TaskRecord) -> str | None:
+        return await self.judge.tail(rec)
 
     async def _move(
         self, rec: TaskRecord, to: TaskStatus, reason: str, **update: Any
