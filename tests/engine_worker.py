@@ -1,5 +1,6 @@
-"""An engine process for the reconcile test: spawns two hanging demo agents as alice, prints
-their ids as one JSON line, then runs its monitor until it is killed."""
+"""An engine process for the reconcile tests: spawns two hanging demo agents as alice, prints
+their ids as one JSON line, then runs its monitor until it is killed. `settings` in the
+argument's JSON adds to (or replaces) the engine's settings (container mode's test)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from fleet_core.monitor import Monitor, MonitorConfig
 
 
 async def main(doc: dict) -> None:
-    settings = Settings(data_dir=doc["data_dir"], host_id="test-host",
-                        secrets={"FLEET_DEMO_DELAY": "0"})  # fmt: skip
+    fields = {"data_dir": doc["data_dir"], "host_id": "test-host",
+              "secrets": {"FLEET_DEMO_DELAY": "0"}, **doc.get("settings", {})}  # fmt: skip
+    settings = Settings(**fields)
     db = await Database.connect(doc["dsn"], owner_dsn=doc["dsn"], mode="embedded")
     conductor = Conductor.from_settings(settings, db)
     ids = []

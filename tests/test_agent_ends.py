@@ -141,7 +141,7 @@ async def test_attach_refuses_an_ended_agent_with_its_state_and_log(engine, samp
     assert await c.runtime.tmux.pane(f"fleet-{rec.id}") is None
     with pytest.raises(NoSessionError) as gone:
         await c.attach_command(ACTOR, str(rec.id))
-    assert "its tmux session is gone; the task has failed" in str(gone.value)
+    assert "its agent's session is gone; the task has failed" in str(gone.value)
     assert "fleet: agent exited with status 1" in str(gone.value)
 
 

@@ -76,6 +76,7 @@ async def test_spawn_form_submits_a_valid_result(tmp_path: Path) -> None:
         await pilot.press(*"fix the login bug")
         _fill(form, **{"task-type": "bug_fix", "agent": "codex", "base-branch": "main"})
         _fill(form, model="gpt-5", **{"max-retries": "5", "timeout": "60"})
+        form.query_one("#runtime", Select).value = "container"
         form.query_one("#queue", Checkbox).value = True
         await pilot.pause()
         assert form.query_one("#repository", Input).value == str(tmp_path)
@@ -94,6 +95,7 @@ async def test_spawn_form_submits_a_valid_result(tmp_path: Path) -> None:
         assert req.agent_type is AgentType.CODEX
         assert (req.model, req.base_branch) == ("gpt-5", "main")
         assert (req.max_retries, req.timeout_minutes) == (5, 60)
+        assert req.runtime == "container"
         # The form stays open until the app dismisses it; repeated submits are ignored.
         assert app.screen is form and app.results == []
         assert form.query_one("#spawn", Button).disabled
@@ -122,6 +124,7 @@ async def test_spawn_form_defaults(tmp_path: Path) -> None:
         assert req.agent_type is None
         assert req.model is None and req.base_branch is None
         assert (req.max_retries, req.timeout_minutes) == (3, 120)
+        assert req.runtime is None  # the agent type's, the repository's or the global setting
 
 
 async def test_enter_in_last_field_submits(tmp_path: Path) -> None:

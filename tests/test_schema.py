@@ -43,6 +43,7 @@ COLUMNS = {
         ("spawned_at", TZ, True), ("completed_at", TZ, True), ("created_at", TZ, False),
         ("updated_at", TZ, False), ("sandbox", T, True), ("stall_warning", J, True),
         ("demo", B, False),
+        ("runtime", T, False),
     ],
     "fleet_notifications": [
         ("id", U, False), ("task_id", U, True), ("channel", T, False), ("payload", J, False),
@@ -113,7 +114,7 @@ CONSTRAINTS = {
         "fleet_tasks_pkey", "fleet_tasks_idempotency_key", "valid_operator_id", "valid_status",
         "valid_agent_type", "valid_task_type", "valid_retry_count", "valid_max_retries",
         "valid_timeout_minutes", "valid_ci_status", "valid_pr_number", "valid_version",
-        "valid_branch", "valid_sandbox",
+        "valid_branch", "valid_sandbox", "valid_runtime",
     },
     "fleet_notifications": {
         "fleet_notifications_pkey", "fleet_notifications_task_id_fkey", "valid_channel",

@@ -35,9 +35,11 @@ from fleet_core.forge.select import ForgeSet
 from fleet_core.governor import DEFAULT_TIER_LIMITS, Governor, Limits
 from fleet_core.lifecycle import LIVE, TERMINAL, TaskStatus
 from fleet_core.models import (
+    AgentType,
     CiStatus,
     FleetStatusSummary,
     NewTask,
+    RuntimeMode,
     SpawnRequest,
     TaskRecord,
     Tier,
@@ -50,7 +52,8 @@ from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.cleanup import CleanupResult
 from fleet_core.runtime.limits import AgentLimits
-from fleet_core.runtime.local import LocalRuntime, RuntimePaths
+from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.modes import Runtimes
 from fleet_core.runtime.policy import sandbox_for
 from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
 from fleet_core.runtime.sandbox import SandboxMode
@@ -128,7 +131,7 @@ class Conductor:
     def __init__(
         self,
         db: Database,
-        runtime: LocalRuntime,
+        runtime: Runtimes,
         *,
         governor: Governor,
         router: ModelRouter,
@@ -138,6 +141,7 @@ class Conductor:
         queue_poll_s: float = 2.0,
         retry_policy: RetryPolicy | None = None,
         default_tier: Tier = Tier.SOVEREIGN,
+        default_runtime: str = "local",
     ) -> None:
         self.db = db
         self.runtime = runtime
@@ -152,6 +156,8 @@ class Conductor:
         self.forges = forges
         self.retries = RetryEngine(self, retry_policy)
         self.default_tier = default_tier
+        self.default_runtime = default_runtime
+        runtime.expect_containers = self.uses_containers
         self._drain_lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self.queue_errors = 0
@@ -167,7 +173,7 @@ class Conductor:
     ) -> Conductor:
         bus = bus or EventBus()
         sandbox, unsandboxed = sandbox_for(settings, sandbox_default)
-        runtime = LocalRuntime(
+        runtime = Runtimes(
             RuntimePaths.from_settings(settings),
             build_adapters(settings.agents),
             SecretProvider(
@@ -181,6 +187,7 @@ class Conductor:
             sandbox=sandbox,
             unsandboxed_reason=unsandboxed,
             agent_limits=AgentLimits(settings.agent_memory_mb, settings.agent_pids),
+            container=settings.container,
         )
         limits = Limits({**DEFAULT_TIER_LIMITS, **settings.tier_limits}, settings.global_cap)
         forges = ForgeSet(
@@ -202,6 +209,7 @@ class Conductor:
             queue_poll_s=settings.queue_poll_seconds,
             retry_policy=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
             default_tier=settings.tier,
+            default_runtime=settings.runtime,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -220,6 +228,7 @@ class Conductor:
                 await self._loop
             self._loop = None
         await self.forges.close()
+        await self.runtime.close()
 
     async def __aenter__(self) -> Conductor:
         await self.start()
@@ -252,7 +261,8 @@ class Conductor:
         route = self.router.route(
             request.task_type, model=request.model, agent_type=request.agent_type
         )
-        self.runtime.require_installed(route.agent_type)  # names the binary and what is installed
+        mode = self.runtime_mode(request.runtime, route.agent_type, repo)
+        await self.runtime.require_runtime(mode, route.agent_type)  # the binary, or the daemon
         task = NewTask(
             agent_type=route.agent_type,
             model=route.model,
@@ -267,6 +277,7 @@ class Conductor:
             idempotency_key=request.idempotency_key,
             host_id=self.runtime.host_id,
             demo=demo,
+            runtime=mode,
         )
         task = task.model_copy(update={"branch": branch_name(request.description, task.id)})
         if not queue and request.idempotency_key is None:
@@ -290,6 +301,25 @@ class Conductor:
             return SpawnOutcome(task=admission.task, existing=True)
         running = await self.launcher.launch(admission.task, route.reason.value)
         return SpawnOutcome(task=running, route=route)
+
+    @property
+    def uses_containers(self) -> bool:
+        """Container mode is configured (globally or for an agent type)."""
+        return self.default_runtime == "container" or any(
+            a.runtime == "container" for a in self.runtime.adapters.values()
+        )
+
+    def runtime_mode(self, asked: str | None, agent: AgentType, repo: Path) -> RuntimeMode:
+        """Where a spawn's agent runs: the spawn's choice, else its agent type's, its
+        repository's, the global setting."""
+        adapter = self.runtime.adapters.get(agent)
+        for choice in (asked, adapter.runtime if adapter else None,
+                       self._repo_config(repo).runtime, self.default_runtime):  # fmt: skip
+            if choice == "container":
+                return "container"
+            if choice == "local":
+                return "local"
+        return "local"
 
     async def _repository(self, actor: Actor, ref: str) -> Path:
         granted = await self.repositories.resolve(actor.tenant, ref)
@@ -494,9 +524,9 @@ class Conductor:
         """tmux attach to a live agent; an ended one (dead pane, session gone) is refused
         with the task's state and the end of its log."""
         rec = await self._with_session(actor, ref)
-        pane = await self.runtime.tmux.pane(rec.tmux_session or "")
-        if pane is None or not await self.runtime.is_alive(rec.id):  # the exit record counts
-            raise NoSessionError(await self._nothing_to_attach(rec, gone=pane is None))
+        present = await self.runtime.has_agent(rec.id)
+        if not present or not await self.runtime.is_alive(rec.id):  # the exit record counts
+            raise NoSessionError(await self._nothing_to_attach(rec, gone=not present))
         return self.runtime.attach_command(rec.id)
 
     async def _nothing_to_attach(self, rec: TaskRecord, *, gone: bool) -> str:
@@ -504,7 +534,7 @@ class Conductor:
             await self.runtime.output_settled(rec.id)
         ended = await self.runtime.exit_status(rec.id)
         how = f" (exit {ended.code}{', ' + ended.signal if ended.signal else ''})" if ended else ""
-        why = "its tmux session is gone" if gone else f"its agent has ended{how}"
+        why = "its agent's session is gone" if gone else f"its agent has ended{how}"
         text = f"task {rec.short_id}: nothing to attach to, {why}; the task {now(rec.status.value)}"
         try:
             tail = await self.runtime.logs(rec.id, ATTACH_TAIL_LINES)

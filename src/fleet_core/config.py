@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal, get_origin
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from fleet_core.errors import BadInputError, ConfigError
-from fleet_core.models import OPERATOR_ID_RE, Tier
+from fleet_core.models import OPERATOR_ID_RE, RuntimeMode, Tier
+from fleet_core.runtime.container_config import ContainerSettings
 from fleet_core.runtime.sandbox import NetworkMode, SandboxMode
 
 APP_NAME = "fleet"
@@ -133,6 +134,10 @@ class Settings(BaseModel):
     nats_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     # `fleet gc`: what ended tasks leave is removed once older than this.
     gc_retention_days: float = Field(default=14.0, gt=0, le=3650)
+    # Where agents run unless the spawn, the agent type ([agents.X] runtime) or the repository
+    # (`runtime` in .fleet.toml / [repos."<path>"]) says: local (tmux) or container (Docker).
+    runtime: RuntimeMode = "local"
+    container: ContainerSettings = Field(default_factory=ContainerSettings)
 
     @field_validator("database_url", "engine_database_url")
     @classmethod
@@ -198,7 +203,7 @@ def _json_fields() -> frozenset[str]:
     return frozenset(
         name
         for name, field in Settings.model_fields.items()
-        if get_origin(field.annotation) in (dict, list)
+        if get_origin(field.annotation) in (dict, list) or field.annotation is ContainerSettings
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -34,6 +34,9 @@ __all__ = [
     "TaskUpdate",
     "Tier",
 ]
+
+
+RuntimeMode = Literal["local", "container"]
 
 
 class AgentType(StrEnum):
@@ -129,6 +132,11 @@ class SpawnRequest(BaseModel):
         dict[OverrideKey, OverrideValue], WithJsonSchema(OVERRIDES_SCHEMA)
     ] = Field(default_factory=dict, max_length=20)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    runtime: RuntimeMode | None = Field(
+        default=None,
+        description="Where the agent runs: `local` (tmux, sandboxed) or `container` (a hardened "
+        "container). Unset: the agent type's, the repository's or the global setting.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -157,6 +165,7 @@ class NewTask(BaseModel):
     prompt_hash: str | None = None
     host_id: str | None = None
     demo: bool = False  # made by `fleet demo`, which removes only these
+    runtime: RuntimeMode = "local"
 
     @field_validator("model")
     @classmethod
@@ -207,6 +216,7 @@ class TaskRecord(BaseModel):
     # its last commit, whichever is later).
     stall_warning: dict[str, Any] | None = None
     demo: bool = False  # made by `fleet demo`
+    runtime: RuntimeMode = "local"  # where its agent runs (kept by retries)
 
     @property
     def short_id(self) -> str:
@@ -293,7 +303,7 @@ class TaskUpdate(BaseModel):
     last_activity_at: datetime | None = None
     spawned_at: datetime | None = None
     completed_at: datetime | None = None
-    sandbox: str | None = Field(default=None, pattern=r"^(bwrap|none)$")
+    sandbox: str | None = Field(default=None, pattern=r"^(bwrap|none|container)$")
     stall_warning: dict[str, Any] | None = None
 
     def assignments(self, first_param: int) -> tuple[list[str], list[Any]]:

@@ -42,6 +42,7 @@ class Overview:
     deliveries: DeliveryHealth | None = None  # the notifications the viewer may see
     paused: str | None = None  # `fleet pause`: who and since when (None: not paused)
     forge_errors: dict[str, str] = field(default_factory=dict)  # repository → what it says
+    containers: str | None = None  # container mode's daemon when it does not answer
 
 
 async def fleet_overview(
@@ -85,4 +86,5 @@ async def fleet_overview(
         deliveries=deliveries,
         paused=paused.line() if paused else None,
         forge_errors=conductor.forges.problems.problems(),
+        containers=await conductor.runtime.health(always=conductor.uses_containers),
     )

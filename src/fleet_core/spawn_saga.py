@@ -175,6 +175,7 @@ class SpawnSaga:
             setup_timeout_s=config.setup_timeout_seconds,
             sandbox=rec.sandbox,
             quoted=tuple(str((rec.failure_context or {}).get("log_tail") or "").splitlines()),
+            runtime=rec.runtime,
         )
         if retry:
             return await self.runtime.respawn(spec)

@@ -52,7 +52,9 @@ FIELD_IDS: dict[str, str] = {
     "base_branch": "base-branch",
     "max_retries": "max-retries",
     "timeout_minutes": "timeout",
+    "runtime": "runtime",
 }
+DEFAULT_RUNTIME = "default"
 REPO_MESSAGE = "must be a repository's name or an absolute path to an existing directory"
 
 
@@ -144,6 +146,10 @@ class SpawnForm(ModalScreen[SpawnFormResult | None]):
                     yield _field("Max retries (0-10)", retries, "max-retries")
                     timeout = Input("120", type="integer", id="timeout")
                     yield _field("Timeout minutes (5-480)", timeout, "timeout")
+                runtimes = [(DEFAULT_RUNTIME, DEFAULT_RUNTIME), ("local (tmux)", "local"),
+                            ("container (Docker)", "container")]  # fmt: skip
+                runtime = Select(runtimes, allow_blank=False, value=DEFAULT_RUNTIME, id="runtime")
+                yield _field("Runtime", runtime, "runtime")
                 yield Checkbox("Wait in the queue when over the limit", id="queue")
             with Vertical(classes="actions"):
                 yield Static("", id=f"error-{FORM_ERROR}", classes="error")
@@ -160,6 +166,7 @@ class SpawnForm(ModalScreen[SpawnFormResult | None]):
     def _collect(self) -> tuple[SpawnFormResult | None, dict[str, str]]:
         """The result, or the errors keyed by widget id (first error per field wins)."""
         agent = self.query_one("#agent", Select).value
+        runtime = self.query_one("#runtime", Select).value
         repo = self._text("repository")
         named = bool(NAME_RE.match(repo))  # a registered repository's name
         repo = str(Path(repo).expanduser()) if repo and not named else repo
@@ -172,6 +179,7 @@ class SpawnForm(ModalScreen[SpawnFormResult | None]):
             "base_branch": self._text("base-branch") or None,
             "max_retries": self._text("max-retries"),
             "timeout_minutes": self._text("timeout"),
+            "runtime": None if runtime == DEFAULT_RUNTIME else runtime,
         }
         errors: dict[str, str] = {}
         request: SpawnRequest | None = None

@@ -52,6 +52,9 @@ def render_overview(ov: Overview | None) -> Text:
     if ov.unsandboxed:
         text.append("\nAgents run UNSANDBOXED\n", style="bold red")
         text.append(f"{ov.unsandboxed}\n", style="red")
+    if ov.containers:
+        text.append("\nContainers\n", style="bold")
+        text.append(f"{ov.containers}\n", style="red")
     text.append("\nForges\n", style="bold")
     for name, f in ov.forges.items():
         health = str(f.get("health", "ok"))
@@ -103,6 +106,8 @@ def render_strip(ov: Overview | None) -> Text:
     _deliveries(text, ov, "  ")
     if ov.unsandboxed:
         text.append("  agents run UNSANDBOXED", style="bold red")
+    if ov.containers:
+        text.append(f"  {ov.containers}", style="bold red")
     return text
 
 

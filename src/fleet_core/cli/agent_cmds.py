@@ -31,6 +31,7 @@ FLAGS = {
     "timeout_minutes": "--timeout-min",
     "context_overrides": "--context",
     "idempotency_key": "--idempotency-key",
+    "runtime": "--runtime",
     "description": "DESCRIPTION",
 }
 
@@ -51,6 +52,9 @@ def spawn_arguments(sp: argparse.ArgumentParser) -> None:
                     help="extra context for the prompt (repeatable)")  # fmt: skip
     sp.add_argument("--idempotency-key", help="a repeat with the same key returns the same task")
     sp.add_argument("--queue", action="store_true", help="over the limit, wait for a slot")
+    sp.add_argument("--runtime", choices=["local", "container"],
+                    help="where the agent runs (default: the agent type's, the repository's "
+                    "or the global setting)")  # fmt: skip
     out = sp.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true")
     out.add_argument("-q", "--quiet", action="store_true",
@@ -95,6 +99,7 @@ def spawn_request(args: argparse.Namespace) -> SpawnRequest:
         "timeout_minutes": args.timeout_min,
         "context_overrides": overrides,
         "idempotency_key": args.idempotency_key,
+        "runtime": getattr(args, "runtime", None),
     }
     try:
         return SpawnRequest.model_validate(fields)

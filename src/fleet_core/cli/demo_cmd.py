@@ -21,6 +21,27 @@ def arguments(dm: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also remove tasks not made by a demo that use the demo's sample repository",
     )
+    dm.add_argument(
+        "--runtime",
+        choices=["local", "container"],
+        help="where the demo's agents run (container: the demo image is built first if missing)",
+    )
+
+
+def _container_ready(settings: Settings) -> None:
+    """The demo agent's image on the daemon (and the base image, made when missing)."""
+    from fleet_core.cli.runner import run_async
+    from fleet_core.models import AgentType
+    from fleet_core.runtime import docker_client, docker_images
+
+    async def build() -> None:
+        async with docker_client.client(settings.container.docker_host) as docker:
+            tag = settings.container.images.get("demo") or docker_images.image_tag(AgentType.DEMO)
+            await docker_images.ensure_base(docker, progress=print)
+            await docker_images.build(docker, AgentType.DEMO, tag=tag)
+            print(f"fleet demo: agents run in containers of {tag}")
+
+    run_async(build)
 
 
 def _agreed(settings: Settings, yes: bool) -> bool:
@@ -47,6 +68,10 @@ def _agreed(settings: Settings, yes: bool) -> bool:
 
 
 def demo(args: argparse.Namespace, settings: Settings) -> int:
+    if args.runtime:
+        settings = settings.model_copy(update={"runtime": args.runtime})
+    if settings.runtime == "container":
+        _container_ready(settings)
     others = _agreed(settings, args.yes)
     if not args.headless:
         from fleet_console.run import run_demo_console

@@ -64,6 +64,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("db", "the database: migrations, URL, embedded server", "db_cmd"),
     Verb("config", "show the settings in effect, or the file's path", "config_cmd"),
     Verb("doctor", "what this machine has of what fleet uses", "doctor_cmd"),
+    Verb("image", "container mode's agent images: build, list", "image_cmds"),
 )
 
 BY_NAME: dict[str, Verb] = {v.name: v for v in VERBS}

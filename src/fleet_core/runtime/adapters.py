@@ -32,6 +32,7 @@ class Adapter:
     command: tuple[str, ...]
     env: tuple[str, ...]  # variables the agent may receive (secrets and settings)
     idle_minutes: float = DEFAULT_IDLE_MINUTES  # no progress for this long: `agent_idle`
+    runtime: str | None = None  # "local" | "container": where this type's agents run
 
     @property
     def profile(self) -> Profile:
@@ -82,7 +83,7 @@ DEFAULT_ADAPTERS: dict[AgentType, Adapter] = {
 }  # fmt: skip
 
 
-AGENT_KEYS = frozenset({"command", "env", "idle_minutes"})
+AGENT_KEYS = frozenset({"command", "env", "idle_minutes", "runtime"})
 
 
 def build_adapters(
@@ -112,7 +113,10 @@ def build_adapters(
         if not 0 < idle <= MAX_IDLE_MINUTES:
             limit = f"must be more than 0 and at most {MAX_IDLE_MINUTES:.0f}"
             raise BadInputError(f"agents.{name}.idle_minutes", limit)
-        adapters[agent] = Adapter(agent, command, env, float(idle))
+        runtime = spec.get("runtime", base.runtime if base else None)
+        if runtime not in (None, "local", "container"):
+            raise BadInputError(f"agents.{name}.runtime", "must be local or container")
+        adapters[agent] = Adapter(agent, command, env, float(idle), runtime)
     return adapters
 
 

@@ -109,6 +109,7 @@ class SpawnSpec:
     setup_timeout_s: float = 600.0
     sandbox: str | None = None  # how an earlier attempt ran: "bwrap" binds this one too
     quoted: tuple[str, ...] = ()  # lines the prompt quotes of earlier output: never its echo
+    runtime: str = "local"  # "container": runtime/container.py runs it (see runtime/modes.py)
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ class LocalRuntime:
             raise BadInputError("task_id", f"{spec.task_id} was already spawned here")
         handle = AgentHandle(
             spec.task_id, session_name(spec.task_id), checkout, spec.branch, self.host_id,
-            base_ref, "bwrap" if self.sandbox else "none",
+            base_ref, self.isolation,
         )  # fmt: skip
         rd.mkdir(parents=True, mode=0o700)
         reuse = resume and checkout.is_dir()
@@ -288,7 +289,7 @@ class LocalRuntime:
                     raise outcome
             if spec.setup:
                 await self._setup(checkout, common, spec.setup, spec.setup_timeout_s)
-            release(rd, True)
+            self._release(rd, True)
             await self._wait_started(spec.task_id, rd)
         except BaseException:
             await self._undo(handle, checkout_created=not reuse)
@@ -309,6 +310,11 @@ class LocalRuntime:
             await co.create(repo, checkout, branch, start, self.agent_owner)
         except CommandError as exc:
             raise SpawnError("checkout", str(exc), output=exc.output) from None
+
+    @property
+    def isolation(self) -> str:
+        """What the task records as its `sandbox`: how its agent is walled in."""
+        return "bwrap" if self.sandbox else "none"
 
     @property
     def agent_owner(self) -> RunAs:
@@ -397,6 +403,9 @@ class LocalRuntime:
             )
         except Exception as exc:
             raise SpawnError("process", f"tmux could not start the launcher: {exc}") from None
+
+    def _release(self, rd: Path, go: bool) -> None:
+        release(rd, go)
 
     async def _wait_started(self, task_id: UUID, rd: Path) -> None:
         """Until the launcher records `started` (or an exit). Its files are looked at often at

@@ -23,6 +23,7 @@ class RepoConfig(BaseModel):
     ci: list[str] | None = None  # the local forge's CI command
     forge: Literal["github", "local"] | None = None
     base: str | None = None
+    runtime: Literal["local", "container"] | None = None  # where this repository's agents run
 
     @field_validator("setup", "ci", mode="before")
     @classmethod
