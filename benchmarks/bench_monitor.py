@@ -16,10 +16,16 @@ forge is set to github:
 - N/2 `pr_created`, with a PR whose one check is IN_PROGRESS and `ci_status` already
   `pending`, so `_ci` finds nothing to write.
 
-spawned_at = now(), timeout_minutes = 480 and worktree_path NULL: no timeout fires and the
-stall check returns before running git. No task changes status, so every cycle does the same
-work: list_live, the liveness of the running tasks, find_prs over the running branches and
-ci_status over the PRs (50 per gh call), `_check` per task, the retry and queue queries.
+With --old (the default), the running tasks are old: spawned 2 h ago (past the default
+`stall_minutes` of 30, within their timeout_minutes = 480), each with a real checkout (a
+`git clone --shared` of the repository, on its own branch, at `worktrees/<task id>`), so every
+cycle runs the publishing step (is there a new commit to push?) and the stall check (the
+branch's last commit) for each of them; their branches are pushed (to a local bare repository
+standing in for GitHub, through pushInsteadOf) and their stall warnings given in the warm-up
+cycle. With --no-old: spawned_at = now() and no checkout, so neither step reaches git. No
+task changes status, so every cycle does the same work: list_live, the liveness of the
+running tasks, publishing, find_prs over the running branches and ci_status over the PRs (50
+per gh call), `_check` per task (timeouts, idleness, stalls), the retry and queue queries.
 
 Each N is a block: fresh rows, sessions, fake world and Conductor (so a fresh GitHubForge,
 whose `gh auth status` check, every 5 minutes, lands in the block's warm-up cycle), one
@@ -33,7 +39,7 @@ monitor uses it), forges (`_poll_forges`), checks (`_check`, all tasks), list_li
 the retry and queue queries and the loop. Exits 1 if a measured cycle makes more gh calls
 than the goal, or any cycle reports errors or checks other than N tasks.
 
-    python benchmarks/bench_monitor.py [--rounds 3] [--cycles 5] [--profile]
+    python benchmarks/bench_monitor.py [--rounds 3] [--cycles 5] [--profile] [--no-old]
 
 --profile: afterwards, one more N=500 block under cProfile (3 cycles), top functions printed.
 """
@@ -75,15 +81,16 @@ SIZES = (10, 100, 500)
 HOST = "bench-host"
 FAKE_GH = Path(__file__).resolve().parent.parent / "tests" / "fake_gh"
 SESSIONS_PER_TMUX_CALL = 50
-PARTS = ("liveness", "forges", "checks", "list_live")
+PARTS = ("liveness", "publish", "forges", "checks", "list_live")
 CONFIG = MonitorConfig(deadline_s=120.0)  # the defaults, with room for a slow cycle
 
 INSERT = (
     "INSERT INTO fleet_tasks (id, operator_id, agent_type, model, task_type, description,"
     " branch, repository, status, pr_number, ci_status, host_id, tmux_session, spawned_at,"
-    " timeout_minutes) VALUES ($1, 'bench', 'demo', 'demo', 'feature', 'bench', $2, $3, $4,"
-    " $5, $6, $7, $8, now(), 480)"
+    " timeout_minutes, worktree_path) VALUES ($1, 'bench', 'demo', 'demo', 'feature', 'bench',"
+    " $2, $3, $4, $5, $6, $7, $8, now() - make_interval(mins => $9), 480, $10)"
 )
+OLD_MINUTES = 120  # an old task's age: past the default stall_minutes (30)
 
 
 def gh_calls(log: Path) -> int:
@@ -124,15 +131,21 @@ class Bench:
         db: Database,
         su: asyncpg.Connection,
         latency_ms: int = 0,
+        old: bool = True,
     ):
         self.root, self.settings, self.db, self.su = root, settings, db, su
+        self.old = old
         self.repo = root / "widgets"
-        subprocess.run(["git", "init", "-q", str(self.repo)], check=True)
-        subprocess.run(
-            ["git", "-C", str(self.repo), "remote", "add", "origin",
-             "https://github.com/acme/widgets.git"],
-            check=True,
-        )  # fmt: skip
+        url = "https://github.com/acme/widgets.git"
+        subprocess.run(["git", "init", "-q", "-b", "main", str(self.repo)], check=True)
+        for args in (["remote", "add", "origin", url],
+                     ["config", f"url.{root / 'github.git'}.pushInsteadOf", url],
+                     ["-c", "user.name=b", "-c", "user.email=b@x", "commit", "-q",
+                      "--allow-empty", "-m", "base"]):  # fmt: skip
+            subprocess.run(["git", "-C", str(self.repo), *args], check=True)
+        subprocess.run(["git", "init", "-q", "--bare", str(root / "github.git")], check=True)
+        self.pool = root / "checkouts"  # old tasks' checkouts, by index, moved between blocks
+        self.pool.mkdir()
         self.world, self.log = root / "world.json", root / "gh.log"
         self.env = {
             **os.environ,
@@ -155,21 +168,36 @@ class Bench:
         self.socket = c.runtime.paths.tmux_socket
         return c
 
+    def checkout(self, i: int, branch: str, tid: uuid.UUID) -> Path:
+        """The i-th old task's checkout, made once and moved to `worktrees/<tid>`."""
+        kept = self.pool / str(i)
+        if not kept.exists():
+            subprocess.run(["git", "clone", "-q", "--shared", str(self.repo), str(kept)],
+                           check=True)  # fmt: skip
+            subprocess.run(["git", "-C", str(kept), "checkout", "-q", "-b", branch], check=True)
+        where = self.settings.data_dir / "worktrees" / str(tid)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        kept.rename(where)
+        self.placed.append((where, kept))
+        return where
+
     async def setup(self, c: Conductor, n: int) -> Monitor:
         """n live tasks, their sessions and the fake world; a monitor on `c`."""
         rows, prs, running = [], [], []
+        self.placed: list[tuple[Path, Path]] = []
         for i in range(n):
             tid = uuid.uuid4()
             if i % 2 == 0:
                 branch = f"fleet/bench-run-{i}"
+                path = str(self.checkout(i, branch, tid)) if self.old else None
                 rows.append((tid, branch, str(self.repo), "running", None, None, HOST,
-                             f"fleet-{tid}"))  # fmt: skip
+                             f"fleet-{tid}", OLD_MINUTES if self.old else 0, path))  # fmt: skip
                 running.append(tid)
             else:
                 number = len(prs) + 1
                 branch = f"fleet/bench-pr-{i}"
                 rows.append((tid, branch, str(self.repo), "pr_created", number, "pending", HOST,
-                             None))  # fmt: skip
+                             None, 0, None))  # fmt: skip
                 prs.append({"number": number, "branch": branch, "base": "main", "state": "OPEN",
                             "checks": [{"name": "test", "status": "IN_PROGRESS",
                                         "conclusion": None}]})  # fmt: skip
@@ -190,6 +218,9 @@ class Bench:
         await c.stop_engine()
         await self.su.execute("TRUNCATE fleet_tasks CASCADE")
         await asyncio.to_thread(kill_tmux_server, self.socket)
+        for where, kept in getattr(self, "placed", []):
+            where.rename(kept)
+        self.placed = []
 
     async def block(self, n: int, cycles: int) -> list[dict[str, float]]:
         """One warm-up and `cycles` measured cycles at n tasks: ms, calls, parts per cycle."""
@@ -205,6 +236,11 @@ class Bench:
         if hasattr(rt, "alive_tasks"):  # the batched liveness check, where the monitor has it
             rt.alive_tasks = timed(parts, "liveness", rt.alive_tasks)
         m._poll_forges = timed(parts, "forges", m._poll_forges)  # type: ignore[method-assign]
+        pub: Any = getattr(m, "publisher", None)
+        if pub is not None:  # publishing in its own module (since the monitor's split)
+            pub.push = timed(parts, "publish", pub.push)
+        elif hasattr(m, "_publish"):
+            m._publish = timed(parts, "publish", m._publish)
         m._check = timed(parts, "checks", m._check)  # type: ignore[method-assign]
         m.admin.list_live = timed(parts, "list_live", m.admin.list_live)  # type: ignore[method-assign]
         out = []
@@ -226,7 +262,7 @@ class Bench:
         return out
 
 
-async def main(rounds: int, cycles: int, profile: bool, latency_ms: int) -> int:
+async def main(rounds: int, cycles: int, profile: bool, latency_ms: int, old: bool) -> int:
     if shutil.which("tmux") is None:
         print("tmux is not installed")
         return 1
@@ -245,7 +281,7 @@ async def main(rounds: int, cycles: int, profile: bool, latency_ms: int) -> int:
     try:
         su = await asyncpg.connect(cluster.info.dsn("postgres", DEFAULT_DATABASE))
         try:
-            bench = Bench(root, settings, db, su, latency_ms)
+            bench = Bench(root, settings, db, su, latency_ms, old)
             for r in range(rounds):
                 k = r % len(SIZES)
                 for n in SIZES[k:] + SIZES[:k]:  # interleaved, order rotating
@@ -280,17 +316,23 @@ async def main(rounds: int, cycles: int, profile: bool, latency_ms: int) -> int:
         shutil.rmtree(root, ignore_errors=True)
     elapsed = time.perf_counter() - t_start
 
-    print(f"\nrounds={rounds} cycles={cycles} (+1 warm-up per block), {elapsed:.0f} s in all")
+    print(
+        f"\nrounds={rounds} cycles={cycles} (+1 warm-up per block), {elapsed:.0f} s in all, "
+        f"running tasks {'old (stall check, checkouts)' if old else 'new, no checkout'}"
+    )
     hdr = "  ".join(f"{p:>9s}" for p in PARTS)
     print(f"{'N':>4s} {'median ms':>10s} {'min':>7s} {'max':>7s}  {'calls':>7s} {'goal':>4s}"
           f" {'warm-up calls':>13s}  median ms in: {hdr}")  # fmt: skip
     med: dict[int, list[float]] = {}
+    own: dict[int, list[float]] = {}  # the cycle without the forges' part (the fake gh)
     units: list[str] = []
     failures = 0
     for n in SIZES:
         flat = [c for block in runs[n] for c in block]
         ms = [c["ms"] for c in flat]
         med[n] = [statistics.median(c["ms"] for c in block) for block in runs[n]]
+        own[n] = [statistics.median(c["ms"] - c.get("forges", 0.0) for c in block)
+                  for block in runs[n]]  # fmt: skip
         calls = sorted({int(c["calls"]) for c in flat})
         failures += sum(not c["ok"] for c in flat) + sum(not c["ok"] for c in warm[n])
         parts = "  ".join(f"{statistics.median(c.get(p, 0.0) for c in flat):9.1f}" for p in PARTS)
@@ -309,6 +351,16 @@ async def main(rounds: int, cycles: int, profile: bool, latency_ms: int) -> int:
         print(f"time({n}) / time({SIZES[0]}) per round: median {statistics.median(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
               + ("  goal <= 3" if n == SIZES[-1] else ""))  # fmt: skip
+    for n in SIZES:
+        print(
+            f"N={n}: the monitor's own work (cycle minus forges) median "
+            f"{statistics.median(own[n]):.1f} ms per cycle"
+        )
+    for n in SIZES[1:]:
+        ratios = [a / b for a, b in zip(own[n], own[SIZES[0]], strict=True)]
+        print(f"own work({n}) / own work({SIZES[0]}) per round: median "
+              f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+              f"per task: {statistics.median(ratios) * SIZES[0] / n:.2f}")  # fmt: skip
     if prof_text:
         print("\ncProfile of 3 cycles at N=500 (cumulative):")
         print(prof_text)
@@ -324,5 +376,11 @@ if __name__ == "__main__":
     ap.add_argument(
         "--gh-latency-ms", type=int, default=0, help="the fake gh waits this long per call"
     )
+    ap.add_argument(
+        "--old", action=argparse.BooleanOptionalAction, default=True,
+        help="running tasks past stall_minutes, with checkouts (default); --no-old: new ones",
+    )  # fmt: skip
     args = ap.parse_args()
-    sys.exit(asyncio.run(main(args.rounds, args.cycles, args.profile, args.gh_latency_ms)))
+    sys.exit(
+        asyncio.run(main(args.rounds, args.cycles, args.profile, args.gh_latency_ms, args.old))
+    )

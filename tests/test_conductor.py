@@ -22,6 +22,7 @@ from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import (
     ActiveTaskDeletionError,
     BadInputError,
+    NoSessionError,
     RepositoryNotFoundError,
     SpawnDeniedError,
 )
@@ -180,14 +181,18 @@ async def test_logs_and_attach(make, repo: Path) -> None:
     assert "[demo] committed" in text and "agent exited with status 0" in text
     with pytest.raises(BadInputError, match="lines"):
         await c.logs(ALICE, str(rec.id), 0)
-    cmd = await c.attach_command(ALICE, str(rec.id))
+    with pytest.raises(NoSessionError, match="nothing to attach to, its agent has ended"):
+        await c.attach_command(ALICE, str(rec.id))  # a dead pane: refused, with its log
+    live = (await c.spawn(ALICE, request(repo, "wait [demo:hang]"))).task
+    assert live is not None
+    cmd = await c.attach_command(ALICE, str(live.id))
     assert cmd == [
         "tmux",
         "-L",
         c.runtime.paths.tmux_socket,
         "attach-session",
         "-t",
-        f"={rec.tmux_session}",
+        f"={live.tmux_session}",
     ]
 
 

@@ -301,3 +301,28 @@ def test_the_side_panel_keeps_whole_words() -> None:
     for tier in Tier:
         assert f" {tier.value}\n" in text
     assert max(len(line) for line in text.splitlines()) <= 34
+
+
+async def test_enter_on_an_agent_that_ended_says_so_with_its_log(app: FleetApp, repo: Path) -> None:
+    """The table still says running (no monitor here), the agent has ended: Enter does not
+    attach to its dead pane, it says why, with the task's state and the end of its log."""
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_until(pilot, lambda: app.source is not None)
+        rec = await spawn(app, repo, "break it [demo:fail]")
+        assert app.source is not None
+        runtime = app.source.conductor.runtime
+        await eventually(lambda: runtime.exit_status(rec.id))
+        table = screen_of(app).table
+        await pilot_until(
+            pilot, lambda: str(rec.id) in table.records
+            and table.records[str(rec.id)].status is TaskStatus.RUNNING,
+        )  # fmt: skip
+        table.move_cursor(row=table.get_row_index(str(rec.id)))
+        table.focus()
+        await pilot.press("enter")
+        head = f"task {rec.short_id}: nothing to attach to, its agent has ended (exit 1)"
+        await pilot_until(pilot, lambda: any(head in n for n in notices(app)), "the refusal")
+        text = next(n for n in notices(app) if head in n)
+        assert "the task is running" in text
+        assert text.splitlines()[-1].endswith("fleet: agent exited with status 1")
+        assert isinstance(app.screen, FleetScreen)

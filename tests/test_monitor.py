@@ -407,7 +407,7 @@ async def test_a_stalled_agent_is_reported_once(engine, sample: Path) -> None:
     assert "no new commit for" in details_text(now)
     await c.stop(ACTOR, str(rec.id))
     await cycle()
-    assert rec.id not in m._stalled  # what the monitor keeps per task ends with the task
+    assert rec.id not in m.stalls.warned  # what the monitor keeps per task ends with the task
 
 
 async def test_two_engines_never_act_twice(engine, sample: Path) -> None:

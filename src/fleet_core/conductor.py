@@ -71,6 +71,7 @@ from fleet_core.wording import now
 
 log = logging.getLogger(__name__)
 MERGE_MOVE_ATTEMPTS = 5  # a merged PR's task moved again after this many stale rows: give up
+ATTACH_TAIL_LINES = 15  # of the log, when attach is refused because the agent ended
 
 
 @dataclass(frozen=True)
@@ -548,10 +549,28 @@ class Conductor:
             raise NoSessionError(f"task {rec.short_id} has no agent session: {exc}") from None
 
     async def attach_command(self, actor: Actor, ref: str) -> list[str]:
+        """tmux attach to a live agent; an ended one (dead pane, session gone) is refused
+        with the task's state and the end of its log."""
         rec = await self._with_session(actor, ref)
-        if not await self.runtime.has_agent(rec.id):
-            raise NoSessionError(f"task {rec.short_id}: its agent's session is gone")
+        present = await self.runtime.has_agent(rec.id)
+        if not present or not await self.runtime.is_alive(rec.id):  # the exit record counts
+            raise NoSessionError(await self._nothing_to_attach(rec, gone=not present))
         return self.runtime.attach_command(rec.id)
+
+    async def _nothing_to_attach(self, rec: TaskRecord, *, gone: bool) -> str:
+        if not gone:  # its last words may still be on their way to the log file
+            await self.runtime.output_settled(rec.id)
+        ended = await self.runtime.exit_status(rec.id)
+        how = f" (exit {ended.code}{', ' + ended.signal if ended.signal else ''})" if ended else ""
+        why = "its agent's session is gone" if gone else f"its agent has ended{how}"
+        text = f"task {rec.short_id}: nothing to attach to, {why}; the task {now(rec.status.value)}"
+        try:
+            tail = await self.runtime.logs(rec.id, ATTACH_TAIL_LINES)
+        except Exception:
+            tail = ""
+        if tail:
+            text += f"\nthe end of its log (all of it: fleet logs {rec.short_id}):\n{tail}"
+        return text
 
     async def _with_session(self, actor: Actor, ref: str) -> TaskRecord:
         rec = await self.registry(actor).resolve(ref)

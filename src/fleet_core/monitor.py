@@ -24,8 +24,11 @@ are reported, never killed. Each cycle then, in this order:
    outside its deadline) and failed (`timeout`, `agent_idle` or `agent_network`); stalls (no
    new commit for `stall_s` since the agent's start or its last commit) → a warning event,
    stored on the task; interrupted spawns → failed or cancelled;
-6. retries that are due (RetryEngine), then queued spawns.
+6. retries that are due (RetryEngine), then queued spawns; dead sessions of finished tasks
+   are removed once their output is in the log file (agent_ends.py).
 
+An agent's end does not wait for the next cycle: its launcher wakes the monitor, which runs
+the same steps for that task at once (agent_ends.py); the cycle is the safety net.
 Overlapping cycles are skipped, a cycle has a deadline, and every exception is caught and
 counted: one bad task never stops the others.
 """
@@ -45,21 +48,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from fleet_core.agent_ends import AgentEnds
 from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
-from fleet_core.failures import CONFIG_REASONS, NO_PR, TIMEOUT, Verdict, classify, idle_reason
+from fleet_core.failures import NO_PR, TIMEOUT, Verdict, idle_reason
 from fleet_core.forge.base import CiReport, ForgeError, PrState, PullRequest
+from fleet_core.judging import Judge
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import CiStatus, TaskRecord
 from fleet_core.progress import ProgressWatch
+from fleet_core.publishing import Publisher
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
-from fleet_core.runtime import git as g
-from fleet_core.runtime.agent_profiles import profile_for
-from fleet_core.runtime.checkout import in_checkout
-from fleet_core.runtime.echo import strip_echo
 from fleet_core.runtime.local import ExitStatus, session_name
+from fleet_core.runtime.tmux import PaneState
+from fleet_core.stalls import StallWatch
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
@@ -68,12 +72,7 @@ log = logging.getLogger(__name__)
 
 S = TaskStatus
 FORGE_LOCK = (17998, 1)  # pg advisory lock: one engine polls the forges per cycle
-LOG_TAIL_LINES = 60
-ATTEMPT_START = "fleet: starting "  # the launcher's first line: an attempt's output begins
-DIFF_KEEP_CHARS = 8000
 WITH_PR = (S.PR_CREATED, S.REVIEWING, S.READY)
-PUBLISH_PARALLEL = 8
-PR_TITLE_CHARS = 72
 
 
 @dataclass(frozen=True)
@@ -118,18 +117,26 @@ class Monitor:
         self.skipped = 0
         self.last_cycle_ms: float | None = None
         self.last_error: str | None = None
-        self._busy = asyncio.Lock()
+        self._busy = asyncio.Lock()  # one cycle at a time (an overlapping one is skipped)
+        self.acting = asyncio.Lock()  # a cycle or a wake pass: never two judging at once
         self._loop: asyncio.Task[None] | None = None
-        self._stalled: dict[UUID, str] = {}
-        self._push_errors: dict[UUID, str] = {}  # running tasks whose last push failed
+        self._panes: dict[UUID, PaneState] = {}  # this cycle's agent panes, by task
+        self.publisher = Publisher(conductor)
+        self.judge = Judge(conductor, self.publisher)
+        self.stalls = StallWatch(conductor, self.admin, self.config.stall_s)
         self._kills: dict[UUID, asyncio.Task[None]] = {}  # timed-out or idle agents being killed
-        self.progress = ProgressWatch(conductor.runtime.paths.data_dir)
+        self.progress = ProgressWatch(
+            conductor.runtime.paths.data_dir, fingerprint_every_s=self.config.minute_s / 2
+        )
         self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
+        self.ends = AgentEnds(self)  # an agent's end, at once (its launcher wakes us)
 
     def health(self) -> dict[str, Any]:
         return {
             "running": self._loop is not None and not self._loop.done(),
             "cycles": self.cycles,
+            "wakes": self.ends.passes,
+            "listening": self.ends.listener.listening,
             "last_cycle_ms": self.last_cycle_ms,
             "errors": self.errors,
             "skipped": self.skipped,
@@ -142,10 +149,12 @@ class Monitor:
     async def start(self) -> ReconcileReport:
         report = await self.reconcile()
         if self._loop is None:
+            self.ends.start()
             self._loop = asyncio.create_task(self._run(), name="fleet-monitor")
         return report
 
     async def stop(self) -> None:
+        await self.ends.stop()
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -190,7 +199,7 @@ class Monitor:
             report = CycleReport()
             begin = time.perf_counter()
             try:
-                await asyncio.wait_for(self._cycle(report), self.config.deadline_s)
+                await asyncio.wait_for(self._cycle_acting(report), self.config.deadline_s)
             except TimeoutError:
                 self._error(report, f"cycle exceeded its {self.config.deadline_s:.0f} s deadline")
             except Exception as exc:
@@ -203,21 +212,39 @@ class Monitor:
                 listener(report)
             return report
 
+    def error(self, report: CycleReport, message: str) -> None:
+        self._error(report, message)
+
+    def being_killed(self, task_id: UUID) -> bool:
+        return task_id in self._kills
+
     def _error(self, report: CycleReport, message: str) -> None:
         self.errors += 1
         self.last_error = message
         report.errors.append(message)
+
+    async def _cycle_acting(self, report: CycleReport) -> None:
+        async with self.acting:
+            await self._cycle(report)
 
     async def _cycle(self, report: CycleReport) -> None:
         host = self.c.runtime.host_id
         tasks = await self.admin.list_live()
         report.checked = len(tasks)
         self._forget_ended({t.id for t in tasks})
-        alive = await self.c.runtime.alive_tasks()
+        self._panes = await self.c.runtime.task_panes()
+        alive = await self.c.runtime.alive_tasks(self._panes)
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
         self.progress.keep_only(alive)
-        await self._publish([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
-                            report)  # fmt: skip
+        await self.publisher.push([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
+                                  functools.partial(self._error, report))  # fmt: skip
+        await self.check_all(tasks, ended, report)
+        await self.ends.sweep(tasks, self._panes)
+        await self.after(report)
+
+    async def check_all(
+        self, tasks: list[TaskRecord], ended: set[UUID], report: CycleReport
+    ) -> None:
         prs, ci, polled = await self._poll_forges(tasks, report)
         now = datetime.now(UTC)
         for rec in tasks:
@@ -230,47 +257,19 @@ class Monitor:
             except Exception as exc:
                 self._error(report, f"task {rec.short_id}: {type(exc).__name__}: {exc}")
                 log.exception("monitor failed on a task", extra={"task": str(rec.id)})
+
+    async def after(self, report: CycleReport) -> None:
+        """Retries that are due, then queued spawns (a slot may have been freed)."""
         failed = await self.admin.query(status=[S.FAILED, S.REJECTED], limit=1000)
-        report.retries = await self.c.retries.run_due(failed, now)
+        report.retries = await self.c.retries.run_due(failed, datetime.now(UTC))
         await self.c.drain_queue()
 
     def _forget_ended(self, live: set[UUID]) -> None:
         """What the monitor keeps per task (stall warnings given, push errors) ends with the
         task, so a long-lived engine does not grow with every task it ever watched."""
-        for kept in (self._stalled, self._push_errors):
-            for task_id in [t for t in kept if t not in live]:
-                del kept[task_id]
-
-    async def _publish(self, running: list[TaskRecord], report: CycleReport) -> None:
-        """The agent commits, the engine pushes: each running task's new commits go to its
-        repository's origin before the forges are asked about them."""
-        gate = asyncio.Semaphore(PUBLISH_PARALLEL)
-
-        async def one(rec: TaskRecord) -> None:
-            async with gate:
-                try:
-                    await self.c.runtime.publish(Path(rec.repository), rec.id, rec.branch)
-                    self._push_errors.pop(rec.id, None)
-                except Exception as exc:
-                    self._push_errors[rec.id] = str(exc)[-2000:]
-                    self._error(report, f"task {rec.short_id}: push failed: {exc}")
-
-        await asyncio.gather(*(one(rec) for rec in running))
-
-    async def _open_pr(self, rec: TaskRecord) -> PullRequest | None:
-        """A PR for the branch of an agent that ended well, where the forge wants one opened.
-        None when it cannot (nothing committed, the forge refused: judged as no PR)."""
-        repo = Path(rec.repository)
-        try:
-            forge = await self.c.forges.for_repo(repo)
-            base = rec.base_branch or await g.default_branch(repo)
-            title = rec.description.strip().splitlines()[0][:PR_TITLE_CHARS] or rec.branch
-            who = f"{rec.agent_type.value}, {rec.model}, attempt {rec.retry_count + 1}"
-            body = f"{rec.description.strip()}\n\n---\nOpened by fleet for task {rec.id} ({who})."
-            return await forge.open_pr(repo, rec.branch, base, title, body)
-        except (ForgeError, OSError) as exc:
-            log.warning("could not open a PR", extra={"task": str(rec.id), "error": str(exc)})
-            return None
+        self.stalls.forget_ended(live)
+        self.publisher.forget_ended(live)
+        self.c.runtime.heads.keep_only(live)
 
     async def _alive(self, rec: TaskRecord) -> bool:
         return await self.c.runtime.is_alive(rec.id)
@@ -347,7 +346,7 @@ class Monitor:
             rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
             report.prs += 1
         elif rec.status is S.RUNNING and ended:
-            pushed = rec.id not in self._push_errors
+            pushed = rec.id not in self.publisher.errors
             if status is not None and status.code == 0 and not judge and pushed:
                 # Whether it made a PR, the forge says next cycle; unless its own exit tells
                 # already: it said it failed, or it changed nothing.
@@ -355,7 +354,7 @@ class Monitor:
                 if verdict.reason == NO_PR and await self._diff(rec) is not None:
                     return
             if status is not None and status.code == 0 and pushed:
-                opened = await self._open_pr(rec)
+                opened = await self.publisher.open_pr(rec)
                 if opened is not None:  # the engine opens the PR (GitHub); agents never do
                     await self._move(rec, S.PR_CREATED, "pr_opened", pr_number=opened.number)
                     report.prs += 1
@@ -389,42 +388,11 @@ class Monitor:
         ctx = failure_context("spawn_interrupted", previous=rec)
         await self._move(rec, S.FAILED, "spawn_interrupted", failure_context=ctx)
 
-    async def _verdict(
-        self, rec: TaskRecord, status: ExitStatus | None, tail: str | None = None
-    ) -> Verdict:
-        tail = await self._tail(rec) or "" if tail is None else tail
-        code = status.code if status else None
-        return classify(
-            profile_for(rec.agent_type),
-            exit_code=code,
-            oom=bool(status and status.oom),
-            tail=tail,
-            push_failed=rec.id in self._push_errors,
-            now=datetime.now(UTC),
-            not_found=bool(status and status.error and "No such file" in status.error),
-        )
-
     async def _agent_ended(
         self, rec: TaskRecord, status: ExitStatus | None, report: CycleReport
     ) -> None:
-        tail = await self._tail(rec) or ""
-        code = status.code if status else None
-        verdict = await self._verdict(rec, status, tail)
+        verdict, ctx = await self.judge.ended(rec, status)
         reason, resume = verdict.reason, verdict.resume_at
-        ctx = failure_context(
-            reason,
-            previous=rec,
-            exit_code=code,
-            signal=status.signal if status else None,
-            oom=(reason == "oom") or None,
-            message=verdict.message,
-            hint=verdict.hint,
-            retried=False if reason in CONFIG_REASONS else None,
-            log_tail=tail or None,
-            diff=await self._diff(rec),
-            resume_at=resume.isoformat() if resume else None,
-            push_error=self._push_errors.pop(rec.id, None) if reason == "push_failed" else None,
-        )
         if await self._move(rec, S.FAILED, reason, failure_context=ctx):
             report.failed += 1
             if resume is not None:
@@ -482,7 +450,7 @@ class Monitor:
             return
         adapter = self.c.runtime.adapters.get(rec.agent_type)
         if adapter is not None:
-            pane = await self.c.runtime.tmux.pane(session_name(rec.id))
+            pane = self._panes.get(rec.id)
             idle = await self.progress.idle_for(
                 rec.id,
                 log_path=self.c.runtime.log_path(rec.id),
@@ -496,33 +464,8 @@ class Monitor:
                 self._kill_beside(rec, idle_reason(adapter.profile, tail),
                                   idle_minutes=adapter.idle_minutes)  # fmt: skip
                 return
-        if _age(started, now) < self.config.stall_s or not rec.worktree_path:
-            return
-        last = await in_checkout(self.c.runtime.paths.data_dir, Path(rec.worktree_path), "log",
-                                 "-1", "--format=%H %ct", check=False)  # fmt: skip
-        sha, _, stamp = last.stdout.strip().partition(" ")
-        # From the agent's start or its last commit, whichever is later (never the base's).
-        since = (
-            max(started, datetime.fromtimestamp(int(stamp), UTC)) if stamp.isdigit() else started
-        )
-        if _age(since, now) < self.config.stall_s:
-            return
-        if self._stalled.get(rec.id) != sha:
-            self._stalled[rec.id] = sha
+        if await self.stalls.check(rec, started, now):
             report.stalls += 1
-            minutes = round(_age(since, now) / 60)
-            warning = {"since": since.isoformat(), "minutes": minutes, "at": now.isoformat()}
-            with contextlib.suppress(StaleVersionError):
-                await self.admin.update_metadata(
-                    rec.id, {"stall_warning": warning}, expected_version=rec.version
-                )
-            await self.c.bus.emit(
-                EventType.STALLED,
-                operator_id=rec.operator_id,
-                task_id=rec.id,
-                minutes=minutes,
-                commit=sha,
-            )
 
     async def _stop_agent(self, rec: TaskRecord, verdict: Verdict, fields: dict[str, Any]) -> None:
         """The log tail and diff first, then the kill, then running → failed with the
@@ -545,34 +488,17 @@ class Monitor:
             self.last_error = f"timeout of task {str(task_id)[:8]}: {type(exc).__name__}: {exc}"
             log.error("timing out a task failed", exc_info=exc, extra={"task": str(task_id)})
 
+    # What failure judging (judging.py) gives, under the names the cycle's steps use.
+    async def _verdict(
+        self, rec: TaskRecord, status: ExitStatus | None, tail: str | None = None
+    ) -> Verdict:
+        return await self.judge.verdict(rec, status, tail)
+
     async def _diff(self, rec: TaskRecord) -> str | None:
-        """What the attempt changed against its base (committed or not), for the retry prompt
-        (which sanitizes and cuts it to 2,000 characters)."""
-        if not rec.worktree_path or not Path(rec.worktree_path).is_dir():
-            return None
-        worktree = Path(rec.worktree_path)
-        try:
-            repo = Path(rec.repository)
-            base = await g.base_ref(repo, rec.base_branch or await g.default_branch(repo))
-            sha = (await g.git(repo, "rev-parse", "--verify", base)).stdout.strip()
-            out = await self.c.runtime.diff_against(repo, worktree, sha)
-        except Exception as exc:
-            log.warning("no diff for the failure context: %s", exc, extra={"task": str(rec.id)})
-            return None
-        return out[:DIFF_KEEP_CHARS] or None
+        return await self.judge.diff(rec)
 
     async def _tail(self, rec: TaskRecord) -> str | None:
-        """The end of the agent's output, without what it echoed of its prompt."""
-        try:
-            text = await self.c.runtime.logs(rec.id, LOG_TAIL_LINES * 4)
-            keys = self.c.runtime.prompt_hashes(rec.id)
-            lines = strip_echo(text, keys).splitlines()
-            starts = [i for i, ln in enumerate(lines) if ln.startswith(ATTEMPT_START)]
-            lines = lines[starts[-1] :] if starts else lines  # this attempt's output only
-            return "\n".join(lines[-LOG_TAIL_LINES:]) or None
-        except Exception as exc:
-            log.warning("no log tail for the failure context: %s", exc, extra={"task": str(rec.id)})
-            return None
+        return await self.judge.tail(rec)
 
     async def _move(
         self, rec: TaskRecord, to: TaskStatus, reason: str, **update: Any

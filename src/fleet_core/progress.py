@@ -33,20 +33,40 @@ class _Seen:
     log_size: int = 0
     cpu: float = 0.0
     checkout: str = ""
+    fingerprinted: float = 0.0  # monotonic time of the last walk of the checkout
 
 
 class ProgressWatch:
-    def __init__(self, data_dir: Path, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        fingerprint_every_s: float = 0.0,
+    ) -> None:
         self.data_dir = data_dir
         self._clock = clock
+        # A checkout's walk is the one look whose cost grows with the agent's work: taken at
+        # most this often per agent (progress it finds is then that much late: an idle limit
+        # is minutes, so the monitor passes half of one).
+        self.fingerprint_every_s = fingerprint_every_s
         self._seen: dict[UUID, _Seen] = {}
+        self._procs: ProcTable | None = None  # this cycle's one read of /proc
 
     def forget(self, task_id: UUID) -> None:
         self._seen.pop(task_id, None)
 
     def keep_only(self, running: set[UUID]) -> None:
+        """Called at each cycle's start: forgets ended agents, and the cycle reads /proc
+        afresh (once, for all its agents)."""
         for tid in set(self._seen) - running:
             del self._seen[tid]
+        self._procs = None
+
+    async def _tree_cpu(self, root: int) -> float:
+        if self._procs is None:
+            self._procs = await asyncio.to_thread(ProcTable.read)
+        return self._procs.tree_cpu(root)
 
     async def idle_for(
         self,
@@ -60,11 +80,11 @@ class ProgressWatch:
         """Seconds since this agent last made progress (0 at the first look)."""
         now = self._clock()
         size = _size(log_path)
-        cpu = await asyncio.to_thread(tree_cpu_seconds, pane_pid) if pane_pid else 0.0
+        cpu = await self._tree_cpu(pane_pid) if pane_pid else 0.0
         seen = self._seen.get(task_id)
         if seen is None:
             fp = await fingerprint(self.data_dir, checkout)
-            self._seen[task_id] = _Seen(now, now, size, cpu, fp)
+            self._seen[task_id] = _Seen(now, now, size, cpu, fp, now)
             return 0.0
         moved = False
         if size != seen.log_size:
@@ -74,7 +94,8 @@ class ProgressWatch:
         if cpu - seen.cpu > CPU_SHARE * max(now - seen.looked, 0.001):
             moved = True
         seen.cpu = cpu
-        if not moved:
+        if not moved and now - seen.fingerprinted >= self.fingerprint_every_s:
+            seen.fingerprinted = now
             fp = await fingerprint(self.data_dir, checkout)
             if fp != seen.checkout:
                 seen.checkout, moved = fp, True
@@ -130,36 +151,54 @@ def _tree_hash(top: Path) -> str:
     return digest.hexdigest()
 
 
+class ProcTable:
+    """Every process's parent and CPU time (user + system), from one read of /proc."""
+
+    def __init__(self, parents: dict[int, int], cpu: dict[int, float]) -> None:
+        self.cpu = cpu
+        self.children: dict[int, list[int]] = {}
+        for pid, parent in parents.items():
+            self.children.setdefault(parent, []).append(pid)
+
+    @classmethod
+    def read(cls) -> ProcTable:
+        parents: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return cls(parents, cpu)
+        for name in entries:
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if len(fields) < 13:
+                continue
+            pid = int(name)
+            parents[pid] = int(fields[1])
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / TICKS
+        return cls(parents, cpu)
+
+    def tree_cpu(self, root: int) -> float:
+        """CPU seconds of `root` and every descendant."""
+        if root not in self.cpu:
+            return 0.0
+        total, todo, seen = 0.0, [root], {root}
+        while todo:
+            pid = todo.pop()
+            total += self.cpu.get(pid, 0.0)
+            for child in self.children.get(pid, ()):
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+        return total
+
+
 def tree_cpu_seconds(root: int) -> float:
     """User and system CPU time of `root` and every descendant, from /proc."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0.0
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) < 13:
-            continue
-        pid = int(name)
-        parents[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / TICKS
-    total = 0.0
-    for pid in cpu:
-        p = pid
-        for _ in range(64):
-            if p == root:
-                total += cpu[pid]
-                break
-            p = parents.get(p, 0)
-            if p <= 1:
-                break
-    return total
+    return ProcTable.read().tree_cpu(root)

@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleet_core.runtime import logpipe
+from fleet_core.runtime import launch, logpipe
 
 MAX_BYTES = 8_000_000  # per file; one rotated file is kept beside it
 TAIL_READ_BYTES = 512_000
+ENDED_READ_BYTES = 64_000  # where the launcher's last line is looked for
 _ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -186,3 +187,13 @@ def _codex_item(kind: str, item: dict[str, Any]) -> list[str]:
     if it == "todo_list" or kind != "item.completed":
         return []
     return [f"[{it}] {_clip(json.dumps(item), 200)}"]
+
+
+def attempt_ended(path: Path) -> bool | None:
+    """Whether the log's last attempt ends with the launcher's last line (its output is all
+    there); None when there is no log file."""
+    if not path.exists():
+        return None
+    raw = read_raw(path, ENDED_READ_BYTES)
+    start = raw.rfind(launch.START_LINE.encode())
+    return max(raw.rfind(line.encode()) for line in launch.END_LINES) > start

@@ -55,6 +55,7 @@ from fleet_core.runtime.local import (
     task_of,
 )
 from fleet_core.runtime.runfiles import remove_dir, write_atomic, write_fields, write_private
+from fleet_core.runtime.tmux import PaneState
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,8 @@ class ContainerRuntime(LocalRuntime):
                 ids.append(task_id)
         return ids
 
-    async def alive_tasks(self) -> set[UUID]:
+    async def alive_tasks(self, panes: dict[UUID, PaneState] | None = None) -> set[UUID]:
+        """The containers' tasks whose agent runs (`panes`, local mode's, do not apply)."""
         alive = set()
         for task_id in await self._ours(running_only=True):
             if self._read_exit(task_id) is None:

@@ -19,6 +19,13 @@ that take a file, passes its path and deletes it when the agent ends. It records
 (agent pid) and `exit` (exit code, signal, end time; 137 marks an OOM kill) as key=value lines
 for the runtime to read, forwards SIGTERM/SIGINT/SIGHUP to the agent, and exits with its code.
 
+Once the exit is recorded and its last line printed, the launcher wakes the engine: one
+datagram, `ended <task id>`, to the socket `wake.sock` in the run area (the run directories'
+parent), where the engine's monitor listens (runtime/wake.py) and judges the task at once
+rather than at its next cycle. Nothing waits on it and nothing fails when no engine listens:
+the periodic cycle finds the exit record. The agent never reaches it from a sandbox (the run
+area is not bound there); only the launcher, outside, sends.
+
 Only os, signal, sys and time are imported, and the runtime starts it without `site`, so the
 agent starts a few milliseconds after the pane.
 """
@@ -36,11 +43,44 @@ SPEC_VERSION = "fleet-spec-2"  # the first field of `spec`: engine and launcher 
 FDS = "{fleet-fds}"  # in a sandbox command line: where the descriptors' options go
 PROMPT_INSIDE = "/run/fleet/prompt"
 OOM_EXIT = 137
+WAKE_SOCKET = "wake.sock"  # in the run area: the engine listens, the launcher sends
+SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes: a longer path goes through /proc/self/fd
+START_LINE = "fleet: starting "  # the launcher's first line of an attempt
+END_LINES = (  # its last line, whichever way the attempt ended
+    "fleet: agent exited with status ",
+    "fleet: cannot start ",
+    "fleet: the runtime never released ",
+    "fleet: this launcher reads ",
+)
 
 
 def stamp(t: float | None = None) -> str:
     t = time.time() if t is None else t
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}+00:00"
+
+
+def wake(area: str, task_id: str) -> None:
+    """Tell the engine listening in the run area that this task's agent ended. Best effort:
+    no listener, a full queue, a stale socket all mean the next cycle finds the record."""
+    dfd = -1
+    try:
+        import socket  # only now: the agent has ended, start-up time no longer counts
+
+        path = os.path.join(area, WAKE_SOCKET)
+        if len(path.encode()) > SOCKET_PATH_MAX:
+            dfd = os.open(area, os.O_PATH | os.O_DIRECTORY)
+            path = f"/proc/self/fd/{dfd}/{WAKE_SOCKET}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.sendto(f"ended {task_id}\n".encode(), path)
+        finally:
+            sock.close()
+    except OSError:
+        pass
+    finally:
+        if dfd >= 0:
+            os.close(dfd)
 
 
 def read_fields(path: str) -> list[str]:
@@ -144,12 +184,15 @@ def command_name(argv: list[str]) -> str:
 
 
 def main(run_dir: str) -> int:
+    run_dir = os.path.abspath(run_dir)  # before any chdir
+    area = os.path.dirname(run_dir)
     fields = read_fields(os.path.join(run_dir, "spec"))
     if not fields or fields[0] != SPEC_VERSION:  # written by another version of fleet
         print(f"fleet: this launcher reads {SPEC_VERSION}, the spec is another", flush=True)
         discard(os.path.join(run_dir, "env"), os.path.join(run_dir, "prompt"))
         record(os.path.join(run_dir, "exit"), exit_code=125, error="spec version mismatch",
                ended_at=stamp())  # fmt: skip
+        wake(area, os.path.basename(run_dir))
         return 125
     gate, cwd, task_id, slirp, seccomp, cgroups, *argv = fields[1:]
     env_path = os.path.join(run_dir, "env")
@@ -160,6 +203,7 @@ def main(run_dir: str) -> int:
         print(f"fleet: the runtime never released task {task_id}; giving up", flush=True)
         record(os.path.join(run_dir, "exit"), exit_code=125, error="never released",
                ended_at=stamp())  # fmt: skip
+        wake(area, task_id)
         return 125
     if not go:
         discard(env_path, prompt_path)
@@ -233,6 +277,7 @@ def main(run_dir: str) -> int:
         record(os.path.join(run_dir, "exit"), exit_code=127, error=exc, ended_at=stamp())
         if not on_stdin:
             discard(prompt_path)
+        wake(area, task_id)
         return 127
     finally:
         if prompt_fd >= 0:
@@ -269,6 +314,7 @@ def main(run_dir: str) -> int:
            started_at=stamp(started), ended_at=stamp())  # fmt: skip
     suffix = f" ({sig_name})" if sig_name else ""
     print(f"fleet: agent exited with status {code}{suffix}", flush=True)
+    wake(area, task_id)
     return code
 
 

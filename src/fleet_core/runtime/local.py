@@ -23,7 +23,7 @@ from fleet_core.config import Settings
 from fleet_core.db.sysuser import RunAs
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
-from fleet_core.runtime import agent_log, launch, limits
+from fleet_core.runtime import agent_log, launch, limits, sessions
 from fleet_core.runtime import checkout as co
 from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import Adapter
@@ -31,6 +31,7 @@ from fleet_core.runtime.cleanup import CleanupResult, remove_checkout
 from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.echo import prompt_hashes
 from fleet_core.runtime.groups import terminate_group
+from fleet_core.runtime.heads import BranchHeads
 from fleet_core.runtime.proc import CommandError
 from fleet_core.runtime.runfiles import (
     release,
@@ -41,12 +42,16 @@ from fleet_core.runtime.runfiles import (
 )
 from fleet_core.runtime.sandbox import BASE_PATH, Sandbox
 from fleet_core.runtime.secrets import SecretProvider
-from fleet_core.runtime.tmux import SESSION_PREFIX, Tmux
+from fleet_core.runtime.tmux import SESSION_PREFIX, PaneState, Tmux
 from fleet_core.runtime.validation import path_under, validate_branch
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 1000
 START_TIMEOUT_S = 10.0
+START_POLL_MIN_S = 0.002  # the first wait for the launcher's `started`, doubled each time
+START_POLL_MAX_S = 0.05
+START_PANE_AFTER_S = 0.2  # from then on, whether the launcher still runs (a tmux call)
+START_PANE_EVERY_S = 0.25
 GATE_MARGIN_S = 60.0  # how long a launcher waits for `go` beyond the setup timeout
 OOM_EXIT = 137
 
@@ -183,6 +188,7 @@ class LocalRuntime:
         self.tmux = Tmux(paths.tmux_socket, paths.data_dir / "tmux.conf")
         self._default_branches: dict[Path, str] = {}
         self._published: dict[UUID, str] = {}  # task -> the last commit pushed
+        self.heads = BranchHeads(paths.data_dir)  # tasks' branch tips, read when they moved
         self.locks = g.RepoLocks(paths.data_dir / "locks")
 
     def run_dir(self, task_id: UUID) -> Path:
@@ -402,8 +408,13 @@ class LocalRuntime:
         release(rd, go)
 
     async def _wait_started(self, task_id: UUID, rd: Path) -> None:
+        """Until the launcher records `started` (or an exit). Its files are looked at often at
+        first (an agent usually starts within milliseconds), then less (the wait grows to
+        START_POLL_MAX_S); whether the launcher itself still runs costs a tmux call, asked at
+        most every START_PANE_EVERY_S once the start is slow."""
         begin = time.monotonic()
         deadline = begin + START_TIMEOUT_S
+        wait, next_pane = START_POLL_MIN_S, begin + START_PANE_AFTER_S
         while time.monotonic() < deadline:
             if (rd / "started").exists():
                 return
@@ -412,12 +423,16 @@ class LocalRuntime:
                 raise SpawnError("process", f"the agent could not start: {status.error}")
             if status is not None:
                 return  # started and already finished
-            slow = time.monotonic() - begin > 0.2
-            pane = await self.tmux.pane(session_name(task_id)) if slow else None
-            if slow and (pane is None or pane.dead):
-                tail = await self.tmux.capture(session_name(task_id), 20) if pane else ""
-                raise SpawnError("process", f"the launcher ended before the agent started: {tail}")
-            await asyncio.sleep(0.002)
+            if time.monotonic() >= next_pane:
+                next_pane = time.monotonic() + START_PANE_EVERY_S
+                pane = await self.tmux.pane(session_name(task_id))
+                if pane is None or pane.dead:
+                    tail = await self.tmux.capture(session_name(task_id), 20) if pane else ""
+                    raise SpawnError(
+                        "process", f"the launcher ended before the agent started: {tail}"
+                    )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, START_POLL_MAX_S)
         raise SpawnError("process", f"the agent did not start within {START_TIMEOUT_S:.0f} s")
 
     async def _undo(self, handle: AgentHandle, *, checkout_created: bool) -> None:
@@ -498,16 +513,30 @@ class LocalRuntime:
         pane = await self.tmux.pane(session_name(task_id))
         return pane is not None and not pane.dead
 
-    async def alive_tasks(self) -> set[UUID]:
-        """The tasks whose agent runs, in one tmux call (for the monitor's cycle)."""
-        alive = set()
-        for name, pane in (await self.tmux.panes()).items():
-            task_id = task_of(name)
-            if task_id is None or pane.dead:
-                continue
-            if self._read_exit(task_id) is None:
-                alive.add(task_id)
-        return alive
+    async def task_panes(self) -> dict[UUID, PaneState]:
+        """Each agent session's pane, by task, in one tmux call (for the monitor's cycle)."""
+        panes = await self.tmux.panes()
+        return {tid: pane for name, pane in panes.items() if (tid := task_of(name)) is not None}
+
+    async def alive_tasks(self, panes: dict[UUID, PaneState] | None = None) -> set[UUID]:
+        """The tasks whose agent runs, in one tmux call (or from `panes`, read already)."""
+        if panes is None:
+            panes = await self.task_panes()
+        return {t for t, pane in panes.items() if not pane.dead and self._read_exit(t) is None}
+
+    async def output_settled(self, task_id: UUID) -> bool:
+        """Wait (bounded) until an ended agent's last output is in its log file."""
+        return await sessions.output_settled(self.log_path(task_id))
+
+    async def remove_finished_session(
+        self, task_id: UUID, *, force: bool = False, exiting: bool = False
+    ) -> bool:
+        """Remove the task's dead session once its output is kept in the log file (with
+        `exiting`, its launcher is ending: its pane is waited for, briefly)."""
+        return await sessions.remove_finished(
+            self.tmux, session_name(task_id), self.log_path(task_id), force=force,
+            wait_s=sessions.EXITING_S if exiting else 0.0,
+        )  # fmt: skip
 
     async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
         """The last `lines` readable lines of the agent's output: from its kept log file
@@ -577,7 +606,7 @@ class LocalRuntime:
         checkout = path_under(self.paths.worktrees, str(task_id), field="worktree")
         if not checkout.is_dir():
             return False
-        sha = await co.head(self.paths.data_dir, checkout, branch)
+        sha = await self.heads.head(task_id, checkout, branch)
         if sha is None or self._published.get(task_id) == sha:
             return False
         repo, common = await g.repo_paths(repository)
@@ -604,6 +633,7 @@ class LocalRuntime:
         remove_dir(self.run_dir(task_id))
         limits.remove(task_id)
         self._published.pop(task_id, None)
+        self.heads.forget(task_id)
         return result
 
 

@@ -31,6 +31,7 @@ from fleet_core.runtime.local import (
     SpawnSpec,
     session_name,
 )
+from fleet_core.runtime.tmux import PaneState
 
 MODES = ("local", "container")
 
@@ -108,8 +109,8 @@ class Runtimes(LocalRuntime):
             return await self.container.is_alive(task_id)
         return await super().is_alive(task_id)
 
-    async def alive_tasks(self) -> set[UUID]:
-        alive = await super().alive_tasks()
+    async def alive_tasks(self, panes: dict[UUID, PaneState] | None = None) -> set[UUID]:
+        alive = await super().alive_tasks(panes)
         if self.container.daemon.current is not None or self._container_tasks():
             alive |= await self.container.alive_tasks()
         return alive
