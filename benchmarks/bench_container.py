@@ -33,7 +33,8 @@ from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.container import ContainerRuntime
 from fleet_core.runtime.container_body import BASE_PATH
 from fleet_core.runtime.docker_images import image_tag
-from fleet_core.runtime.local import RuntimePaths, SpawnSpec
+from fleet_core.runtime.handles import SpawnSpec
+from fleet_core.runtime.paths import RuntimePaths
 from fleet_core.runtime.proc import run
 from fleet_core.runtime.secrets import SecretProvider
 

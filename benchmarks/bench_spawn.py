@@ -27,7 +27,9 @@ from fleet_core.config import Settings
 from fleet_core.db.connect import cluster_for, open_database
 from fleet_core.models import AgentType
 from fleet_core.runtime.adapters import build_adapters
-from fleet_core.runtime.local import LocalRuntime, RuntimePaths, SpawnSpec
+from fleet_core.runtime.handles import SpawnSpec
+from fleet_core.runtime.local import LocalRuntime
+from fleet_core.runtime.paths import RuntimePaths
 from fleet_core.runtime.policy import sandbox_for
 from fleet_core.runtime.proc import run
 from fleet_core.runtime.sandbox import SandboxMode

@@ -47,7 +47,7 @@ from fleet_core.headless import Server  # noqa: E402
 from fleet_core.models import AgentType, NewTask, TaskType  # noqa: E402
 from fleet_core.registry import TaskRegistry  # noqa: E402
 from fleet_core.repositories import Repositories, Repository  # noqa: E402
-from fleet_core.runtime.local import RuntimePaths  # noqa: E402
+from fleet_core.runtime.paths import RuntimePaths  # noqa: E402
 
 TABLES = (
     "fleet_notify_channels",

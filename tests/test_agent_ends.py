@@ -28,7 +28,7 @@ from fleet_core.models import SpawnRequest, TaskRecord, Tier
 from fleet_core.monitor import CycleReport, Monitor, MonitorConfig
 from fleet_core.runtime import wake
 from fleet_core.runtime.launch import WAKE_SOCKET
-from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.paths import RuntimePaths
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 # The periodic cycle every 300 s: within a test, only the first cycle (at start) runs, so a

@@ -36,7 +36,7 @@ from fleet_core.events import EventBus, EventType, FleetEvent
 from fleet_core.follower import TaskFollower
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.registry import TaskRegistry
-from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.paths import RuntimePaths
 
 DATA = Path(os.environ["FLEET_DATA_DIR"])
 ON = {

@@ -17,7 +17,7 @@ from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import InvalidTransitionError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.registry import TaskRegistry
-from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.paths import RuntimePaths
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -19,7 +19,7 @@ from fleet_core.engine import running_engine
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.local_spawn import spawn_local
 from fleet_core.models import SpawnRequest
-from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.paths import RuntimePaths
 
 SIZE = (140, 40)
 

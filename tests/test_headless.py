@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 
 from conftest import eventually, fleet, free_port, git
-from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.paths import RuntimePaths
 
 
 def wait_ready(url: str, proc: subprocess.Popen[str]) -> None:

@@ -30,7 +30,7 @@ import pytest
 
 from conftest import demo_log, git, normalised
 from fleet_core.engine_lock import current_holder, lock_path
-from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.paths import RuntimePaths
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -21,7 +21,7 @@ from fleet_core.errors import (
     RepositoryNotFoundError,
 )
 from fleet_core.repositories import Repositories, name_for
-from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.paths import RuntimePaths
 
 ALICE, BOB = Tenant.operator("alice"), Tenant.operator("bob")
 

@@ -21,7 +21,9 @@ from fleet_core.db.database import Database
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
 from fleet_core.runtime.adapters import build_adapters
-from fleet_core.runtime.local import LocalRuntime, RuntimePaths, SpawnSpec
+from fleet_core.runtime.handles import SpawnSpec
+from fleet_core.runtime.local import LocalRuntime
+from fleet_core.runtime.paths import RuntimePaths
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.validation import path_under, validate_branch
 

@@ -27,7 +27,9 @@ from fleet_core.db.database import Database
 from fleet_core.forge.local import LocalForge
 from fleet_core.models import AgentType, CiStatus
 from fleet_core.runtime.adapters import build_adapters
-from fleet_core.runtime.local import LocalRuntime, RuntimePaths, SpawnSpec
+from fleet_core.runtime.handles import SpawnSpec
+from fleet_core.runtime.local import LocalRuntime
+from fleet_core.runtime.paths import RuntimePaths
 from fleet_core.runtime.policy import fleet_paths
 from fleet_core.runtime.sandbox import (
     NetworkMode,

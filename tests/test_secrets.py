@@ -32,7 +32,7 @@ from fleet_core.engine import running_engine
 from fleet_core.errors import BadInputError, ConfigError
 from fleet_core.models import AgentType, Tier
 from fleet_core.runtime.adapters import Adapter
-from fleet_core.runtime.local import RuntimePaths
+from fleet_core.runtime.paths import RuntimePaths
 from fleet_core.runtime.secrets import SecretProvider
 
 # A custom agent that reads its prompt and writes its whole environment into its checkout.

@@ -56,8 +56,8 @@ from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.cleanup import CleanupResult
 from fleet_core.runtime.limits import AgentLimits
-from fleet_core.runtime.local import RuntimePaths
 from fleet_core.runtime.modes import Runtimes
+from fleet_core.runtime.paths import RuntimePaths
 from fleet_core.runtime.policy import sandbox_for
 from fleet_core.runtime.repo_config import RepoConfig, load_repo_config
 from fleet_core.runtime.sandbox import SandboxMode

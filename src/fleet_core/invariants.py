@@ -22,7 +22,8 @@ from fleet_core.db.database import Database, QueryClass, Tenant
 from fleet_core.governor import Limits
 from fleet_core.lifecycle import LIVE, SLOT_HOLDING, TERMINAL, TERMINAL_AUDIT_EVENT
 from fleet_core.models import Tier
-from fleet_core.runtime.local import LocalRuntime, session_name
+from fleet_core.runtime.handles import session_name
+from fleet_core.runtime.local import LocalRuntime
 
 ADMIN = Tenant.admin()
 

@@ -17,7 +17,7 @@ from fleet_core.retry import failure_context
 from fleet_core.runtime import git as g
 from fleet_core.runtime.agent_profiles import profile_for
 from fleet_core.runtime.echo import strip_echo
-from fleet_core.runtime.local import ExitStatus
+from fleet_core.runtime.handles import ExitStatus
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Conductor

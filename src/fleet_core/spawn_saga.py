@@ -28,7 +28,8 @@ from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
 from fleet_core.registry import TaskRegistry
 from fleet_core.router import ModelRouter
-from fleet_core.runtime.local import AgentHandle, LocalRuntime, SpawnSpec
+from fleet_core.runtime.handles import AgentHandle, SpawnSpec
+from fleet_core.runtime.local import LocalRuntime
 from fleet_core.runtime.repo_config import load_repo_config
 from fleet_core.saga import Failure, Saga, SagaError
 from fleet_core.transitions import Transitions

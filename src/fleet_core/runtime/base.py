@@ -12,7 +12,7 @@ from typing import Protocol
 from uuid import UUID
 
 from fleet_core.runtime.cleanup import CleanupResult
-from fleet_core.runtime.local import AgentHandle, ExitStatus, SpawnSpec
+from fleet_core.runtime.handles import AgentHandle, ExitStatus, SpawnSpec
 
 
 class Runtime(Protocol):

@@ -43,17 +43,17 @@ from fleet_core.runtime.container_logs import Followers
 from fleet_core.runtime.docker_client import Daemon, DockerUnavailableError
 from fleet_core.runtime.docker_images import image_tag
 from fleet_core.runtime.echo import prompt_hashes
-from fleet_core.runtime.local import (
+from fleet_core.runtime.handles import (
     DEFAULT_LOG_LINES,
     MAX_LOG_LINES,
     START_TIMEOUT_S,
     AgentHandle,
     ExitStatus,
-    LocalRuntime,
     SpawnSpec,
     session_name,
     task_of,
 )
+from fleet_core.runtime.local import LocalRuntime
 from fleet_core.runtime.runfiles import remove_dir, write_atomic, write_fields, write_private
 from fleet_core.runtime.tmux import PaneState
 

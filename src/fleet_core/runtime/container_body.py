@@ -12,7 +12,7 @@ from typing import Any
 
 from fleet_core.db.sysuser import RunAs
 from fleet_core.runtime.container_config import ContainerSettings
-from fleet_core.runtime.local import ExitStatus
+from fleet_core.runtime.handles import ExitStatus
 
 RUN_INSIDE = "/run/fleet"
 HOME_INSIDE = "/home/agent"

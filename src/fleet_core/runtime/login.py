@@ -21,7 +21,7 @@ from fleet_core.models import AgentType
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.agent_profiles import profile_for
 from fleet_core.runtime.launch import FDS
-from fleet_core.runtime.local import RuntimePaths, agent_home
+from fleet_core.runtime.paths import RuntimePaths, agent_home
 from fleet_core.runtime.policy import sandbox_for
 from fleet_core.runtime.sandbox import AGENT_HOME, BASE_PATH, NetworkMode, SandboxMode, seccomp_file
 

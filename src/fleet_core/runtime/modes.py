@@ -23,14 +23,14 @@ from fleet_core.runtime.cleanup import CleanupResult
 from fleet_core.runtime.container import MARKER, ContainerRuntime
 from fleet_core.runtime.container_config import ContainerSettings
 from fleet_core.runtime.docker_client import DockerUnavailableError
-from fleet_core.runtime.local import (
+from fleet_core.runtime.handles import (
     DEFAULT_LOG_LINES,
     AgentHandle,
     ExitStatus,
-    LocalRuntime,
     SpawnSpec,
     session_name,
 )
+from fleet_core.runtime.local import LocalRuntime
 from fleet_core.runtime.tmux import PaneState
 
 MODES = ("local", "container")
