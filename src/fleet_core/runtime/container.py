@@ -18,40 +18,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from datetime import UTC, datetime
+import shutil
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import aiodocker
-import aiohttp
 
 from fleet_core.db.sysuser import RunAs
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
-from fleet_core.runtime import agent_log, launch
+from fleet_core.runtime import container_api as api
+from fleet_core.runtime import launch
 from fleet_core.runtime.adapters import Adapter
-from fleet_core.runtime.container_body import (
-    LABEL_HOST,
-    LABEL_TASK,
-    container_argv,
-    create_body,
-    exit_from_state,
-)
+from fleet_core.runtime.container_body import container_argv, create_body, exit_from_state
 from fleet_core.runtime.container_config import ContainerSettings
 from fleet_core.runtime.container_logs import Followers
 from fleet_core.runtime.docker_client import Daemon, DockerUnavailableError
 from fleet_core.runtime.docker_images import image_tag
 from fleet_core.runtime.echo import prompt_hashes
 from fleet_core.runtime.handles import (
-    DEFAULT_LOG_LINES,
-    MAX_LOG_LINES,
+    GATE_MARGIN_S,
     START_TIMEOUT_S,
     AgentHandle,
     ExitStatus,
     SpawnSpec,
+    record_fleet_kill,
     session_name,
-    task_of,
 )
 from fleet_core.runtime.local import LocalRuntime
 from fleet_core.runtime.runfiles import remove_dir, write_atomic, write_fields, write_private
@@ -80,14 +73,11 @@ class ContainerRuntime(LocalRuntime):
     def docker_host(self) -> str:
         return self.daemon.host
 
-    async def _call(self, what: str, call: Any) -> Any:
-        return await self.daemon.call(what, call)
-
     async def require_image(self, agent: AgentType) -> None:
         """The agent type's image exists on the daemon (no registry is ever pulled from)."""
         image = self.image_for(agent)
         try:
-            await self._call("inspect the image", lambda d: d.images.inspect(image))
+            await self.daemon.call("inspect the image", lambda d: d.images.inspect(image))
         except aiodocker.DockerError as exc:
             if exc.status != 404:
                 raise
@@ -146,7 +136,7 @@ class ContainerRuntime(LocalRuntime):
         env = {"PYTHONUNBUFFERED": "1", **env}
         write_fields(rd / "env", [f"{k}={v}" for k, v in env.items()])
         write_atomic(rd / "prompt", spec.prompt.encode())
-        gate_s = spec.setup_timeout_s + 60.0
+        gate_s = spec.setup_timeout_s + GATE_MARGIN_S
         argv = container_argv(adapter.argv(spec.model, launch.PROMPT_FILE))
         fields = [
             launch.SPEC_VERSION,
@@ -169,7 +159,7 @@ class ContainerRuntime(LocalRuntime):
         for path in (rd, *rd.iterdir(), home):  # the clone hands the checkout over itself
             _chown(path, owner)
         body = self.create_body(spec, handle, rd, home, self._objects(common), owner)
-        await self._create_and_start(handle.session, body, spec.agent_type)
+        await api.create_and_start(self.daemon, handle.session, body, spec.agent_type)
         self._follow(spec.task_id, handle.session, fresh=True)
 
     def create_body(
@@ -188,36 +178,6 @@ class ContainerRuntime(LocalRuntime):
             launcher=Path(launch.__file__).resolve(), objects=objects, owner=owner,
         )  # fmt: skip
 
-    async def _create_and_start(self, name: str, body: dict[str, Any], agent: AgentType) -> None:
-        try:
-            created = await self._call(
-                "create the container",
-                lambda d: d._query_json(
-                    "containers/create", "POST", params={"name": name}, data=body
-                ),
-            )
-        except DockerUnavailableError as exc:
-            raise SpawnError("docker", str(exc)) from None
-        except aiodocker.DockerError as exc:
-            if exc.status == 404:
-                raise SpawnError(
-                    "image",
-                    f"image {body['Image']} does not exist on {self.docker_host}: build it with "
-                    f"`fleet image build --agent {agent.value}`",
-                ) from None
-            raise SpawnError("docker", f"the daemon refused the container: {exc.message}") from None
-        for warning in created.get("Warnings") or []:
-            log.warning("docker: %s", warning, extra={"container": name})
-        try:
-            await self._call(
-                "start the container",
-                lambda d: d._query_json(f"containers/{name}/start", "POST"),
-            )
-        except (DockerUnavailableError, aiodocker.DockerError) as exc:
-            msg = exc.message if isinstance(exc, aiodocker.DockerError) else str(exc)
-            await self._remove(name)
-            raise SpawnError("process", f"the container did not start: {msg}") from None
-
     def _release(self, rd: Path, go: bool) -> None:
         """`go`, readable by the container's user (the launcher runs as that user)."""
         tmp = rd / "go.tmp"
@@ -229,18 +189,13 @@ class ContainerRuntime(LocalRuntime):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
         while loop.time() < deadline:
-            if (rd / "started").exists():
+            if self._start_seen(task_id, rd):
                 return
-            status = self._read_exit(task_id)
-            if status is not None and status.error:
-                raise SpawnError("process", f"the agent could not start: {status.error}")
-            if status is not None:
-                return
-            state = await self._state(session_name(task_id))
+            state = await api.state(self.daemon, session_name(task_id))
             if state is None or state.get("Status") in ("exited", "dead"):
                 if self._read_exit(task_id) is not None:
                     continue
-                tail = await self._daemon_log(session_name(task_id), 20)
+                tail = await api.output_tail(self.daemon, session_name(task_id), 20)
                 raise SpawnError("process", f"the container ended before the agent started: {tail}")
             await asyncio.sleep(0.01)
         raise SpawnError("process", f"the agent did not start within {START_TIMEOUT_S:.0f} s")
@@ -254,7 +209,7 @@ class ContainerRuntime(LocalRuntime):
             log.error("undo of a failed spawn: release failed: %s", exc)
         await self._stop_follower(handle.task_id)
         try:
-            await self._remove(handle.session)
+            await api.remove(self.daemon, handle.session)
         except Exception as exc:
             log.error(
                 "undo of a failed spawn: removing container %s failed: %s",
@@ -263,29 +218,16 @@ class ContainerRuntime(LocalRuntime):
                 extra={"task": str(handle.task_id)},
             )
         if checkout_created and handle.worktree_path.exists():
-            import shutil
-
             await asyncio.to_thread(shutil.rmtree, handle.worktree_path, True)
         remove_dir(rd)
 
     # -- observe -----------------------------------------------------------------------------
 
-    async def _state(self, name: str) -> dict[str, Any] | None:
-        """The container's State (inspect); None when there is no such container."""
-        try:
-            doc = await self._call("inspect", lambda d: d._query_json(f"containers/{name}/json"))
-        except aiodocker.DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        state: dict[str, Any] = doc.get("State") or {}
-        return state
-
     async def exit_status(self, task_id: UUID) -> ExitStatus | None:
         """The launcher's record; else the container's own end (exit code, OOMKilled)."""
         status = self._read_exit(task_id)
         if status is None:
-            state = await self._state(session_name(task_id))
+            state = await api.state(self.daemon, session_name(task_id))
             if state is None or state.get("Status") not in ("exited", "dead"):
                 return None
             status = self._read_exit(task_id) or exit_from_state(state)
@@ -295,34 +237,16 @@ class ContainerRuntime(LocalRuntime):
     async def is_alive(self, task_id: UUID) -> bool:
         if self._read_exit(task_id) is not None:
             return False
-        state = await self._state(session_name(task_id))
+        state = await api.state(self.daemon, session_name(task_id))
         alive = state is not None and bool(state.get("Running"))
         if alive:
             self._follow(task_id, session_name(task_id))
         return alive
 
-    async def _ours(self, *, running_only: bool) -> list[UUID]:
-        filters = {"label": [f"{LABEL_HOST}={self.host_id}"]}
-        if running_only:
-            filters["status"] = ["running"]
-        rows = await self._call(
-            "list containers",
-            lambda d: d._query_json(
-                "containers/json", params={"all": "1", "filters": _json(filters)}
-            ),
-        )
-        ids = []
-        for row in rows:
-            label = str((row.get("Labels") or {}).get(LABEL_TASK) or "")
-            task_id = task_of(f"fleet-{label}")
-            if task_id is not None:
-                ids.append(task_id)
-        return ids
-
     async def alive_tasks(self, panes: dict[UUID, PaneState] | None = None) -> set[UUID]:
         """The containers' tasks whose agent runs (`panes`, local mode's, do not apply)."""
         alive = set()
-        for task_id in await self._ours(running_only=True):
+        for task_id in await api.host_tasks(self.daemon, self.host_id, running_only=True):
             if self._read_exit(task_id) is None:
                 alive.add(task_id)
                 self._follow(task_id, session_name(task_id))  # after an engine restart
@@ -331,31 +255,14 @@ class ContainerRuntime(LocalRuntime):
     async def list_active(self) -> list[UUID]:
         """The tasks of this host's containers, running or ended but not removed (reconcile
         reports one without a task; it never removes it)."""
-        return await self._ours(running_only=False)
+        return await api.host_tasks(self.daemon, self.host_id, running_only=False)
 
     async def has_agent(self, task_id: UUID) -> bool:
-        return await self._state(session_name(task_id)) is not None
+        return await api.state(self.daemon, session_name(task_id)) is not None
 
-    async def logs(self, task_id: UUID, lines: int = DEFAULT_LOG_LINES) -> str:
-        if not 1 <= lines <= MAX_LOG_LINES:
-            raise BadInputError("lines", f"must be between 1 and {MAX_LOG_LINES}")
-        kept = await asyncio.to_thread(agent_log.read_tail, self.log_path(task_id), lines)
-        if kept is not None:
-            return "\n".join(kept)
-        return await self._daemon_log(session_name(task_id), lines)
-
-    async def _daemon_log(self, name: str, lines: int) -> str:
-        try:
-            chunks = await self._call(
-                "logs",
-                lambda d: d.containers.container(name).log(
-                    stdout=True, stderr=True, tail=str(lines)
-                ),
-            )
-        except (aiodocker.DockerError, DockerUnavailableError) as exc:
-            return f"(no log: {exc})"
-        text = "".join(chunks)
-        return "\n".join(agent_log.readable(text.encode())[-lines:])
+    async def _live_output(self, task_id: UUID, lines: int) -> str:
+        """The container's last lines, from the daemon, when no log file is kept."""
+        return await api.output_tail(self.daemon, session_name(task_id), lines)
 
     def attach_command(self, task_id: UUID) -> list[str]:
         """Watch the agent's output (its stdin is the prompt: there is nothing to type into)."""
@@ -385,7 +292,7 @@ class ContainerRuntime(LocalRuntime):
         container is removed. False when there was no container."""
         name = session_name(task_id)
         try:
-            state = await self._state(name)
+            state = await api.state(self.daemon, name)
         except DockerUnavailableError:
             log.warning("cannot stop container %s: the daemon does not answer", name)
             raise
@@ -396,55 +303,16 @@ class ContainerRuntime(LocalRuntime):
             grace = self.config.stop_grace_seconds
             grace = self.kill_grace_s if grace is None else grace
             grace = grace if grace_s is None else grace_s
-            t = max(0, int(-(-grace // 1)))  # whole seconds, rounded up
-            try:
-                await self._call(
-                    "stop",
-                    lambda d: d._query_json(
-                        f"containers/{name}/stop",
-                        "POST",
-                        params={"t": str(t)},
-                        timeout=aiohttp_timeout(t + 30),
-                    ),
-                )
-            except aiodocker.DockerError as exc:
-                if exc.status not in (304, 404):
-                    raise
-            after = await self._state(name)
+            await api.stop(self.daemon, name, grace)
+            after = await api.state(self.daemon, name)
             rd = self.run_dir(task_id)
             if (after or {}).get("ExitCode") == 137 and rd.is_dir() and not (rd / "exit").exists():
-                stamp = datetime.now(UTC).isoformat()
-                write_atomic(
-                    rd / "exit",
-                    f"exit_code=137\nsignal=SIGKILL\nended_at={stamp}\nkilled_by=fleet\n".encode(),
-                )
+                record_fleet_kill(rd)
         await self._stop_follower(task_id)
-        await self._remove(name)
+        await api.remove(self.daemon, name)
         return True
-
-    async def _remove(self, name: str) -> None:
-        try:
-            await self._call(
-                "remove",
-                lambda d: d._query_json(
-                    f"containers/{name}", "DELETE", params={"force": "1", "v": "1"}
-                ),
-            )
-        except aiodocker.DockerError as exc:
-            if exc.status != 404:
-                raise
 
 
 def _chown(path: Path, owner: RunAs) -> None:
     if owner.uid is not None and os.getuid() == 0:
         os.chown(path, owner.uid, owner.gid if owner.gid is not None else owner.uid)
-
-
-def _json(doc: object) -> str:
-    import json
-
-    return json.dumps(doc)
-
-
-def aiohttp_timeout(seconds: float) -> Any:
-    return aiohttp.ClientTimeout(total=seconds)
