@@ -3,7 +3,10 @@ status, show) on top of the governor, the router, the spawn saga, the runtime, t
 the registry, plus the loop that admits queued spawns.
 
 A spawn is validated, routed and admitted (or queued) here, then started by the spawn saga
-(spawn_saga.py): the task row always exists before any process starts (INV-015).
+(spawn_saga.py): the task row always exists before any process starts (INV-015). The other
+verbs are the Conductor's through its parts: task_verbs.py (retry, stop, delete),
+session_verbs.py (logs, attach), merging.py (merge), task_access.py (which task an actor
+reaches).
 """
 
 from __future__ import annotations
@@ -21,22 +24,15 @@ from fleet_core.auth.secret_store import SecretStore
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import (
-    ActiveTaskDeletionError,
-    BadInputError,
-    InvalidTransitionError,
-    MergeRefusedError,
-    NoSessionError,
-    OtherHostError,
     SpawnDeniedError,
-    StaleVersionError,
 )
 from fleet_core.events import EventBus, EventType
 from fleet_core.forge.select import ForgeSet
 from fleet_core.governor import DEFAULT_TIER_LIMITS, Governor, Limits
-from fleet_core.lifecycle import LIVE, TERMINAL, TaskStatus
+from fleet_core.lifecycle import TaskStatus
+from fleet_core.merging import MergeVerbs
 from fleet_core.models import (
     AgentType,
-    CiStatus,
     FleetStatusSummary,
     NewTask,
     RuntimeMode,
@@ -44,17 +40,15 @@ from fleet_core.models import (
     TaskRecord,
     Tier,
 )
-from fleet_core.registry import TaskRegistry
 from fleet_core.repositories import Repositories
 from fleet_core.retry import RetryEngine, RetryPolicy
-from fleet_core.review.dod import check_dod, parse_dod
+from fleet_core.review.dod import parse_dod
 from fleet_core.review.pipeline import ReviewPipeline
 from fleet_core.review.reputation import RouteScores
 from fleet_core.review.settings import ReviewSettings, review_settings
 from fleet_core.router import ModelRouter, Route
 from fleet_core.runtime import git as g
 from fleet_core.runtime.adapters import build_adapters
-from fleet_core.runtime.cleanup import CleanupResult
 from fleet_core.runtime.limits import AgentLimits
 from fleet_core.runtime.modes import Runtimes
 from fleet_core.runtime.paths import RuntimePaths
@@ -64,14 +58,13 @@ from fleet_core.runtime.sandbox import SandboxMode
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.validation import validate_branch
 from fleet_core.saga import SagaError
+from fleet_core.session_verbs import SessionVerbs
 from fleet_core.spawn_queue import Queued, QueueEntry
-from fleet_core.spawn_saga import STALE_RETRIES, SpawnSaga
+from fleet_core.spawn_saga import SpawnSaga
+from fleet_core.task_verbs import TaskVerbs
 from fleet_core.transitions import Transitions
-from fleet_core.wording import now
 
 log = logging.getLogger(__name__)
-MERGE_MOVE_ATTEMPTS = 5  # a merged PR's task moved again after this many stale rows: give up
-ATTACH_TAIL_LINES = 15  # of the log, when attach is refused because the agent ended
 
 
 @dataclass(frozen=True)
@@ -95,43 +88,13 @@ class SpawnOutcome:
     route: Route | None = None
 
 
-@dataclass(frozen=True)
-class Deleted:
-    task: TaskRecord
-    cleanup: CleanupResult | None
-
-
-MAX_NOTE = 2000
-
-
-def check_note(note: str | None) -> str | None:
-    """The operator's note for a retry: None, or 1-2000 characters that are not all blank."""
-    if note is None:
-        return None
-    if not note.strip():
-        raise BadInputError("note", "must not be blank")
-    if len(note) > MAX_NOTE:
-        raise BadInputError("note", f"at most {MAX_NOTE} characters")
-    return note.strip()
-
-
 def branch_name(description: str, task_id: UUID) -> str:
     words = re.findall(r"[a-z0-9]+", description.lower())[:6]
     slug = "-".join(words)[:40].strip("-") or "task"
     return f"fleet/{slug}-{str(task_id)[:8]}"
 
 
-@dataclass(frozen=True)
-class Stopped:
-    """What `stop` did: `task` as it is now; `already_ended` when it had ended before (its
-    status is the one it ended with); `killed` when an agent process was stopped."""
-
-    task: TaskRecord
-    already_ended: bool
-    killed: bool
-
-
-class Conductor:
+class Conductor(TaskVerbs, SessionVerbs, MergeVerbs):
     def __init__(
         self,
         db: Database,
@@ -342,11 +305,6 @@ class Conductor:
         self._repo_config(top)  # a broken .fleet.toml is reported before anything is written
         return top
 
-    async def require_granted(self, rec: TaskRecord) -> None:
-        """The task's repository is still granted to the task's operator (a revoked or
-        removed repository takes no more merges or retries)."""
-        await self.repositories.resolve(Tenant.operator(rec.operator_id), rec.repository)
-
     def _repo_config(self, repo: Path) -> RepoConfig:
         return load_repo_config(repo, self.repos)
 
@@ -362,81 +320,6 @@ class Conductor:
         """The tier the engine acts with for an operator when no caller is present (retries):
         the tier an admin stored for them, else the configured default."""
         return await self.governor.stored_tier(operator_id) or self.default_tier
-
-    # -- retry and merge -------------------------------------------------------------------
-
-    async def retry(self, actor: Actor, ref: str, *, note: str | None = None) -> TaskRecord:
-        """Retry a failed or rejected task now (same rules as the automatic retries); `note`
-        goes into the next attempt's prompt."""
-        note = check_note(note)
-        rec = await self.registry(actor).resolve(ref)
-        self._require_local(rec)
-        return await self.retries.retry(rec, tier=actor.tier, note=note)
-
-    async def merge(self, actor: Actor, ref: str, *, force: bool = False) -> TaskRecord:
-        """Merge a ready task's PR through its forge, then clean its worktree up (work that only
-        the worktree holds is snapshotted first). Idempotent: a task merged already (by an
-        earlier call, or found merged by the monitor) is answered as it is, and a PR the forge
-        merged before its task could be moved (a crash between the two) completes the task."""
-        rec = await self.registry(actor).resolve(ref)
-        if rec.status is TaskStatus.MERGED:
-            return rec
-        if rec.status is not TaskStatus.READY:
-            raise MergeRefusedError(
-                f"task {rec.short_id} {now(rec.status.value)}; only a ready task can be merged"
-            )
-        if rec.pr_number is None:
-            raise MergeRefusedError(f"task {rec.short_id} has no pull request")
-        if rec.ci_status is not CiStatus.PASSING:
-            state = rec.ci_status.value if rec.ci_status else "unknown"
-            raise MergeRefusedError(f"CI of PR #{rec.pr_number} is not passing ({state})")
-        await self.require_granted(rec)
-        # The Definition of Done again (the base may have moved); `force` merges anyway,
-        # audited with what was unmet.
-        unmet = [i.line() for i in (await check_dod(self, rec)).unmet]
-        if unmet and not force:
-            raise MergeRefusedError(f"task {rec.short_id} does not meet its Definition of Done: "
-                                    f"{'; '.join(unmet)} (--force merges anyway)")  # fmt: skip
-        repo = Path(rec.repository)
-        forge = await self.forges.for_repo(repo)
-        result = await forge.merge(repo, rec.pr_number, method=self.forges.merge_method)
-        if not result.merged:
-            raise MergeRefusedError(f"{forge.name} refused to merge PR #{rec.pr_number}: "
-                                    f"{result.reason or 'no reason given'}")  # fmt: skip
-        forced = {"forced": True, "unmet": unmet} if unmet else None
-        return await self.complete_merge(rec, by=actor.operator_id, sha=result.sha, forced=forced)
-
-    async def complete_merge(
-        self, rec: TaskRecord, *, by: str, sha: str | None, forced: dict[str, Any] | None = None
-    ) -> TaskRecord:
-        """ready → merged for a task whose PR the forge has merged, then its worktree's
-        cleanup. The forge's merge stands whatever moved the row meanwhile: a stale row is
-        read again and moved from there (a merged PR never answers a conflict)."""
-        registry = self.moves.registry(rec.operator_id)
-        for attempt in range(MERGE_MOVE_ATTEMPTS):
-            try:
-                done = await self.moves.move(
-                    rec,
-                    TaskStatus.MERGED,
-                    reason="merged",
-                    audit_detail={"by": by, "sha": sha, "pr": rec.pr_number, **(forced or {})},
-                )
-                break
-            except (StaleVersionError, InvalidTransitionError):
-                fresh = await registry.get(rec.id)
-                if fresh.status is TaskStatus.MERGED:
-                    return fresh  # another call or the monitor completed it
-                if fresh.status is not TaskStatus.READY or attempt == MERGE_MOVE_ATTEMPTS - 1:
-                    raise
-                rec = fresh
-        repo = Path(rec.repository)
-        if rec.worktree_path and rec.host_id in (None, self.runtime.host_id):
-            try:
-                await g.git(repo, "fetch", "-q", "origin", check=False)
-                await self.runtime.cleanup(rec.id, repo, rec.branch, rec.base_branch)
-            except Exception:  # merged is merged; `fleet delete` cleans up later
-                log.exception("cleanup after merge failed", extra={"task": str(rec.id)})
-        return done
 
     # -- the queue -------------------------------------------------------------------------
 
@@ -462,12 +345,6 @@ class Conductor:
 
     # -- the other verbs -------------------------------------------------------------------
 
-    def registry(self, actor: Actor) -> TaskRegistry:
-        return TaskRegistry(self.db, actor.tenant)
-
-    async def show(self, actor: Actor, ref: str) -> TaskRecord:
-        return await self.registry(actor).resolve(ref)
-
     def forge_error(self, rec: TaskRecord) -> str | None:
         """What the task's forge says when it has not answered for several cycles."""
         return self.forges.problems.problem(rec.repository)
@@ -476,112 +353,6 @@ class Conductor:
         self, actor: Actor, *, statuses: list[TaskStatus] | None = None, limit: int = 50
     ) -> FleetStatusSummary:
         return await self.registry(actor).summary(status=statuses, limit=limit)
-
-    async def stop(self, actor: Actor, ref: str) -> TaskRecord:
-        return (await self.stop_task(actor, ref)).task
-
-    async def stop_task(self, actor: Actor, ref: str) -> Stopped:
-        """Kill the agent (if it runs here) and move the task to cancelled. Idempotent: a task
-        that has already ended (the monitor may have ended it a moment before) stays as it
-        is, once no agent of it runs here any more (DESIGN §8)."""
-        registry = self.registry(actor)
-        rec = await registry.resolve(ref)
-        killed = False
-        for _ in range(STALE_RETRIES):
-            if rec.status in TERMINAL:
-                return Stopped(rec, already_ended=True, killed=await self._settle(rec))
-            if rec.tmux_session or rec.status in LIVE:
-                self._require_local(rec)
-                killed = await self.runtime.kill(rec.id) or killed
-            try:
-                done = await self.moves.move(
-                    rec,
-                    TaskStatus.CANCELLED,
-                    reason="stopped",
-                    audit_detail={"by": actor.operator_id},
-                )
-                break
-            except (StaleVersionError, InvalidTransitionError):
-                rec = await registry.get(rec.id)  # moved meanwhile: look again
-        else:
-            raise StaleVersionError(str(rec.id), rec.version, None)
-        await self._after_slot_freed(done.operator_id)
-        return Stopped(done, already_ended=False, killed=killed)
-
-    async def _settle(self, rec: TaskRecord) -> bool:
-        """An ended task whose agent still runs on this host (its end was recorded before the
-        process went): kill it. True when there was one."""
-        if not rec.tmux_session or rec.host_id not in (None, self.runtime.host_id):
-            return False
-        if not await self.runtime.is_alive(rec.id):
-            return False
-        return await self.runtime.kill(rec.id)
-
-    async def delete(self, actor: Actor, ref: str) -> Deleted:
-        """Remove a terminal task: its worktree (unpushed or uncommitted work snapshotted
-        first), its branch if merged, then its row (the audit trail stays)."""
-        registry = self.registry(actor)
-        rec = await registry.resolve(ref)
-        if rec.status not in TERMINAL:
-            raise ActiveTaskDeletionError(str(rec.id), rec.status.value)
-        cleanup = None
-        if rec.worktree_path:
-            self._require_local(rec)
-            cleanup = await self.runtime.cleanup(
-                rec.id, Path(rec.repository), rec.branch, rec.base_branch
-            )
-        deleted = await registry.delete(rec.id)
-        if rec.host_id in (None, self.runtime.host_id):
-            self.runtime.forget_logs(rec.id)
-        snapshot = str(cleanup.snapshot_dir) if cleanup and cleanup.snapshot_dir else None
-        await self.bus.emit(
-            EventType.DELETED, operator_id=rec.operator_id, task_id=rec.id, snapshot=snapshot
-        )
-        return Deleted(deleted, cleanup)
-
-    async def logs(self, actor: Actor, ref: str, lines: int = 100) -> str:
-        if not 1 <= lines <= 1000:
-            raise BadInputError("lines", "must be between 1 and 1000")
-        rec = await self._with_session(actor, ref)
-        try:
-            return await self.runtime.logs(rec.id, lines)  # its kept file, after the session too
-        except Exception as exc:
-            raise NoSessionError(f"task {rec.short_id} has no agent session: {exc}") from None
-
-    async def attach_command(self, actor: Actor, ref: str) -> list[str]:
-        """tmux attach to a live agent; an ended one (dead pane, session gone) is refused
-        with the task's state and the end of its log."""
-        rec = await self._with_session(actor, ref)
-        present = await self.runtime.has_agent(rec.id)
-        if not present or not await self.runtime.is_alive(rec.id):  # the exit record counts
-            raise NoSessionError(await self._nothing_to_attach(rec, gone=not present))
-        return self.runtime.attach_command(rec.id)
-
-    async def _nothing_to_attach(self, rec: TaskRecord, *, gone: bool) -> str:
-        if not gone:  # its last words may still be on their way to the log file
-            await self.runtime.output_settled(rec.id)
-        ended = await self.runtime.exit_status(rec.id)
-        how = f" (exit {ended.code}{', ' + ended.signal if ended.signal else ''})" if ended else ""
-        why = "its agent's session is gone" if gone else f"its agent has ended{how}"
-        text = f"task {rec.short_id}: nothing to attach to, {why}; the task {now(rec.status.value)}"
-        try:
-            tail = await self.runtime.logs(rec.id, ATTACH_TAIL_LINES)
-        except Exception:
-            tail = ""
-        if tail:
-            text += f"\nthe end of its log (all of it: fleet logs {rec.short_id}):\n{tail}"
-        return text
-
-    async def _with_session(self, actor: Actor, ref: str) -> TaskRecord:
-        rec = await self.registry(actor).resolve(ref)
-        if not rec.tmux_session:
-            raise NoSessionError(f"task {rec.short_id} ({rec.status.value}) never started")
-        self._require_local(rec)
-        return rec
-
-    def _require_local(self, rec: TaskRecord) -> None:
-        if rec.host_id not in (None, self.runtime.host_id):
-            raise OtherHostError(str(rec.id), rec.host_id)
 
     async def _after_slot_freed(self, operator_id: str) -> None:
         self.governor.invalidate(operator_id)

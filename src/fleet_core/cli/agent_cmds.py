@@ -221,7 +221,7 @@ def retry_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def retry(args: argparse.Namespace, settings: Settings) -> int:
-    from fleet_core.conductor import check_note
+    from fleet_core.task_verbs import check_note
 
     note = check_note(args.note)
     rec = with_conductor(settings, lambda c: c.retry(local_actor(settings), args.id, note=note))
