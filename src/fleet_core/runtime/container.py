@@ -1,16 +1,18 @@
 """ContainerRuntime: the agent of a task in a hardened container, through the Docker Engine API.
 
-Everything but the agent's process is local mode's (runtime/local.py): the task's own checkout
-(a clone sharing the repository's objects), setup, the engine's pushes, cleanup with snapshots,
-the kept log file. What differs is where the launcher runs: as the container's PID 1
-(`python3 -S launch.py /run/fleet`), in the agent's image, as a non-root user, with the task's
-checkout and the agent's HOME as its only writable paths besides the run directory (mounted at
-/run/fleet: the 0600 env and prompt files the launcher reads and deletes, its `started` and
-`exit` records) and a tmpfs /tmp. Secrets and the prompt never enter the create body.
+Everything but the agent's process is local mode's (runtime/checkout_runtime.py, local.py): the
+task's own checkout (a clone sharing the repository's objects), setup, the engine's pushes,
+cleanup with snapshots, the kept log file. What differs is where the launcher runs: as the
+container's PID 1 (`python3 -S launch.py /run/fleet`), in the agent's image, as a non-root user,
+with the task's checkout and the agent's HOME as its only writable paths besides the run
+directory (mounted at /run/fleet: the 0600 env and prompt files the launcher reads and deletes,
+its `started` and `exit` records) and a tmpfs /tmp. Secrets and the prompt never enter the
+create body.
 
 The container (named like a tmux session, `fleet-<task id>`) stays after its agent ends, as a
 pane does, until `kill` (stop: SIGTERM, grace, SIGKILL; then remove). Its output is followed from
-the logs endpoint into the same kept log file (container_logs.py).
+the logs endpoint into the same kept log file (container_logs.py). The Docker Engine API calls
+themselves are container_api.py's.
 """
 
 from __future__ import annotations
