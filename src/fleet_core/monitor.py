@@ -61,7 +61,7 @@ from fleet_core.progress import ProgressWatch
 from fleet_core.publishing import Publisher
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
-from fleet_core.runtime.handles import ExitStatus, session_name
+from fleet_core.runtime.local import ExitStatus, session_name
 from fleet_core.runtime.tmux import PaneState
 from fleet_core.stalls import StallWatch
 

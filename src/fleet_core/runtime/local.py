@@ -40,10 +40,7 @@ from fleet_core.runtime.handles import (
     task_of,
 )
 from fleet_core.runtime.heads import BranchHeads
-
-# Both named again here for review/cli.py, which imports them from this module.
-from fleet_core.runtime.paths import RuntimePaths as RuntimePaths
-from fleet_core.runtime.paths import agent_home as agent_home
+from fleet_core.runtime.paths import RuntimePaths, agent_home
 from fleet_core.runtime.runfiles import (
     release,
     remove_dir,
@@ -54,6 +51,11 @@ from fleet_core.runtime.runfiles import (
 from fleet_core.runtime.sandbox import BASE_PATH, Sandbox
 from fleet_core.runtime.secrets import SecretProvider
 from fleet_core.runtime.tmux import PaneState, Tmux
+
+# ExitStatus, session_name, RuntimePaths and agent_home are named here again for monitor.py and
+# review/cli.py, which import them from this module (their areas are another branch's); all
+# other code imports them from handles.py and paths.py.
+__all__ = ["ExitStatus", "LocalRuntime", "RuntimePaths", "agent_home", "session_name"]
 
 START_POLL_MIN_S = 0.002  # the first wait for the launcher's `started`, doubled each time
 START_POLL_MAX_S = 0.05
