@@ -3,7 +3,10 @@ is none, except under CI=true, where a missing server fails the run."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -97,3 +100,53 @@ def test_a_missing_server_fails_under_ci(tmp_path: Path) -> None:
     under_ci = subprocess.run(argv, capture_output=True, text=True, timeout=300,
                               env={**env, "CI": "true"}, cwd=tmp_path)  # fmt: skip
     assert under_ci.returncode == 1 and "CI=true" in under_ci.stdout, under_ci.stdout
+
+
+async def test_a_background_engine_whose_database_is_gone_stops(tmp_path: Path) -> None:
+    """Its database dropped under it (what a server's reinstall or a removed cluster does): the
+    background engine does not loop on errors for ever; it stops after `engine_idle_minutes`
+    without an answer and says why in its log."""
+    try:
+        admin = await asyncpg.connect(ADMIN_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        if ci():
+            pytest.fail(f"no external PostgreSQL at {ADMIN_URL}: {exc} (CI=true)")
+        pytest.skip(f"no external PostgreSQL at {ADMIN_URL}: {exc}")
+    name = f"fleet_ext_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f"CREATE DATABASE {name}")
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {
+        **os.environ,
+        "FLEET_DATABASE_URL": ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+        "FLEET_DATA_DIR": str(data),
+        "FLEET_HOST_ID": "gone-db-host",
+        "FLEET_ENGINE_IDLE_MINUTES": "0.2",  # 12 s: the drop below comes well before it
+    }
+    pid = 0
+    try:
+        start = [sys.executable, "-m", "fleet_core", "engine", "start", "--json"]
+        out = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        pid = int(json.loads(out.stdout)["pid"])
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        for _ in range(600):  # up to 60 s; it stops after 12 s without an answer
+            if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the engine still runs a minute after its database was dropped")
+        log = (data / "logs" / "fleet.log").read_text()
+        assert "background engine: stopping (the database has not answered for 0.2 min" in log
+    finally:
+        if pid and Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True

@@ -112,17 +112,30 @@ async def hand_over(settings: Settings) -> str | None:
 
 
 async def _until_idle(db: Database, settings: Settings, stop: asyncio.Event) -> str:
+    """Why the engine stops: asked to; nothing live or pending for `engine_idle_minutes`; its
+    data dir removed; or its database not answering for as long (an engine that cannot reach
+    its database can do nothing; the next engine reconciles the agents)."""
     idle_s = settings.engine_idle_minutes * 60
     check_s = min(MAX_CHECK_S, max(0.2, idle_s / 4))
     quiet_since: float | None = None
+    unreachable_since: float | None = None
     loop = asyncio.get_running_loop()
     while not stop.is_set():
+        if not settings.data_dir.is_dir():
+            return f"its data dir {settings.data_dir} is gone"
+        now = loop.time()
         try:
             busy = await pending_work(db, settings.host_id)
+            unreachable_since = None
         except Exception as exc:  # the database away for a moment: not idle, try again
             log.warning("background engine: cannot count pending work: %s", exc)
             busy = -1
-        now = loop.time()
+            unreachable_since = now if unreachable_since is None else unreachable_since
+            if now - unreachable_since >= idle_s:
+                return (
+                    f"the database has not answered for {settings.engine_idle_minutes:g} min: "
+                    f"{type(exc).__name__}: {exc}"
+                )
         if busy != 0:
             quiet_since = None
         elif quiet_since is None:
