@@ -19,9 +19,10 @@ from fleet_core.db.database import Database, Tenant
 from fleet_core.forge.github import GitHubForge
 from fleet_core.forge.select import ForgeSet
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import Tier
+from fleet_core.models import CiStatus, Tier
 from fleet_core.monitor import Monitor, MonitorConfig
 from fleet_core.review.store import ReviewStore
+from fleet_core.why import cause
 
 HERE = Path(__file__).parent
 FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
@@ -79,5 +80,68 @@ async def test_a_github_pr_is_reviewed_and_commented(
         ]
         calls = (tmp_path / "gh.log").read_text()
         assert '"pr", "diff"' in calls and '"pr", "comment"' in calls
+    finally:
+        await c.stop_engine()
+
+
+async def test_a_github_pr_whose_checks_never_start_is_ci_no_checks(
+    tmp_path: Path, db: Database, su: asyncpg.Connection
+) -> None:
+    """After ci_start_minutes, a PR with no check at all is `ci: no checks`: the task fails,
+    not retried, where its DoD asks for CI; it is reviewed where its DoD says `ci = false`. A
+    PR whose check is running stays pending."""
+    repo = tmp_path / "gh-repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git(repo, "remote", "add", "origin", "https://github.com/acme/widgets.git")
+    world = tmp_path / "world.json"
+    running = [{"name": "test", "status": "IN_PROGRESS", "conclusion": None}]
+    prs = [{"number": n, "branch": f"fleet/{n}", "base": "main", "state": "OPEN",
+            "checks": checks, "diff": DIFF}
+           for n, checks in ((1, []), (2, running), (3, []))]  # fmt: skip
+    world.write_text(json.dumps({"repo": "acme/widgets", "logged_in": True, "prs": prs,
+                                 "comments": []}))  # fmt: skip
+    env = {**os.environ, "PATH": f"{HERE / 'fake_gh'}:{os.environ['PATH']}",
+           "FAKE_GH_STATE": str(world), "FAKE_GH_LOG": str(tmp_path / "gh.log")}  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "data", host_id="gh-host", retry_base_seconds=0.01,
+                        repos={str(repo): {"forge": "github"}},
+                        dod={"docs": {"ci": False}})  # fmt: skip
+    c = Conductor.from_settings(settings, db)
+    c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=env))
+    ids = [
+        await su.fetchval(
+            "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
+            " branch, repository, status, host_id, pr_number, spawned_at)"
+            " VALUES ('alice','demo','demo',$3,'Document y',"
+            " $1, $2, 'pr_created', 'gh-host', $4, now()) RETURNING id",
+            f"fleet/{n}", str(repo), kind, n,
+        )
+        for n, kind in ((1, "feature"), (2, "feature"), (3, "docs"))
+    ]  # fmt: skip
+    m = Monitor(c, MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.1, ci_start_s=0.3))
+    registry = c.registry(Actor("alice", Tier.SOVEREIGN))
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 60
+        recs = [await registry.get(t) for t in ids]
+        while loop.time() < end and not (
+            recs[0].status is TaskStatus.FAILED and recs[2].status is TaskStatus.READY
+        ):
+            report = await m.cycle()
+            assert report is not None and report.errors == [], report
+            await asyncio.sleep(0.05)
+            recs = [await registry.get(t) for t in ids]
+        none, pending, docs = recs
+        assert none.status is TaskStatus.FAILED, none.failure_context
+        ctx = none.failure_context or {}
+        assert ctx["reason"] == "ci_no_checks" and ctx["ci_start_minutes"] == 3
+        assert (
+            cause(ctx) == "ci: no checks (none started on the PR within 3 min: CI not configured)"
+        )
+        assert pending.status is TaskStatus.PR_CREATED and pending.ci_status is CiStatus.PENDING
+        assert docs.status is TaskStatus.READY, docs.review_status
+        items = {i["name"]: i for i in (docs.review_status or {})["dod"]["items"]}
+        assert items["ci"]["ok"] and items["ci"]["detail"].endswith("(not required)")
+        for _ in range(3):  # the retry engine leaves it to the operator
+            assert await c.retries.run_due([await registry.get(ids[0])]) == 0
     finally:
         await c.stop_engine()

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from fleet_core.agent_ends import AgentEnds
+from fleet_core.ci_start import NO_CHECKS, no_checks_for
 from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
@@ -61,6 +62,7 @@ from fleet_core.progress import ProgressWatch
 from fleet_core.publishing import Publisher
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
+from fleet_core.review.dod import required
 from fleet_core.runtime.local import ExitStatus, session_name
 from fleet_core.runtime.tmux import PaneState
 from fleet_core.stalls import StallWatch
@@ -83,6 +85,7 @@ class MonitorConfig:
     stuck_spawning_s: float = 120.0
     stuck_proposed_s: float = 300.0
     minute_s: float = 60.0  # a task's timeout_minutes are counted in these (the demo shortens it)
+    ci_start_s: float = 600.0  # a PR whose checks have not started by then: `ci: no checks`
 
 
 @dataclass
@@ -363,7 +366,7 @@ class Monitor:
             await self._agent_ended(rec, status, report)
             return
         if rec.status in WITH_PR and rec.id in ci:
-            await self._ci(rec, ci[rec.id], report)
+            await self._ci(rec, ci[rec.id], report, now)
             return
         if mine and rec.status is S.RUNNING:
             await self._timeout_or_stall(rec, now, report)
@@ -403,7 +406,7 @@ class Monitor:
                     until=resume.isoformat(),
                 )
 
-    async def _ci(self, rec: TaskRecord, ci: CiReport, report: CycleReport) -> None:
+    async def _ci(self, rec: TaskRecord, ci: CiReport, report: CycleReport, now: datetime) -> None:
         if ci.pr_state is PrState.MERGED and rec.status is S.READY:
             # Merged on the forge while the task was not moved (a merge whose engine died
             # after the forge merged, or a merge on the forge's own page): it is done.
@@ -425,6 +428,14 @@ class Monitor:
                 ci_url=ci.url,
             )
             await self._move(rec, S.FAILED, "ci_failed", failure_context=ctx)
+            report.failed += 1
+        elif no_checks_for(rec, ci, now, self.config.ci_start_s):  # fleet_core.ci_start
+            if not required(self.c.dod, rec.task_type)["ci"]:
+                await self.c.reviews.begin(rec, ci.head_sha)  # the DoD does not ask for CI
+                return
+            minutes = round(self.config.ci_start_s / self.config.minute_s, 2)
+            ctx = failure_context(NO_CHECKS, previous=rec, ci_url=ci.url, ci_start_minutes=minutes)
+            await self._move(rec, S.FAILED, NO_CHECKS, failure_context=ctx)
             report.failed += 1
         elif ci.state is CiStatus.PASSING and rec.status is S.PR_CREATED:
             await self.c.reviews.begin(rec, ci.head_sha)  # reviewing; the review runs beside

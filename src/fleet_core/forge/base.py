@@ -59,6 +59,7 @@ class CiReport:
     review: ReviewState = ReviewState.NONE
     head_sha: str | None = None
     pr_state: PrState | None = None  # merged: the forge merged it (whoever asked)
+    no_checks: bool = False  # pending because no check has started at all (GitHub)
 
 
 @dataclass(frozen=True)

@@ -399,6 +399,7 @@ def _report(node: dict[str, Any]) -> CiReport:
         review=_REVIEW.get(str(node.get("reviewDecision")), ReviewState.NONE),
         head_sha=node.get("headRefOid"),
         pr_state=_PR_STATE.get(str(node.get("state"))),
+        no_checks=not checks and overall is None,
     )
 
 
