@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from conftest import git
 from fleet_core.conductor import Actor, Conductor
@@ -29,9 +30,12 @@ FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
 DIFF = "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,3 @@\n x\n+y\n"
 
 
+@pytest.mark.parametrize("behind", [1, 3])
 async def test_a_github_pr_is_reviewed_and_commented(
-    tmp_path: Path, db: Database, su: asyncpg.Connection
+    tmp_path: Path, db: Database, su: asyncpg.Connection, behind: int
 ) -> None:
+    """With `dod.default.max_behind = 2`: 1 commit behind main is synced, 3 is not (the
+    forge's REST compare says, `gh api .../compare/main...HEAD`)."""
     repo = tmp_path / "gh-repo"
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     git(repo, "remote", "add", "origin", "https://github.com/acme/widgets.git")
@@ -39,13 +43,14 @@ async def test_a_github_pr_is_reviewed_and_commented(
     checks = [{"name": "test", "status": "COMPLETED", "conclusion": "SUCCESS"}]
     pr = {"number": 7, "branch": "fleet/x", "base": "main", "state": "OPEN",
           "head_sha": "ab" * 20, "conflicting": False, "review": None, "checks": checks,
-          "diff": DIFF}  # fmt: skip
+          "diff": DIFF, "behind": behind}  # fmt: skip
     world.write_text(json.dumps({"repo": "acme/widgets", "logged_in": True, "prs": [pr],
                                  "comments": []}))  # fmt: skip
     env = {**os.environ, "PATH": f"{HERE / 'fake_gh'}:{os.environ['PATH']}",
            "FAKE_GH_STATE": str(world), "FAKE_GH_LOG": str(tmp_path / "gh.log")}  # fmt: skip
     settings = Settings(data_dir=tmp_path / "data", host_id="gh-host",
-                        repos={str(repo): {"forge": "github"}})  # fmt: skip
+                        repos={str(repo): {"forge": "github"}},
+                        dod={"default": {"max_behind": 2}})  # fmt: skip
     c = Conductor.from_settings(settings, db)
     c.forges = ForgeSet(tmp_path / "forge", repos=c.repos, github=GitHubForge(env=env))
     tid = await su.fetchval(
@@ -60,16 +65,27 @@ async def test_a_github_pr_is_reviewed_and_commented(
         loop = asyncio.get_running_loop()
         end = loop.time() + 60
         rec = await c.registry(Actor("alice", Tier.SOVEREIGN)).get(tid)
-        while loop.time() < end and rec.status is not TaskStatus.READY:
+        ended = (TaskStatus.READY, TaskStatus.REJECTED)
+        while loop.time() < end and rec.status not in ended:
             report = await m.cycle()
             assert report is not None and report.errors == [], report
             await asyncio.sleep(0.05)
             rec = await c.registry(Actor("alice", Tier.SOVEREIGN)).get(tid)
-        assert rec.status is TaskStatus.READY, rec.review_status
         status = rec.review_status or {}
         assert status["head_sha"] == "ab" * 20 and status["verdict"] == "approved"
         items = {i["name"]: (i["ok"], i["detail"]) for i in status["dod"]["items"]}
-        assert items["synced"] == (True, "merges cleanly into main")
+        if behind > 2:
+            assert rec.status is TaskStatus.REJECTED, rec.review_status
+            assert (rec.failure_context or {})["dod_unmet"] == [
+                "✗ synced: behind main by 3 commits (at most 2)"
+            ]
+            return
+        assert rec.status is TaskStatus.READY, rec.review_status
+        assert items["synced"] == (True, "merges cleanly into main, 1 behind")
+        assert (
+            '"api", "repos/acme/widgets/compare/main...' + "ab" * 20
+            in (tmp_path / "gh.log").read_text()
+        )
         assert items["ci"] == (True, "passing")
         rows = await ReviewStore(db).for_task(Tenant.operator("alice"), tid)
         assert len(rows) == 3 and {r.head_sha for r in rows} == {"ab" * 20}

@@ -218,6 +218,29 @@ async def test_ci_false_on_purpose_holds_and_merge_checks_the_dod_again(
     assert done[0]["detail"]["unmet"][0].startswith("✗ ci: not configured")
 
 
+async def test_a_branch_too_far_behind_its_base_is_not_synced(engine, sample: Path) -> None:
+    (sample / ".fleet.toml").write_text('forge = "local"\nci = false\n')
+    git_commit(sample, "no CI, on purpose")
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a triple function")
+    ready = await until(c, m, rec.id, status_is(S.READY, S.REJECTED, S.ABANDONED))
+    assert ready.status is S.READY, ready.failure_context
+    items = {i["name"]: i for i in (ready.review_status or {})["dod"]["items"]}
+    assert items["synced"]["detail"] == "merges cleanly into main"
+    for k in range(2):  # the base moves on by two commits
+        (sample / f"note{k}.txt").write_text(f"note {k}\n")
+        git(sample, "add", f"note{k}.txt")
+        git_commit(sample, f"note {k}")
+    strict, _ = engine(dod={"feature": {"max_behind": 1}})
+    with pytest.raises(
+        MergeRefusedError, match=r"✗ synced: behind main by 2 commits \(at most 1\)"
+    ):
+        await strict.merge(ACTOR, str(rec.id))
+    assert (await strict.registry(ACTOR).get(rec.id)).status is S.READY
+    lenient, _ = engine()  # the default: at most 50 behind
+    assert (await lenient.merge(ACTOR, str(rec.id))).status is S.MERGED
+
+
 def git_commit(repo: Path, message: str) -> None:
     git(repo, "commit", "-qam", message)
     git(repo, "push", "-q", "origin", "main")

@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError
+from fleet_core.models import TaskType
 from fleet_core.review.aggregate import comments_text, decide
+from fleet_core.review.dod import DEFAULT_MAX_BEHIND, max_behind, parse_dod, required
 from fleet_core.review.http import retry_after
 from fleet_core.review.reviewers import first_added_line
 from fleet_core.review.settings import ReviewSettings
@@ -120,3 +122,25 @@ def test_bad_review_settings_name_the_field(reviews: dict[str, object], field: s
 def test_bad_review_limits_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError, match=next(iter(bad))):
         Settings(**bad)
+
+
+@pytest.mark.parametrize(
+    ("dod", "field"),
+    [
+        ({"default": {"max_behind": -1}}, "dod.default.max_behind"),
+        ({"docs": {"max_behind": True}}, "dod.docs.max_behind"),
+        ({"feature": {"max_behind": "5"}}, "dod.feature.max_behind"),
+        ({"feature": {"behind": 5}}, "dod.feature.behind"),
+    ],
+)
+def test_bad_dod_settings_name_the_field(dod: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError, match=field.replace(".", r"\.")):
+        Settings(dod=dod)
+
+
+def test_max_behind_per_task_type() -> None:
+    table = parse_dod({"default": {"max_behind": 5}, "docs": {"max_behind": 0, "ci": False}})
+    assert max_behind(table, TaskType.FEATURE) == 5 and max_behind(table, TaskType.DOCS) == 0
+    assert max_behind({}, TaskType.FEATURE) == DEFAULT_MAX_BEHIND
+    assert required(table, TaskType.DOCS) == {"pr": True, "synced": True, "ci": False,
+                                              "reviews": True}  # fmt: skip

@@ -117,6 +117,10 @@ class Forge(Protocol):
 
     async def diff(self, repo: Path, pr: int) -> str: ...
 
+    async def behind(self, repo: Path, base: str, head: str) -> int:
+        """How many commits the branch `base` has that `head` (a branch or a commit) lacks."""
+        ...
+
     async def open_pr(
         self, repo: Path, branch: str, base: str, title: str, body: str
     ) -> PullRequest | None:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fleet_core.errors import BadInputError
 from fleet_core.forge.base import (
@@ -193,6 +194,19 @@ class GitHubForge:
 
     async def diff(self, repo: Path, pr: int) -> str:
         return (await self._pr(repo, "diff", pr)).stdout
+
+    async def behind(self, repo: Path, base: str, head: str) -> int:
+        """REST's compare (`behind_by`): GraphQL's Ref.compare would need a query per PR too."""
+        gh = await self._ready()
+        owner, name = await self._slug(repo)
+        spec = f"{quote(base, safe='/')}...{quote(head, safe='/')}"
+        result = await self._exec(gh, ["api", f"repos/{owner}/{name}/compare/{spec}"])
+        behind = _obj(_json_body(result.stdout) if result.returncode == 0 else None).get(
+            "behind_by"
+        )
+        if not isinstance(behind, int):
+            raise ForgeError(f"gh api compare {base}...{head}: {_tail(result)}")
+        return behind
 
     async def open_pr(
         self, repo: Path, branch: str, base: str, title: str, body: str

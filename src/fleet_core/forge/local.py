@@ -161,6 +161,11 @@ class LocalForge:
             right = record["head_sha"]
         return (await self._git(remote.path, "diff", f"{left}...{right}", "--")).stdout
 
+    async def behind(self, repo: Path, base: str, head: str) -> int:
+        remote = await self._remote(repo)
+        count = await self._git(remote.path, "rev-list", "--count", f"{head}..{HEADS}{base}", "--")
+        return int(count.stdout.strip())
+
     async def open_pr(
         self, repo: Path, branch: str, base: str, title: str, body: str
     ) -> PullRequest | None:
