@@ -1,6 +1,6 @@
 """A review on GitHub: the fake `gh` (tests/fake_gh, GitHub's GraphQL schema) reports a PR
-whose checks passed; the reviewers read `gh pr diff` and post each verdict with
-`gh pr comment`; the DoD asks the forge whether the PR still merges."""
+whose checks passed; the reviewers read `gh pr diff` and post each verdict as a PR
+review (`gh api .../pulls/N/reviews`); the DoD asks the forge whether the PR still merges."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ async def test_a_github_pr_is_reviewed_and_commented(
     checks = [{"name": "test", "status": "COMPLETED", "conclusion": "SUCCESS"}]
     pr = {"number": 7, "branch": "fleet/x", "base": "main", "state": "OPEN",
           "head_sha": "ab" * 20, "conflicting": False, "review": None, "checks": checks,
-          "diff": DIFF, "behind": behind}  # fmt: skip
+          "diff": DIFF, "behind": behind, "author": "octocat"}  # fmt: skip
     world.write_text(json.dumps({"repo": "acme/widgets", "logged_in": True, "prs": [pr],
                                  "comments": []}))  # fmt: skip
     env = {**os.environ, "PATH": f"{HERE / 'fake_gh'}:{os.environ['PATH']}",
@@ -89,13 +89,14 @@ async def test_a_github_pr_is_reviewed_and_commented(
         assert items["ci"] == (True, "passing")
         rows = await ReviewStore(db).for_task(Tenant.operator("alice"), tid)
         assert len(rows) == 3 and {r.head_sha for r in rows} == {"ab" * 20}
-        comments = json.loads(world.read_text())["comments"]
-        assert sorted(c["body"].splitlines()[0] for c in comments) == [
-            f"**fleet review ({focus}, demo demo): approve**"
+        posted = json.loads(world.read_text())["reviews"]  # PR reviews (gh api), not comments
+        assert sorted((r["event"], r["body"].splitlines()[0]) for r in posted) == [
+            ("APPROVE", f"**fleet review ({focus}, demo demo): approve**")
             for focus in ("architecture", "logic", "security")
         ]
+        assert {r["pr"] for r in posted} == {7} and {r["commit_id"] for r in posted} == {"ab" * 20}
         calls = (tmp_path / "gh.log").read_text()
-        assert '"pr", "diff"' in calls and '"pr", "comment"' in calls
+        assert '"pr", "diff"' in calls and '"pr", "comment"' not in calls
     finally:
         await c.stop_engine()
 

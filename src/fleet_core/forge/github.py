@@ -226,6 +226,22 @@ class GitHubForge:
     async def comment(self, repo: Path, pr: int, body: str) -> None:
         await self._pr(repo, "comment", pr, "--body-file", "-", stdin=body.encode())
 
+    async def review(
+        self,
+        repo: Path,
+        pr: int,
+        *,
+        verdict: str,
+        body: str,
+        comments: Sequence[Mapping[str, Any]] = (),
+        head_sha: str | None = None,
+    ) -> None:
+        """A PR review with line comments (fleet_core.forge.github_review)."""
+        from fleet_core.forge.github_review import post_review
+
+        await post_review(self, repo, pr, verdict=verdict, body=body, comments=comments,
+                          head_sha=head_sha)  # fmt: skip
+
     async def merge(self, repo: Path, pr: int, *, method: str | None = None) -> MergeResult:
         """A PR merged already (an earlier call whose caller then failed) is merged: the
         answer is the same as for the call that merged it."""
