@@ -57,12 +57,13 @@ from fleet_core.failures import NO_PR, TIMEOUT, Verdict, idle_reason
 from fleet_core.forge.base import CiReport, ForgeError, PrState, PullRequest
 from fleet_core.judging import Judge
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import CiStatus, TaskRecord
+from fleet_core.models import CiStatus, TaskRecord, TaskType
 from fleet_core.progress import ProgressWatch
 from fleet_core.publishing import Publisher
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
 from fleet_core.review.dod import required
+from fleet_core.review.report import outcome
 from fleet_core.runtime.local import ExitStatus, session_name
 from fleet_core.runtime.tmux import PaneState
 from fleet_core.stalls import StallWatch
@@ -345,6 +346,11 @@ class Monitor:
         # it is still the previous attempt's head). Another host's agent: the PR says so.
         status = await self.c.runtime.exit_status(rec.id) if ended else None
         well = not ended or (status is not None and status.code == 0)
+        if rec.status is S.RUNNING and ended and well and rec.task_type is TaskType.REVIEW and mine:
+            to, reason, update = await outcome(self.c, rec)  # no PR: its report is its DoD
+            if await self._move(rec, to, reason, **update):
+                report.ended += 1
+            return
         if rec.status is S.RUNNING and pr is not None and (ended or not mine) and well:
             rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
             report.prs += 1
