@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fleet_core.forge.base import (
+    ForgeError,
     ForgePausedError,
     ForgeUnavailableError,
     PrState,
@@ -422,3 +423,41 @@ async def test_repo_without_github_origin(world: World, tmp_path: Path) -> None:
     forge = GitHubForge(env=world.env)
     with pytest.raises(ForgeUnavailableError, match="no origin"):
         await forge.find_prs(other, ["fleet/a"])
+
+
+REVIEW_DIFF = (
+    "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,3 @@\n x\n+y\n z\n"
+)
+REVIEW_CALL = ["api", "--method", "POST", "repos/acme/widgets/pulls/3/reviews", "--input", "-"]
+
+
+async def test_a_verdict_is_a_pr_review_with_line_comments(world: World) -> None:
+    """Another author's PR: an APPROVE review with its line comment on the diff's line."""
+    world.update(prs=[pr(3, "fleet/a", diff=REVIEW_DIFF, author="octocat", head_sha="c" * 40)])
+    comment = {"path": "calc.py", "line": 2, "body": "why y?"}
+    await GitHubForge(env=world.env).review(world.repo, 3, verdict="approve", body="ok",
+                                            comments=[comment], head_sha="c" * 40)  # fmt: skip
+    assert world.read()["reviews"] == [{
+        "pr": 3, "event": "APPROVE", "body": "ok", "commit_id": "c" * 40,
+        "comments": [{**comment, "side": "RIGHT"}],
+    }]  # fmt: skip
+    assert world.calls()[-1] == REVIEW_CALL  # the body on stdin, never in argv
+
+
+async def test_a_review_github_refuses_falls_back_to_a_comment_review(world: World) -> None:
+    """fleet's own PR cannot be approved or sent back by fleet's account: the verdict goes
+    as a COMMENT review; a line outside the diff: its comments folded into the body."""
+    world.update(prs=[pr(3, "fleet/a", diff=REVIEW_DIFF)])  # opened by the viewer
+    forge = GitHubForge(env=world.env)
+    inside = {"path": "calc.py", "line": 2, "body": "why y?"}
+    await forge.review(world.repo, 3, verdict="request_changes", body="no", comments=[inside])
+    outside = {"path": "calc.py", "line": 40, "body": "far away"}
+    await forge.review(world.repo, 3, verdict="comment", body="hm", comments=[outside])
+    reviews = world.read()["reviews"]
+    assert [(r["event"], r["body"], r["comments"]) for r in reviews] == [
+        ("COMMENT", "no", [{**inside, "side": "RIGHT"}]),
+        ("COMMENT", "hm\n- `calc.py:40` far away", []),
+    ]
+    assert [c for c in world.calls() if c[0] == "api"] == [REVIEW_CALL] * 4
+    with pytest.raises(ForgeError, match="Not Found"):
+        await forge.review(world.repo, 9, verdict="approve", body="ok")

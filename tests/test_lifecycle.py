@@ -15,6 +15,7 @@ DESIGN_EDGES = {
     ("proposed", "spawning"), ("proposed", "cancelled"),
     ("spawning", "running"), ("spawning", "failed"), ("spawning", "cancelled"),
     ("running", "pr_created"), ("running", "failed"), ("running", "cancelled"),
+    ("running", "ready"),  # a review-type task: its report is its DoD (issue 14; not in §3 yet)
     ("pr_created", "reviewing"), ("pr_created", "failed"), ("pr_created", "cancelled"),
     ("reviewing", "ready"), ("reviewing", "rejected"), ("reviewing", "cancelled"),
     ("ready", "merged"), ("ready", "failed"), ("ready", "cancelled"),

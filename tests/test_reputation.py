@@ -15,11 +15,14 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from conftest import Pg, api_server, api_settings, fleet
+from conftest import Pg, api_server, api_settings, fleet, grant_repo
 from fleet_core.auth.tokens import issue_token
+from fleet_core.conductor import Actor, Conductor
+from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
+from fleet_core.demo import make_sample
 from fleet_core.errors import BadInputError
-from fleet_core.models import AgentType, TaskType, Tier
+from fleet_core.models import AgentType, SpawnRequest, TaskType, Tier
 from fleet_core.review.reputation import Reputation, parse_key, reputations
 from fleet_core.router import ModelRouter, RouteReason
 
@@ -136,3 +139,48 @@ async def test_the_api_and_the_cli(served: tuple[httpx.AsyncClient, Any]) -> Non
     assert rows["codex:o4-mini:refactor"]["score"] == round(2 / 3, 4)
     table = await asyncio.to_thread(fleet, "reputation")
     assert "codex:gpt-5.5:refactor" in table.stdout and "abandoned" in table.stdout
+
+
+async def test_a_reputation_skip_is_explained_by_fleet_show(db: Database, tmp_path: Path) -> None:
+    """The router passes demo-old over (3 abandoned docs tasks): the spawn keeps why, and
+    `fleet show` (and --json) says it; a spawn that skipped nothing leaves no route line."""
+    for _ in range(3):
+        async with db.tx(Tenant.admin()) as conn:
+            await conn.execute(
+                "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
+                " branch, repository, status, retry_count, max_retries)"
+                " VALUES ('bob', 'demo', 'demo-old', 'docs', 'd', $1, '/r', 'abandoned', 0, 0)",
+                f"fleet/{uuid4().hex[:8]}",
+            )
+    repo = make_sample(tmp_path / "demo")
+    await grant_repo(db, repo, "alice")
+    routing = {"table": {"docs": {"agent": "demo", "model": "demo-old"}},
+               "fallback": {"agent": "demo", "model": "demo"},
+               "reputation_threshold": 0.6, "reputation_min_samples": 2}  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "data", host_id="rep-host", routing=routing,
+                        secrets={"FLEET_DEMO_DELAY": "0"})  # fmt: skip
+    c = Conductor.from_settings(settings, db)
+    actor = Actor("alice", Tier.SOVEREIGN)
+    try:
+        ids = []
+        for task_type in ("docs", "feature"):
+            request = SpawnRequest.model_validate({
+                "description": f"Write {task_type}", "repository": str(repo),
+                "task_type": task_type, "agent_type": "demo",
+            })  # fmt: skip
+            out = await c.spawn(actor, request)
+            assert out.task is not None
+            ids.append(out.task.id)
+        docs = await c.registry(actor).get(ids[0])
+        assert docs.model == "demo"
+        shown = await asyncio.to_thread(fleet, "show", str(docs.id))
+        assert shown.returncode == 0, shown.stderr
+        assert "\nroute: " in shown.stdout
+        assert "skipped: demo-old reputation 0.20 < 0.6 over 3 tasks" in shown.stdout
+        doc = json.loads((await asyncio.to_thread(fleet, "show", str(docs.id), "--json")).stdout)
+        assert "demo-old reputation 0.20" in doc["route"]["detail"]
+        other = await asyncio.to_thread(fleet, "show", str(ids[1]))
+        assert other.returncode == 0 and "route:" not in other.stdout
+    finally:
+        await c.stop_engine()
+        await c.runtime.tmux.kill_server()

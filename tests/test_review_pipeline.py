@@ -22,6 +22,7 @@ from fleet_core.models import SpawnRequest, TaskRecord, Tier
 from fleet_core.monitor import Monitor, MonitorConfig
 from fleet_core.review.reviewers import DEMO_COMMENT
 from fleet_core.review.store import ReviewStore
+from fleet_core.review.view import verdict_lines
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
@@ -216,6 +217,49 @@ async def test_ci_false_on_purpose_holds_and_merge_checks_the_dod_again(
     done = [a for a in trail if a["event_type"] == "fleet.completed"]
     assert done[0]["detail"]["forced"] is True
     assert done[0]["detail"]["unmet"][0].startswith("✗ ci: not configured")
+
+
+async def test_a_branch_too_far_behind_its_base_is_not_synced(engine, sample: Path) -> None:
+    (sample / ".fleet.toml").write_text('forge = "local"\nci = false\n')
+    git_commit(sample, "no CI, on purpose")
+    c, m = engine()
+    rec = await spawn(c, sample, "Add a triple function")
+    ready = await until(c, m, rec.id, status_is(S.READY, S.REJECTED, S.ABANDONED))
+    assert ready.status is S.READY, ready.failure_context
+    items = {i["name"]: i for i in (ready.review_status or {})["dod"]["items"]}
+    assert items["synced"]["detail"] == "merges cleanly into main"
+    for k in range(2):  # the base moves on by two commits
+        (sample / f"note{k}.txt").write_text(f"note {k}\n")
+        git(sample, "add", f"note{k}.txt")
+        git_commit(sample, f"note {k}")
+    strict, _ = engine(dod={"feature": {"max_behind": 1}})
+    with pytest.raises(
+        MergeRefusedError, match=r"✗ synced: behind main by 2 commits \(at most 1\)"
+    ):
+        await strict.merge(ACTOR, str(rec.id))
+    assert (await strict.registry(ACTOR).get(rec.id)).status is S.READY
+    lenient, _ = engine()  # the default: at most 50 behind
+    assert (await lenient.merge(ACTOR, str(rec.id))).status is S.MERGED
+
+
+async def test_a_review_task_makes_no_pr_its_report_is_its_dod(engine, sample: Path) -> None:
+    c, m = engine()
+    rec = await spawn(c, sample, "Review the calc module", task_type="review")
+    ready = await until(c, m, rec.id, status_is(S.READY, S.FAILED, S.ABANDONED))
+    assert ready.status is S.READY, ready.failure_context
+    assert ready.pr_number is None and await reviews(c, ready) == []  # no PR, no reviewers
+    status = ready.review_status or {}
+    assert status["report"] == {"verdict": "approve", "summary": "demo review: nothing to change",
+                                "comments": []}  # fmt: skip
+    assert verdict_lines([], status) == [
+        "definition of done: held", "  ✓ report: approve, 0 line comment(s)",
+        "report: ✓ approve", "  demo review: nothing to change",
+    ]  # fmt: skip
+    silent = await spawn(c, sample, "Review again [demo:no-report]", task_type="review",
+                         max_retries=0)  # fmt: skip
+    ended = await until(c, m, silent.id, status_is(S.READY, S.ABANDONED))
+    assert ended.status is S.ABANDONED and ended.pr_number is None
+    assert (ended.failure_context or {})["reason"] == "no_report"
 
 
 def git_commit(repo: Path, message: str) -> None:

@@ -11,8 +11,11 @@ from pydantic import ValidationError
 
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError
+from fleet_core.models import TaskType
 from fleet_core.review.aggregate import comments_text, decide
+from fleet_core.review.dod import DEFAULT_MAX_BEHIND, max_behind, parse_dod, required
 from fleet_core.review.http import retry_after
+from fleet_core.review.report import find_report
 from fleet_core.review.reviewers import first_added_line
 from fleet_core.review.settings import ReviewSettings
 from fleet_core.review.store import ReviewRow
@@ -120,3 +123,42 @@ def test_bad_review_settings_name_the_field(reviews: dict[str, object], field: s
 def test_bad_review_limits_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError, match=next(iter(bad))):
         Settings(**bad)
+
+
+@pytest.mark.parametrize(
+    ("dod", "field"),
+    [
+        ({"default": {"max_behind": -1}}, "dod.default.max_behind"),
+        ({"docs": {"max_behind": True}}, "dod.docs.max_behind"),
+        ({"feature": {"max_behind": "5"}}, "dod.feature.max_behind"),
+        ({"feature": {"behind": 5}}, "dod.feature.behind"),
+    ],
+)
+def test_bad_dod_settings_name_the_field(dod: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError, match=field.replace(".", r"\.")):
+        Settings(dod=dod)
+
+
+def test_max_behind_per_task_type() -> None:
+    table = parse_dod({"default": {"max_behind": 5}, "docs": {"max_behind": 0, "ci": False}})
+    assert max_behind(table, TaskType.FEATURE) == 5 and max_behind(table, TaskType.DOCS) == 0
+    assert max_behind({}, TaskType.FEATURE) == DEFAULT_MAX_BEHIND
+    assert required(table, TaskType.DOCS) == {"pr": True, "synced": True, "ci": False,
+                                              "reviews": True}  # fmt: skip
+
+
+def test_a_review_tasks_report_is_the_last_valid_verdict_json() -> None:
+    example = '{"verdict": "approve" or "comment", "summary": "..."}'  # the prompt's, not JSON
+    first = '{"verdict": "comment", "summary": "draft", "comments": []}'
+    last = [
+        "```json",
+        '{"verdict": "request_changes",',
+        ' "summary": "x is wrong",',
+        ' "comments": [{"path": "calc.py", "line": 3, "body": "off by one"}]}',
+        "```",
+    ]
+    text = "\n".join(["[demo] reading", example, first, "thinking", *last, "[demo] done"])
+    found = find_report(text)
+    assert found is not None and found.verdict.value == "request_changes"
+    assert [c.line for c in found.comments] == [3]
+    assert find_report("\n".join(["no report", example, '{"verdict": "maybe"}'])) is None

@@ -16,7 +16,7 @@ from fleet_core.db.database import Database, QueryClass, Tenant
 from fleet_core.engine import running_engine
 from fleet_core.engine_lock import EngineLock, lock_path, me
 from fleet_core.lifecycle import TERMINAL, TaskStatus
-from fleet_core.retry import MANUAL_ONLY, RETRYABLE
+from fleet_core.retry import NOT_RETRIED, RETRYABLE
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ async def pending_work(db: Database, host_id: str) -> int:
             RESTING,
             host_id,
             sorted(s.value for s in RETRYABLE),
-            sorted(MANUAL_ONLY),
+            sorted(NOT_RETRIED),
         )
         queued = await conn.fetchval("SELECT count(*) FROM fleet_spawn_queue")
     return int(tasks) + int(queued)

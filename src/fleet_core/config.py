@@ -97,6 +97,8 @@ class Settings(BaseModel):
     # The monitor: cycle interval, stall warning, retry backoff (min(base·2^n + jitter, max)).
     monitor_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
     stall_minutes: float = Field(default=30.0, gt=0, le=1440)
+    # A GitHub PR with no check started after this long is `ci: no checks` (fleet_core.ci_start).
+    ci_start_minutes: float = Field(default=10.0, gt=0, le=1440)
     retry_base_seconds: float = Field(default=30.0, ge=0, le=3600)
     retry_max_seconds: float = Field(default=120.0, ge=0, le=86400)
     # The background engine (DESIGN §10): a verb that creates or revives agents starts one when

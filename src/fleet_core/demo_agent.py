@@ -8,13 +8,16 @@ the prompt change what it does: `[demo:fail]` exits 1, `[demo:hang]` never ends 
 commit),
 `[demo:stall]` stays alive printing but never commits, `[demo:oom]` exits 137,
 `[demo:ci-fail-once]` also writes `fleet-demo/CI_FAIL` on the first attempt (FLEET_ATTEMPT=1)
-and removes it on later ones, so a CI command that checks for that file fails once.
+and removes it on later ones, so a CI command that checks for that file fails once. A review
+task (its prompt asks for the "fleet review report") commits nothing and ends its output with
+an approving report's JSON (`[demo:no-report]`: it commits as other tasks do, no report).
 FLEET_DEMO_DELAY (seconds, default 0.3) paces the steps so the log pane has something to show.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +57,12 @@ def main() -> int:
         while True:  # alive, never commits
             say("thinking ...")
             time.sleep(max(delay, 1.0))
+    if "fleet review report" in text and "[demo:no-report]" not in text:  # a review task
+        say("read the changes: nothing to change")
+        report = {"verdict": "approve", "summary": "demo review: nothing to change",
+                  "comments": []}  # fmt: skip
+        print(json.dumps(report, indent=2), flush=True)
+        return 0
     out = Path("fleet-demo")
     out.mkdir(exist_ok=True)
     (out / f"{task}.md").write_bytes(prompt)

@@ -66,6 +66,7 @@ def monitor_config(settings: Settings) -> MonitorConfig:
         interval_s=interval,
         deadline_s=max(5.0, interval * 0.9),
         stall_s=settings.stall_minutes * 60,
+        ci_start_s=settings.ci_start_minutes * 60,
     )
 
 

@@ -29,6 +29,12 @@ SAFETY_TEXT = (
     "linters or CI checks to make them pass."
 )
 
+REVIEW_REPORT_ASK = (
+    "Make no commits and open no pull request: your fleet review report is your result. End "
+    'your answer with it, one JSON object alone on its last lines: {"verdict": "approve" or '
+    '"request_changes" or "comment", "summary": "...", "comments": [{"path": "file", "line": '
+    'N, "body": "..."}]}.'
+)
 TYPE_GUIDANCE: Mapping[TaskType, str] = {
     TaskType.BUG_FIX: "Reproduce the bug, fix the root cause rather than the symptom, and add a "
     "regression test that fails without the fix.",
@@ -37,7 +43,7 @@ TYPE_GUIDANCE: Mapping[TaskType, str] = {
     TaskType.REFACTOR: "Change the structure without changing behaviour: existing tests keep "
     "passing and public interfaces stay as they are unless the task says otherwise.",
     TaskType.REVIEW: "Review the changes critically and report concrete problems (bugs, missing "
-    "tests, security issues) with file and line references; change code only if asked to.",
+    "tests, security issues) with file and line references. " + REVIEW_REPORT_ASK,
     TaskType.DOCS: "Bring the documentation in line with the code, with examples that work; do "
     "not change behaviour.",
 }

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleet_core import pause, spawn_queue
+from fleet_core import pause, route_note, spawn_queue
 from fleet_core.db.database import Database, Tenant
 from fleet_core.errors import SpawnDeniedError
 from fleet_core.events import EventBus, EventType, FleetEvent
@@ -147,6 +147,8 @@ class Governor:
             reason = self._refusal(state)
             if reason is None:
                 rec = await registry.create(task, conn=conn)
+                await route_note.record(conn, operator_id=operator_id, task_id=rec.id,
+                                        request=request)  # fmt: skip
             elif queue and reason != "no_fleet_access":
                 queued = await spawn_queue.enqueue(conn, operator_id, state.tier, task, request)
             else:
@@ -187,6 +189,8 @@ class Governor:
             if deleted is None:  # another engine took it while we waited for the lock
                 return None
             rec = await TaskRegistry(self.db, tenant).create(build(entry), conn=conn)
+            await route_note.record(conn, operator_id=operator_id, task_id=rec.id,
+                                    request=entry.request)  # fmt: skip
             await queue_event(
                 conn, operator_id=operator_id, event_type="spawn.admitted",
                 payload={"task_id": str(rec.id), "branch": rec.branch, "queue_entry": entry.id,

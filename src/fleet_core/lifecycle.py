@@ -27,7 +27,8 @@ S = TaskStatus
 VALID_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.PROPOSED: frozenset({S.SPAWNING, S.CANCELLED}),
     S.SPAWNING: frozenset({S.RUNNING, S.FAILED, S.CANCELLED}),
-    S.RUNNING: frozenset({S.PR_CREATED, S.FAILED, S.CANCELLED}),
+    # running → ready: a review-type task, whose report is its Definition of Done (no PR).
+    S.RUNNING: frozenset({S.PR_CREATED, S.READY, S.FAILED, S.CANCELLED}),
     S.PR_CREATED: frozenset({S.REVIEWING, S.FAILED, S.CANCELLED}),
     S.REVIEWING: frozenset({S.READY, S.REJECTED, S.CANCELLED}),
     S.READY: frozenset({S.MERGED, S.FAILED, S.CANCELLED}),

@@ -233,6 +233,7 @@ class TaskDetail(TaskRecord):
     why: str
     forge_error: str | None = None
     dod: dict[str, Any] | None = None  # the Definition of Done as checked (review_status)
+    report: dict[str, Any] | None = None  # a review-type task's report: its verdict JSON
 
 
 class TaskSummary(BaseModel):

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from fleet_core.agent_ends import AgentEnds
+from fleet_core.ci_start import NO_CHECKS, no_checks_for
 from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
@@ -56,11 +57,13 @@ from fleet_core.failures import NO_PR, TIMEOUT, Verdict, idle_reason
 from fleet_core.forge.base import CiReport, ForgeError, PrState, PullRequest
 from fleet_core.judging import Judge
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import CiStatus, TaskRecord
+from fleet_core.models import CiStatus, TaskRecord, TaskType
 from fleet_core.progress import ProgressWatch
 from fleet_core.publishing import Publisher
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
+from fleet_core.review.dod import required
+from fleet_core.review.report import outcome
 from fleet_core.runtime.local import ExitStatus, session_name
 from fleet_core.runtime.tmux import PaneState
 from fleet_core.stalls import StallWatch
@@ -83,6 +86,7 @@ class MonitorConfig:
     stuck_spawning_s: float = 120.0
     stuck_proposed_s: float = 300.0
     minute_s: float = 60.0  # a task's timeout_minutes are counted in these (the demo shortens it)
+    ci_start_s: float = 600.0  # a PR whose checks have not started by then: `ci: no checks`
 
 
 @dataclass
@@ -342,6 +346,11 @@ class Monitor:
         # it is still the previous attempt's head). Another host's agent: the PR says so.
         status = await self.c.runtime.exit_status(rec.id) if ended else None
         well = not ended or (status is not None and status.code == 0)
+        if rec.status is S.RUNNING and ended and well and rec.task_type is TaskType.REVIEW and mine:
+            to, reason, update = await outcome(self.c, rec)  # no PR: its report is its DoD
+            if await self._move(rec, to, reason, **update):
+                report.ended += 1
+            return
         if rec.status is S.RUNNING and pr is not None and (ended or not mine) and well:
             rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
             report.prs += 1
@@ -363,7 +372,7 @@ class Monitor:
             await self._agent_ended(rec, status, report)
             return
         if rec.status in WITH_PR and rec.id in ci:
-            await self._ci(rec, ci[rec.id], report)
+            await self._ci(rec, ci[rec.id], report, now)
             return
         if mine and rec.status is S.RUNNING:
             await self._timeout_or_stall(rec, now, report)
@@ -403,7 +412,7 @@ class Monitor:
                     until=resume.isoformat(),
                 )
 
-    async def _ci(self, rec: TaskRecord, ci: CiReport, report: CycleReport) -> None:
+    async def _ci(self, rec: TaskRecord, ci: CiReport, report: CycleReport, now: datetime) -> None:
         if ci.pr_state is PrState.MERGED and rec.status is S.READY:
             # Merged on the forge while the task was not moved (a merge whose engine died
             # after the forge merged, or a merge on the forge's own page): it is done.
@@ -425,6 +434,14 @@ class Monitor:
                 ci_url=ci.url,
             )
             await self._move(rec, S.FAILED, "ci_failed", failure_context=ctx)
+            report.failed += 1
+        elif no_checks_for(rec, ci, now, self.config.ci_start_s):  # fleet_core.ci_start
+            if not required(self.c.dod, rec.task_type)["ci"]:
+                await self.c.reviews.begin(rec, ci.head_sha)  # the DoD does not ask for CI
+                return
+            minutes = round(self.config.ci_start_s / self.config.minute_s, 2)
+            ctx = failure_context(NO_CHECKS, previous=rec, ci_url=ci.url, ci_start_minutes=minutes)
+            await self._move(rec, S.FAILED, NO_CHECKS, failure_context=ctx)
             report.failed += 1
         elif ci.state is CiStatus.PASSING and rec.status is S.PR_CREATED:
             await self.c.reviews.begin(rec, ci.head_sha)  # reviewing; the review runs beside

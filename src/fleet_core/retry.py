@@ -46,6 +46,8 @@ _AT = re.compile(r"resets?\s+(?:at\s+)?(\d{1,2}):(\d{2})", re.IGNORECASE)
 DEFAULT_PAUSE = timedelta(minutes=15)
 # Failures a retry with the same setup cannot fix: `fleet retry` only, after the fix.
 MANUAL_ONLY = frozenset({"agent_not_installed", "agent_auth", "agent_config"})
+# Also the repository's own: a GitHub PR whose checks never start (fleet_core.ci_start).
+NOT_RETRIED = MANUAL_ONLY | {"ci_no_checks"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class RetryEngine:
         for rec in tasks:
             if rec.status not in RETRYABLE or rec.host_id != self.conductor.runtime.host_id:
                 continue
-            if (rec.failure_context or {}).get("reason") in MANUAL_ONLY:
+            if (rec.failure_context or {}).get("reason") in NOT_RETRIED:
                 continue  # the operator fixes the cause, then `fleet retry`
             spent = rec.retry_count >= rec.max_retries and not _paused(rec)
             if not spent and self.due_at(rec) > now:

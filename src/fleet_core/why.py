@@ -27,6 +27,10 @@ def cause(ctx: Mapping[str, Any], timeout_minutes: int | None = None) -> str:
     if reason == "ci_failed":
         checks = ctx.get("failing_checks") or []
         return "CI failed" + (f" ({', '.join(map(str, checks[:3]))})" if checks else "")
+    if reason == "ci_no_checks":
+        from fleet_core.ci_start import cause as no_checks
+
+        return no_checks(dict(ctx))
     if reason == "spawn_failed":
         message = str(ctx.get("error") or ctx.get("message") or "").strip()
         return f"could not start: {_short(message)}" if message else "could not start"

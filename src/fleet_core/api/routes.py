@@ -159,6 +159,7 @@ async def show(request: Request, task_id: TaskId, actor: Observer) -> Any:
     doc = {"why": why(rec), **rec.model_dump(mode="json")}
     doc["forge_error"] = conductor.forge_error(rec)
     doc["dod"] = (rec.review_status or {}).get("dod")  # as checked when it became ready
+    doc["report"] = (rec.review_status or {}).get("report")  # a review task's verdict JSON
     return JSONResponse(doc)
 
 

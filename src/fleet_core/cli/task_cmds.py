@@ -100,6 +100,7 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
 
     tenant = local_tenant(settings)
 
+    from fleet_core import route_note
     from fleet_core.review.store import ReviewStore
     from fleet_core.review.view import verdict_lines
 
@@ -107,11 +108,16 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
         async with opened(settings, read_only=True) as db:
             rec = await TaskRegistry(db, tenant).resolve(args.id)
             reviews = await ReviewStore(db).for_task(tenant, rec.id)
+            route = await route_note.read(db, tenant, rec.id)
         if args.json:
-            return dumps({**task_json(rec), "reviews": [r.to_json() for r in reviews]})
+            return dumps({**task_json(rec), "reviews": [r.to_json() for r in reviews],
+                          "route": route})  # fmt: skip
+        text = details_text(rec)
+        if route is not None:  # the router's reputation step passed a model over
+            text += f"\n\nroute: {route['detail']}"
         if not reviews and not rec.review_status:
-            return details_text(rec)
-        return details_text(rec) + "\n\n" + "\n".join(verdict_lines(reviews, rec.review_status))
+            return text
+        return text + "\n\n" + "\n".join(verdict_lines(reviews, rec.review_status))
 
     print(run_async(go))
     return 0

@@ -9,12 +9,12 @@ unauthenticated, rate-limited until ...).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from fleet_core.errors import FleetError
 from fleet_core.models import CiStatus
@@ -59,6 +59,7 @@ class CiReport:
     review: ReviewState = ReviewState.NONE
     head_sha: str | None = None
     pr_state: PrState | None = None  # merged: the forge merged it (whoever asked)
+    no_checks: bool = False  # pending because no check has started at all (GitHub)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ class Forge(Protocol):
 
     async def diff(self, repo: Path, pr: int) -> str: ...
 
+    async def behind(self, repo: Path, base: str, head: str) -> int:
+        """How many commits the branch `base` has that `head` (a branch or a commit) lacks."""
+        ...
+
     async def open_pr(
         self, repo: Path, branch: str, base: str, title: str, body: str
     ) -> PullRequest | None:
@@ -125,6 +130,20 @@ class Forge(Protocol):
 
     async def comment(self, repo: Path, pr: int, body: str) -> None: ...
 
+    async def review(
+        self,
+        repo: Path,
+        pr: int,
+        *,
+        verdict: str,
+        body: str,
+        comments: Sequence[Mapping[str, Any]] = (),
+        head_sha: str | None = None,
+    ) -> None:
+        """A reviewer's verdict (approve, request_changes, comment) with its line comments
+        ({path, line, body}: a line of the PR head's version of the file)."""
+        ...
+
     async def merge(self, repo: Path, pr: int, *, method: str = "merge") -> MergeResult:
         """Merge into the PR's base; a conflict is a MergeResult with merged=False, never
         forced. `method`: merge, squash or rebase."""
@@ -133,3 +152,9 @@ class Forge(Protocol):
     def budget(self) -> ForgeBudget: ...
 
     def health(self) -> str | None: ...
+
+
+def review_text(body: str, comments: Sequence[Mapping[str, Any]]) -> str:
+    """A review as one text: its body, then each line comment as "- `path:line` body"."""
+    lines = [f"- `{c['path']}:{c['line']}` {c['body']}" for c in comments]
+    return "\n".join([body, *lines]) if lines else body

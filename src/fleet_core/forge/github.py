@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fleet_core.errors import BadInputError
 from fleet_core.forge.base import (
@@ -194,6 +195,19 @@ class GitHubForge:
     async def diff(self, repo: Path, pr: int) -> str:
         return (await self._pr(repo, "diff", pr)).stdout
 
+    async def behind(self, repo: Path, base: str, head: str) -> int:
+        """REST's compare (`behind_by`): GraphQL's Ref.compare would need a query per PR too."""
+        gh = await self._ready()
+        owner, name = await self._slug(repo)
+        spec = f"{quote(base, safe='/')}...{quote(head, safe='/')}"
+        result = await self._exec(gh, ["api", f"repos/{owner}/{name}/compare/{spec}"])
+        behind = _obj(_json_body(result.stdout) if result.returncode == 0 else None).get(
+            "behind_by"
+        )
+        if not isinstance(behind, int):
+            raise ForgeError(f"gh api compare {base}...{head}: {_tail(result)}")
+        return behind
+
     async def open_pr(
         self, repo: Path, branch: str, base: str, title: str, body: str
     ) -> PullRequest | None:
@@ -211,6 +225,22 @@ class GitHubForge:
 
     async def comment(self, repo: Path, pr: int, body: str) -> None:
         await self._pr(repo, "comment", pr, "--body-file", "-", stdin=body.encode())
+
+    async def review(
+        self,
+        repo: Path,
+        pr: int,
+        *,
+        verdict: str,
+        body: str,
+        comments: Sequence[Mapping[str, Any]] = (),
+        head_sha: str | None = None,
+    ) -> None:
+        """A PR review with line comments (fleet_core.forge.github_review)."""
+        from fleet_core.forge.github_review import post_review
+
+        await post_review(self, repo, pr, verdict=verdict, body=body, comments=comments,
+                          head_sha=head_sha)  # fmt: skip
 
     async def merge(self, repo: Path, pr: int, *, method: str | None = None) -> MergeResult:
         """A PR merged already (an earlier call whose caller then failed) is merged: the
@@ -399,6 +429,7 @@ def _report(node: dict[str, Any]) -> CiReport:
         review=_REVIEW.get(str(node.get("reviewDecision")), ReviewState.NONE),
         head_sha=node.get("headRefOid"),
         pr_state=_PR_STATE.get(str(node.get("state"))),
+        no_checks=not checks and overall is None,
     )
 
 

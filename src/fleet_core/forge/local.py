@@ -25,7 +25,7 @@ import logging
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from fleet_core.forge.base import (
     MergeResult,
     PrState,
     PullRequest,
+    review_text,
 )
 from fleet_core.forge.local_ci import CiRunner, now_iso, remove_worktree
 from fleet_core.forge.local_store import PrStore
@@ -161,6 +162,11 @@ class LocalForge:
             right = record["head_sha"]
         return (await self._git(remote.path, "diff", f"{left}...{right}", "--")).stdout
 
+    async def behind(self, repo: Path, base: str, head: str) -> int:
+        remote = await self._remote(repo)
+        count = await self._git(remote.path, "rev-list", "--count", f"{head}..{HEADS}{base}", "--")
+        return int(count.stdout.strip())
+
     async def open_pr(
         self, repo: Path, branch: str, base: str, title: str, body: str
     ) -> PullRequest | None:
@@ -172,6 +178,19 @@ class LocalForge:
             record = _get(remote, pr)
             record.setdefault("comments", []).append({"at": now_iso(), "body": body})
             remote.store.put(record)
+
+    async def review(
+        self,
+        repo: Path,
+        pr: int,
+        *,
+        verdict: str,
+        body: str,
+        comments: Sequence[Mapping[str, Any]] = (),
+        head_sha: str | None = None,
+    ) -> None:
+        """Kept with the PR as a comment (its line comments in its text)."""
+        await self.comment(repo, pr, review_text(body, comments))
 
     async def merge(self, repo: Path, pr: int, *, method: str = "merge") -> MergeResult:
         if method == "rebase":

@@ -4,13 +4,14 @@ is merged (the base may have moved meanwhile).
 Items, per task type (settings `dod`, a table per task type or `default`):
 
     pr       the PR exists
-    synced   the PR merges into its base without conflicts (as the forge last said)
+    synced   the PR merges into its base without conflicts (as the forge last said), and is
+             not behind its base by more than `max_behind` commits (default 50)
     ci       CI passing, and configured: a repository without a CI command is "CI: not
              configured", which fails unless its `.fleet.toml` says `ci = false` on purpose
     reviews  the review approved it (or timed out: "reviews: timed out", a warning)
 
-`dod = {default = {ci = true, synced = true, reviews = true}, docs = {ci = false}}`: an item
-set to false is not asked for (shown as "not required")."""
+`dod = {default = {ci = true, synced = true, reviews = true, max_behind = 50}, docs = {ci =
+false}}`: an item set to false is not asked for (shown as "not required")."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
 
 ITEMS = ("pr", "synced", "ci", "reviews")
+MAX_BEHIND = "max_behind"  # a number, not an item: how far behind its base `synced` allows
+DEFAULT_MAX_BEHIND = 50
 PASSED_REVIEWS = ("approved", "timed_out", "skipped", "no_answer")
 
 
@@ -55,9 +58,10 @@ class Dod:
         return {"ok": self.ok, "items": [asdict(i) for i in self.items]}
 
 
-def parse_dod(table: Mapping[str, Any]) -> dict[str, dict[str, bool]]:
-    """Checked: keys `default` or a task type, each a table of ITEMS → true/false."""
-    out: dict[str, dict[str, bool]] = {}
+def parse_dod(table: Mapping[str, Any]) -> dict[str, dict[str, bool | int]]:
+    """Checked: keys `default` or a task type, each a table of ITEMS → true/false, and
+    `max_behind` → a whole number of commits."""
+    out: dict[str, dict[str, bool | int]] = {}
     known = {"default", *(t.value for t in TaskType)}
     for key, sub in table.items():
         if key not in known:
@@ -65,6 +69,10 @@ def parse_dod(table: Mapping[str, Any]) -> dict[str, dict[str, bool]]:
         if not isinstance(sub, Mapping):
             raise BadInputError(f"dod.{key}", "must be a table")
         for item, value in sub.items():
+            if item == MAX_BEHIND:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise BadInputError(f"dod.{key}.{item}", "must be a whole number ≥ 0")
+                continue
             if item not in ITEMS:
                 raise BadInputError(f"dod.{key}.{item}", f"unknown item ({', '.join(ITEMS)})")
             if not isinstance(value, bool):
@@ -73,11 +81,19 @@ def parse_dod(table: Mapping[str, Any]) -> dict[str, dict[str, bool]]:
     return out
 
 
-def required(table: Mapping[str, Mapping[str, bool]], task_type: TaskType) -> dict[str, bool]:
-    wanted = dict.fromkeys(ITEMS, True)
-    wanted.update(table.get("default", {}))
-    wanted.update(table.get(task_type.value, {}))
-    return wanted
+def required(table: Mapping[str, Mapping[str, bool | int]], task_type: TaskType) -> dict[str, bool]:
+    merged = _merged(table, task_type)
+    return {item: bool(merged.get(item, True)) for item in ITEMS}
+
+
+def max_behind(table: Mapping[str, Mapping[str, bool | int]], task_type: TaskType) -> int:
+    return int(_merged(table, task_type).get(MAX_BEHIND, DEFAULT_MAX_BEHIND))
+
+
+def _merged(
+    table: Mapping[str, Mapping[str, bool | int]], task_type: TaskType
+) -> dict[str, bool | int]:
+    return {**table.get("default", {}), **table.get(task_type.value, {})}
 
 
 async def check_dod(c: Conductor, rec: TaskRecord) -> Dod:
@@ -114,9 +130,17 @@ async def _synced(c: Conductor, rec: TaskRecord, repo: Path) -> tuple[bool, str]
         return False, "the PR is gone"
     if pr.mergeable is False:
         return False, f"conflicts with {pr.base}"
+    limit = max_behind(c.dod, rec.task_type)
+    try:
+        behind = await forge.behind(repo, pr.base, pr.head_sha or pr.branch)
+    except (FleetError, OSError, ValueError) as exc:
+        return False, f"cannot tell how far behind {pr.base} it is: {exc}"
+    if behind > limit:
+        return False, f"behind {pr.base} by {behind} commits (at most {limit})"
+    lag = f", {behind} behind" if behind else ""
     if pr.mergeable is None:
-        return True, f"no conflicts known with {pr.base} (the forge has not said yet)"
-    return True, f"merges cleanly into {pr.base}"
+        return True, f"no conflicts known with {pr.base} (the forge has not said yet){lag}"
+    return True, f"merges cleanly into {pr.base}{lag}"
 
 
 async def _ci(c: Conductor, rec: TaskRecord, repo: Path) -> tuple[bool, str]:

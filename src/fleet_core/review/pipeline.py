@@ -239,16 +239,17 @@ class ReviewPipeline:
             return ""
 
     async def _post(self, rec: TaskRecord, row: ReviewRow) -> None:
-        """The verdict as a comment on the PR (the local forge keeps it with the PR)."""
+        """The verdict as a review of the PR, with its line comments (GitHub: a PR review;
+        the local forge keeps it with the PR)."""
         if not rec.pr_number:
             return
-        lines = [f"**fleet review ({row.reviewer}, {row.kind} {row.model}): {row.verdict}**",
-                 "", row.summary]  # fmt: skip
-        lines += [f"- `{c['path']}:{c['line']}` {c['body']}" for c in row.comments]
+        body = f"**fleet review ({row.reviewer}, {row.kind} {row.model}): {row.verdict}**"
         try:
             forge = await self.c.forges.for_repo(Path(rec.repository))
-            await forge.comment(Path(rec.repository), rec.pr_number, "\n".join(lines))
-        except (ForgeError, OSError, KeyError) as exc:
+            await forge.review(Path(rec.repository), rec.pr_number, verdict=row.verdict,
+                               body=f"{body}\n\n{row.summary}", comments=row.comments,
+                               head_sha=row.head_sha)  # fmt: skip
+        except (ForgeError, OSError, KeyError, ValueError) as exc:
             log.warning("review comment not posted: %s", exc, extra={"task": str(rec.id)})
 
     # -- the task's record ---------------------------------------------------------------------

@@ -61,6 +61,8 @@ def dod_lines(status: dict[str, Any] | None) -> list[str]:
 def verdict_lines(rows: Sequence[ReviewRow], status: dict[str, Any] | None) -> list[str]:
     """The `reviews:` section of `fleet show`: the DoD checklist, the summary, then each
     verdict with its comments, newest attempt first."""
+    if status and isinstance(status.get("report"), dict):  # a review task: its report
+        return [*dod_lines(status), *report_lines(status["report"])]
     lines = [*dod_lines(status), f"reviews: {summary_text(status)}"]
     for row in sorted(rows, key=lambda r: -r.attempt):
         cost = f", ${row.cost_usd:.4f}" if row.cost_usd is not None else ""
@@ -74,6 +76,15 @@ def verdict_lines(rows: Sequence[ReviewRow], status: dict[str, Any] | None) -> l
         lines.extend(
             f"      {c.get('path')}:{c.get('line')}: {c.get('body')}" for c in row.comments
         )
+    return lines
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """A review-type task's report (fleet_core.review.report) as `fleet show` prints it."""
+    verdict = str(report.get("verdict"))
+    lines = [f"report: {SYMBOL.get(verdict, '?')} {verdict}", f"  {report.get('summary', '')}"]
+    comments = [c for c in report.get("comments") or [] if isinstance(c, dict)]
+    lines += [f"  {c.get('path')}:{c.get('line')}: {c.get('body')}" for c in comments]
     return lines
 
 
