@@ -255,6 +255,9 @@ async def test_a_review_task_makes_no_pr_its_report_is_its_dod(engine, sample: P
         "definition of done: held", "  ✓ report: approve, 0 line comment(s)",
         "report: ✓ approve", "  demo review: nothing to change",
     ]  # fmt: skip
+    # "Merging" a review task accepts its report: merged, nothing asked of a forge.
+    accepted = await c.merge(ACTOR, str(ready.id))
+    assert accepted.status is S.MERGED and accepted.pr_number is None
     silent = await spawn(c, sample, "Review again [demo:no-report]", task_type="review",
                          max_retries=0)  # fmt: skip
     ended = await until(c, m, silent.id, status_is(S.READY, S.ABANDONED))

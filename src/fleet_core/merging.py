@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from fleet_core.errors import InvalidTransitionError, MergeRefusedError, StaleVersionError
 from fleet_core.forge.select import ForgeSet
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import CiStatus, TaskRecord
+from fleet_core.models import CiStatus, TaskRecord, TaskType
 from fleet_core.review.dod import check_dod
 from fleet_core.runtime import git as g
 from fleet_core.task_access import TaskAccess
@@ -41,6 +41,13 @@ class MergeVerbs(TaskAccess):
         if rec.status is not TaskStatus.READY:
             raise MergeRefusedError(
                 f"task {rec.short_id} {now(rec.status.value)}; only a ready task can be merged"
+            )
+        if rec.pr_number is None and rec.task_type is TaskType.REVIEW:
+            # A review task makes no PR: its report is what was asked for, and "merging" it
+            # accepts the report (its DoD, the report, held when it became ready).
+            await self.require_granted(rec)
+            return await self.complete_merge(
+                rec, by=actor.operator_id, sha=None, forced={"accepted_report": True}
             )
         if rec.pr_number is None:
             raise MergeRefusedError(f"task {rec.short_id} has no pull request")
