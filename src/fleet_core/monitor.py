@@ -64,7 +64,7 @@ from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
 from fleet_core.review.dod import required
 from fleet_core.review.report import outcome
-from fleet_core.runtime.local import ExitStatus, session_name
+from fleet_core.runtime.handles import ExitStatus, session_name
 from fleet_core.runtime.tmux import PaneState
 from fleet_core.stalls import StallWatch
 

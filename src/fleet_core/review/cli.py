@@ -24,7 +24,7 @@ from fleet_core.review.settings import CLI_BINARY
 from fleet_core.review.verdict import SCHEMA
 from fleet_core.runtime.contained import Confinement
 from fleet_core.runtime.git import git
-from fleet_core.runtime.local import RuntimePaths, agent_home
+from fleet_core.runtime.paths import RuntimePaths, agent_home
 
 DEFAULT_MODELS = {"claude_code": "sonnet", "codex": "gpt-5-codex", "gemini_cli": "gemini-2.5-pro"}
 AGENT_OF = {"claude_code": AgentType.CLAUDE_CODE, "codex": AgentType.CODEX,

@@ -40,7 +40,7 @@ from fleet_core.runtime.handles import (
     task_of,
 )
 from fleet_core.runtime.heads import BranchHeads
-from fleet_core.runtime.paths import RuntimePaths, agent_home
+from fleet_core.runtime.paths import RuntimePaths
 from fleet_core.runtime.runfiles import (
     release,
     remove_dir,
@@ -55,8 +55,6 @@ from fleet_core.runtime.tmux import PaneState, Tmux
 # ExitStatus, session_name, RuntimePaths and agent_home are named here again for monitor.py and
 # review/cli.py, which import them from this module (their areas are another branch's); all
 # other code imports them from handles.py and paths.py.
-__all__ = ["ExitStatus", "LocalRuntime", "RuntimePaths", "agent_home", "session_name"]
-
 START_POLL_MIN_S = 0.002  # the first wait for the launcher's `started`, doubled each time
 START_POLL_MAX_S = 0.05
 START_PANE_AFTER_S = 0.2  # from then on, whether the launcher still runs (a tmux call)
