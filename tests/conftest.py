@@ -42,6 +42,7 @@ from fleet_core.config import Settings, load_settings  # noqa: E402
 from fleet_core.db.connect import cluster_for, migrate, resolve_target  # noqa: E402
 from fleet_core.db.database import Database, Tenant  # noqa: E402
 from fleet_core.db.embedded import EmbeddedCluster  # noqa: E402
+from fleet_core.demo import make_sample  # noqa: E402
 from fleet_core.engine import Engine, running_engine  # noqa: E402
 from fleet_core.headless import Server  # noqa: E402
 from fleet_core.models import AgentType, NewTask, TaskType  # noqa: E402
@@ -232,6 +233,14 @@ async def grant_repo(
     """Register `repo` as an admin does (`fleet repo add PATH --grant OP ...`): a spawn
     names a repository granted to its operator."""
     return await Repositories(db).add(str(repo), by="admin", name=name, grants=operators)
+
+
+@pytest.fixture
+async def sample(tmp_path: Path, db: Database) -> Path:
+    """The demo's sample repository (a small unittest suite, a bare remote), granted to alice."""
+    work = make_sample(tmp_path / "demo")
+    await grant_repo(db, work, "alice")
+    return work
 
 
 # -- the command line -------------------------------------------------------------------------

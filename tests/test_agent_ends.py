@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import eventually, fleet, grant_repo
+from conftest import eventually, fleet
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -34,13 +34,6 @@ ACTOR = Actor("alice", Tier.SOVEREIGN)
 # The periodic cycle every 300 s: within a test, only the first cycle (at start) runs, so a
 # task that moves on after it was moved by a wake pass.
 SLOW = MonitorConfig(interval_s=300.0, deadline_s=60.0)
-
-
-@pytest.fixture
-async def sample(tmp_path: Path, db: Database) -> Path:
-    work = make_sample(tmp_path / "demo")
-    await grant_repo(db, work, "alice")
-    return work
 
 
 @pytest.fixture

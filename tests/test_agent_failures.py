@@ -16,27 +16,18 @@ from typing import Any
 
 import pytest
 
-from conftest import grant_repo
-from fleet_core.conductor import Actor, Conductor
+from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
-from fleet_core.demo import make_sample
 from fleet_core.errors import BadInputError
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import SpawnRequest, TaskRecord, Tier
+from fleet_core.models import SpawnRequest, TaskRecord
 from fleet_core.monitor import FORGE_LOCK, Monitor, MonitorConfig
+from lifecycle_support import ACTOR, base_fields, conductors
 
-ACTOR = Actor("alice", Tier.SOVEREIGN)
 FAKES = Path(__file__).parent / "fake_clis"
 # A monitor cycle every 0.1 s; a "minute" of idle_minutes or timeout_minutes lasts 1 s.
 FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=1.0)
-
-
-@pytest.fixture
-async def sample(tmp_path: Path, db: Database) -> Path:
-    work = make_sample(tmp_path / "demo")
-    await grant_repo(db, work, "alice")
-    return work
 
 
 @pytest.fixture
@@ -48,26 +39,16 @@ def fakes_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
 async def engine(
     tmp_path: Path, db: Database, fakes_on_path: None
 ) -> AsyncIterator[Callable[..., tuple[Conductor, Monitor]]]:
-    made: list[Conductor] = []
+    async with conductors(db) as make:
 
-    def build(**kw: Any) -> tuple[Conductor, Monitor]:
-        fields: dict[str, Any] = {
-            "data_dir": tmp_path / "data", "host_id": "test-host", "kill_grace_seconds": 0.5,
-            "retry_base_seconds": 2, "retry_max_seconds": 2,  # a failure is seen before its retry
-            "secrets": {"ANTHROPIC_API_KEY": "sk-test", "GEMINI_API_KEY": "test"},
-        }  # fmt: skip
-        fields.update(kw)
-        c = Conductor.from_settings(Settings(**fields), db)
-        made.append(c)
-        return c, Monitor(c, FAST)
+        def build(**kw: Any) -> tuple[Conductor, Monitor]:
+            fields = {**base_fields(tmp_path),
+                      "retry_base_seconds": 2, "retry_max_seconds": 2,  # seen before its retry
+                      "secrets": {"ANTHROPIC_API_KEY": "sk-test", "GEMINI_API_KEY": "test"},
+                      **kw}  # fmt: skip
+            return make(Settings(**fields), FAST)
 
-    try:
         yield build
-    finally:
-        for c in made:
-            await c.stop_engine()
-        if made:
-            await made[0].runtime.tmux.kill_server()
 
 
 async def spawn(c: Conductor, repo: Path, agent: str, model: str, **kw: Any) -> TaskRecord:

@@ -19,20 +19,17 @@ from uuid import UUID
 
 import pytest
 
-from conftest import Pg, fleet, git, grant_repo
-from fleet_core.conductor import Actor, Conductor
+from conftest import Pg, fleet, git
+from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
-from fleet_core.demo import make_sample
 from fleet_core.errors import BadInputError, ConfigError, SpawnError
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import AgentType, SpawnRequest, TaskRecord, Tier
-from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.models import AgentType, SpawnRequest
 from fleet_core.overview import fleet_overview
 from fleet_core.runtime import docker_client, docker_images
+from lifecycle_support import ACTOR, conductors, spawn, until_status
 
-ACTOR = Actor("alice", Tier.SOVEREIGN)
-FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
 SECRET = "demo-secret-value-7f3a9c"
 HERE = Path(__file__).parent
 HOST = f"test-host-{os.getpid()}"  # the label fleet.host of this run's containers
@@ -77,58 +74,20 @@ def fields_for(tmp_path: Path, **kw: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def sample(tmp_path: Path, db: Database) -> Path:
-    work = make_sample(tmp_path / "demo")
-    await grant_repo(db, work, "alice")
-    return work
-
-
-@pytest.fixture
 async def engine(
     tmp_path: Path, db: Database, demo_image: str
 ) -> AsyncIterator[Callable[..., Any]]:
-    made: list[Conductor] = []
-
-    def build(**kw: Any) -> tuple[Conductor, Monitor]:
-        c = Conductor.from_settings(settings_for(tmp_path, **kw), db)
-        made.append(c)
-        return c, Monitor(c, FAST)
-
     try:
-        yield build
+        async with conductors(db) as make:
+            yield lambda **kw: make(settings_for(tmp_path, **kw))
     finally:
-        for c in made:
-            await c.stop_engine()
         # Every container of this test's host, also one an engine process left (no conductor
         # of this process may have been made when a test failed early).
         subprocess.run(["sh", "-c", f"docker ps -aq --filter label=fleet.host={HOST} | "
                         "xargs -r docker rm -f"], capture_output=True)  # fmt: skip
-        if made:
-            await made[0].runtime.tmux.kill_server()
 
 
-async def spawn(c: Conductor, repo: Path, description: str, **kw: Any) -> TaskRecord:
-    request = SpawnRequest.model_validate({
-        "description": description, "repository": str(repo), "task_type": "feature",
-        "agent_type": "demo", "timeout_minutes": 5, **kw,
-    })  # fmt: skip
-    out = await c.spawn(ACTOR, request)
-    assert out.task is not None
-    return out.task
-
-
-async def until(c: Conductor, m: Monitor, tid: Any, *statuses: TaskStatus) -> TaskRecord:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 60
-    while loop.time() < end:
-        report = await m.cycle()
-        assert report is not None and report.errors == [], report
-        rec = await c.registry(ACTOR).get(tid)
-        if rec.status in statuses:
-            return rec
-        await c.forges.local.wait_idle()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task stayed {rec.status.value}: {rec.failure_context}")
+until = until_status
 
 
 def inspect(name: str) -> dict[str, Any] | None:

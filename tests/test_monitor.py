@@ -23,29 +23,20 @@ import pytest
 from conftest import Pg, eventually, git, grant_repo
 from fleet_core.audit import audit_trail
 from fleet_core.cli.output import details_text
-from fleet_core.conductor import Actor, Conductor
+from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
-from fleet_core.demo import make_sample
 from fleet_core.errors import InvalidTransitionError, MergeRefusedError
 from fleet_core.events import EventType, FleetEvent
 from fleet_core.forge.github import GitHubForge
 from fleet_core.forge.select import ForgeSet
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import SpawnRequest, TaskRecord, Tier
+from fleet_core.models import TaskRecord
 from fleet_core.monitor import FORGE_LOCK, CycleReport, Monitor, MonitorConfig
+from lifecycle_support import ACTOR, FAST, conductors, spawn
 
-ACTOR = Actor("alice", Tier.SOVEREIGN)
 HERE = Path(__file__).parent
 THIS_HOST = 3  # agents of this host beside the other host's tasks in the flat-calls test
-FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)  # timeout 5 min → 1.5 s
-
-
-@pytest.fixture
-async def sample(tmp_path: Path, db: Database) -> Path:
-    work = make_sample(tmp_path / "demo")
-    await grant_repo(db, work, "alice")
-    return work
 
 
 @pytest.fixture
@@ -70,31 +61,12 @@ def settings_for(tmp_path: Path, **kw: Any) -> Settings:
 
 @pytest.fixture
 async def engine(tmp_path: Path, db: Database) -> AsyncIterator[Callable[..., Any]]:
-    made: list[Conductor] = []
+    async with conductors(db) as make:
 
-    def build(**kw: Any) -> tuple[Conductor, Monitor]:
-        config = kw.pop("config", FAST)
-        c = Conductor.from_settings(settings_for(tmp_path, **kw), db)
-        made.append(c)
-        return c, Monitor(c, config)
+        def build(config: MonitorConfig = FAST, **kw: Any) -> tuple[Conductor, Monitor]:
+            return make(settings_for(tmp_path, **kw), config)
 
-    try:
         yield build
-    finally:
-        for c in made:
-            await c.stop_engine()
-        if made:
-            await made[0].runtime.tmux.kill_server()
-
-
-async def spawn(c: Conductor, repo: Path, description: str, **kw: Any) -> TaskRecord:
-    request = SpawnRequest.model_validate({
-        "description": description, "repository": str(repo), "task_type": "feature",
-        "agent_type": "demo", "timeout_minutes": 5, **kw,
-    })  # fmt: skip
-    out = await c.spawn(ACTOR, request)
-    assert out.task is not None
-    return out.task
 
 
 async def until(

@@ -13,17 +13,18 @@ from typing import Any
 import pytest
 
 from conftest import eventually, git, grant_repo
-from fleet_core.conductor import Actor, Conductor
+from fleet_core.conductor import Actor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
 from fleet_core.demo import make_sample
 from fleet_core.events import EventType, FleetEvent
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import AgentType, SpawnRequest, Tier
-from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.monitor import MonitorConfig
 from fleet_core.progress import ProcTable, ProgressWatch, tree_cpu_seconds
 from fleet_core.runtime.agent_profiles import profile_for
 from fleet_core.runtime.heads import BranchHeads
+from lifecycle_support import base_fields, conductors
 
 ACTOR = Actor("alice", Tier.SOVEREIGN)
 AS_ROOT = ["-c", "safe.directory=*", "-c", "user.name=t", "-c", "user.email=t@x"]
@@ -81,22 +82,8 @@ def test_one_read_of_proc_sums_each_process_tree() -> None:
 
 @pytest.fixture
 async def engine(tmp_path: Path, db: Database) -> AsyncIterator[Callable[..., Any]]:
-    made: list[Conductor] = []
-
-    def build(config: MonitorConfig) -> tuple[Conductor, Monitor]:
-        settings = Settings(data_dir=tmp_path / "data", host_id="test-host",
-                            secrets={"FLEET_DEMO_DELAY": "0"}, kill_grace_seconds=0.5)  # fmt: skip
-        c = Conductor.from_settings(settings, db)
-        made.append(c)
-        return c, Monitor(c, config)
-
-    try:
-        yield build
-    finally:
-        for c in made:
-            await c.stop_engine()
-        if made:
-            await made[0].runtime.tmux.kill_server()
+    async with conductors(db) as make:
+        yield lambda config: make(Settings(**base_fields(tmp_path)), config)
 
 
 async def test_old_running_agents_cost_no_git_per_cycle_until_they_commit(

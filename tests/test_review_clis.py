@@ -4,34 +4,23 @@ sandbox when there is one) on a read-only checkout of the PR head."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import grant_repo
-from fleet_core.conductor import Actor, Conductor
+from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
-from fleet_core.demo import make_sample
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import SpawnRequest, TaskRecord, Tier
-from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.models import TaskRecord
+from fleet_core.monitor import Monitor
 from fleet_core.review.store import ReviewStore
+from lifecycle_support import QUICK_RETRIES, base_fields, conductors, spawn, until_status
 
-ACTOR = Actor("alice", Tier.SOVEREIGN)
 FAKES = Path(__file__).parent / "fake_clis"
-FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
 S = TaskStatus
-
-
-@pytest.fixture
-async def sample(tmp_path: Path, db: Database) -> Path:
-    work = make_sample(tmp_path / "demo")
-    await grant_repo(db, work, "alice")
-    return work
 
 
 @pytest.fixture
@@ -39,51 +28,17 @@ async def engine(
     tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Callable[..., Any]]:
     monkeypatch.setenv("PATH", f"{FAKES}:/usr/local/bin:/usr/bin:/bin")
-    made: list[Conductor] = []
+    async with conductors(db) as make:
 
-    def build(kind: str, model: str, **kw: Any) -> tuple[Conductor, Monitor]:
-        fields: dict[str, Any] = {
-            "data_dir": tmp_path / "data", "host_id": "test-host", "kill_grace_seconds": 0.5,
-            "retry_base_seconds": 0.05, "retry_max_seconds": 0.2,
-            "secrets": {"FLEET_DEMO_DELAY": "0"},
-            "reviews": {"kind": kind, "model": model},
-            **kw,
-        }  # fmt: skip
-        c = Conductor.from_settings(Settings(**fields), db)
-        made.append(c)
-        return c, Monitor(c, FAST)
+        def build(kind: str, model: str, **kw: Any) -> tuple[Conductor, Monitor]:
+            fields = {**base_fields(tmp_path), **QUICK_RETRIES,
+                      "reviews": {"kind": kind, "model": model}, **kw}  # fmt: skip
+            return make(Settings(**fields))
 
-    try:
         yield build
-    finally:
-        for c in made:
-            await c.stop_engine()
-        if made:
-            await made[0].runtime.tmux.kill_server()
 
 
-async def spawn(c: Conductor, repo: Path, description: str, **kw: Any) -> TaskRecord:
-    request = SpawnRequest.model_validate({
-        "description": description, "repository": str(repo), "task_type": "feature",
-        "agent_type": "demo", "timeout_minutes": 5, **kw,
-    })  # fmt: skip
-    out = await c.spawn(ACTOR, request)
-    assert out.task is not None
-    return out.task
-
-
-async def until(c: Conductor, m: Monitor, tid: Any, *statuses: TaskStatus) -> TaskRecord:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 90
-    while loop.time() < end:
-        report = await m.cycle()
-        assert report is not None and report.errors == [], report
-        rec = await c.registry(ACTOR).get(tid)
-        if rec.status in statuses:
-            return rec
-        await c.forges.local.wait_idle()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task stayed {rec.status.value}: {rec.review_status}")
+until = until_status
 
 
 async def rows(c: Conductor, rec: TaskRecord) -> dict[str, Any]:

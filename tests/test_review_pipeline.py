@@ -10,67 +10,27 @@ from typing import Any
 
 import pytest
 
-from conftest import git, grant_repo
+from conftest import git
 from fleet_core.audit import audit_trail
-from fleet_core.conductor import Actor, Conductor
+from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
-from fleet_core.demo import make_sample
 from fleet_core.errors import MergeRefusedError
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import SpawnRequest, TaskRecord, Tier
-from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.models import TaskRecord
+from fleet_core.monitor import Monitor
 from fleet_core.review.reviewers import DEMO_COMMENT
 from fleet_core.review.store import ReviewStore
 from fleet_core.review.view import verdict_lines
+from lifecycle_support import ACTOR, QUICK_RETRIES, base_fields, conductors, spawn
 
-ACTOR = Actor("alice", Tier.SOVEREIGN)
-FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
 S = TaskStatus
 
 
 @pytest.fixture
-async def sample(tmp_path: Path, db: Database) -> Path:
-    work = make_sample(tmp_path / "demo")
-    await grant_repo(db, work, "alice")
-    return work
-
-
-@pytest.fixture
 async def engine(tmp_path: Path, db: Database) -> AsyncIterator[Callable[..., Any]]:
-    made: list[Conductor] = []
-
-    def build(**kw: Any) -> tuple[Conductor, Monitor]:
-        fields: dict[str, Any] = {
-            "data_dir": tmp_path / "data",
-            "host_id": "test-host",
-            "secrets": {"FLEET_DEMO_DELAY": "0"},
-            "kill_grace_seconds": 0.5,
-            "retry_base_seconds": 0.05,
-            "retry_max_seconds": 0.2,
-            **kw,
-        }
-        c = Conductor.from_settings(Settings(**fields), db)
-        made.append(c)
-        return c, Monitor(c, FAST)
-
-    try:
-        yield build
-    finally:
-        for c in made:
-            await c.stop_engine()
-        if made:
-            await made[0].runtime.tmux.kill_server()
-
-
-async def spawn(c: Conductor, repo: Path, description: str, **kw: Any) -> TaskRecord:
-    request = SpawnRequest.model_validate({
-        "description": description, "repository": str(repo), "task_type": "feature",
-        "agent_type": "demo", "timeout_minutes": 5, **kw,
-    })  # fmt: skip
-    out = await c.spawn(ACTOR, request)
-    assert out.task is not None
-    return out.task
+    async with conductors(db) as make:
+        yield lambda **kw: make(Settings(**{**base_fields(tmp_path), **QUICK_RETRIES, **kw}))
 
 
 async def until(

@@ -10,23 +10,26 @@ from typing import Any
 
 import pytest
 
-from conftest import grant_repo
 from fake_providers import FakeProvider, serve, shutdown
-from fleet_core.conductor import Actor, Conductor
+from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database, Tenant
-from fleet_core.demo import make_sample
 from fleet_core.lifecycle import TaskStatus
-from fleet_core.models import SpawnRequest, TaskRecord, Tier
-from fleet_core.monitor import Monitor, MonitorConfig
+from fleet_core.models import TaskRecord
+from fleet_core.monitor import Monitor
 from fleet_core.review.http import HttpReviewer, ProviderError, gemini_schema
 from fleet_core.review.prompt import review_prompt
 from fleet_core.review.reviewers import ReviewRequest
 from fleet_core.review.store import ReviewStore
 from fleet_core.review.verdict import SCHEMA, parse_answer
+from lifecycle_support import (
+    QUICK_RETRIES,
+    base_fields,
+    conductors,
+    spawn,
+    until_status,
+)
 
-ACTOR = Actor("alice", Tier.SOVEREIGN)
-FAST = MonitorConfig(interval_s=0.1, deadline_s=30.0, minute_s=0.3)
 S = TaskStatus
 KINDS = ["anthropic", "openai", "gemini"]
 
@@ -108,61 +111,21 @@ async def test_a_wrong_key_is_not_retried(provider) -> None:
 
 
 @pytest.fixture
-async def sample(tmp_path: Path, db: Database) -> Path:
-    work = make_sample(tmp_path / "demo")
-    await grant_repo(db, work, "alice")
-    return work
-
-
-@pytest.fixture
 async def engine(tmp_path: Path, db: Database) -> AsyncIterator[Callable[..., Any]]:
-    made: list[Conductor] = []
+    async with conductors(db) as make:
 
-    def build(fake: FakeProvider, **kw: Any) -> tuple[Conductor, Monitor]:
-        key = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY",
-               "gemini": "GEMINI_API_KEY"}[fake.kind]  # fmt: skip
-        fields: dict[str, Any] = {
-            "data_dir": tmp_path / "data", "host_id": "test-host", "kill_grace_seconds": 0.5,
-            "retry_base_seconds": 0.05, "retry_max_seconds": 0.2,
-            "secrets": {"FLEET_DEMO_DELAY": "0", key: "sk-test"},
-            "reviews": {"kind": fake.kind, "urls": {fake.kind: fake.url}},
-            **kw,
-        }  # fmt: skip
-        c = Conductor.from_settings(Settings(**fields), db)
-        made.append(c)
-        return c, Monitor(c, FAST)
+        def build(fake: FakeProvider, **kw: Any) -> tuple[Conductor, Monitor]:
+            key = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY",
+                   "gemini": "GEMINI_API_KEY"}[fake.kind]  # fmt: skip
+            fields = {**base_fields(tmp_path), **QUICK_RETRIES,
+                      "secrets": {"FLEET_DEMO_DELAY": "0", key: "sk-test"},
+                      "reviews": {"kind": fake.kind, "urls": {fake.kind: fake.url}}, **kw}  # fmt: skip
+            return make(Settings(**fields))
 
-    try:
         yield build
-    finally:
-        for c in made:
-            await c.stop_engine()
-        if made:
-            await made[0].runtime.tmux.kill_server()
 
 
-async def spawn(c: Conductor, repo: Path, description: str, **kw: Any) -> TaskRecord:
-    request = SpawnRequest.model_validate({
-        "description": description, "repository": str(repo), "task_type": "feature",
-        "agent_type": "demo", "timeout_minutes": 5, **kw,
-    })  # fmt: skip
-    out = await c.spawn(ACTOR, request)
-    assert out.task is not None
-    return out.task
-
-
-async def until(c: Conductor, m: Monitor, tid: Any, *statuses: TaskStatus) -> TaskRecord:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 90
-    while loop.time() < end:
-        report = await m.cycle()
-        assert report is not None and report.errors == [], report
-        rec = await c.registry(ACTOR).get(tid)
-        if rec.status in statuses:
-            return rec
-        await c.forges.local.wait_idle()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task stayed {rec.status.value}: {rec.review_status}")
+until = until_status
 
 
 async def rows(c: Conductor, rec: TaskRecord) -> list[Any]:
