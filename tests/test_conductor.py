@@ -360,7 +360,11 @@ async def test_two_processes_two_hundred_spawns_then_the_queue_drains_in_order(
         pipe = subprocess.PIPE
         procs.append(subprocess.Popen(argv, stdin=pipe, stdout=pipe, stderr=pipe, text=True))
     for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "ready":  # it died before: say why (seen once in CI)
+            for q in procs:
+                q.kill()
+            pytest.fail(f"a spawn worker did not start: {p.communicate(timeout=30)[1][-3000:]}")
     for p in procs:
         assert p.stdin is not None
         p.stdin.write("go\n")
