@@ -203,7 +203,8 @@ async def test_codex_waiting_for_network_is_caught_by_silence(engine, sample: Pa
     idle_minutes (0.05 "minutes" of 1 s here) the tail is kept, the agent killed, the task
     failed as `agent_network` and retried."""
     c, m = engine(agents={"codex": {"idle_minutes": 3}})
-    rec = await spawn(c, sample, "codex", "no-network", max_retries=1)
+    # The timeout (30 s) far from idle_minutes (3 s): under load the timeout once came first.
+    rec = await spawn(c, sample, "codex", "no-network", max_retries=1, timeout_minutes=30)
     failed = await until_failed(c, m, rec.id)
     ctx = failed.failure_context or {}
     assert ctx["reason"] == "agent_network", ctx
@@ -221,7 +222,7 @@ async def test_the_prompt_echo_is_cut_from_the_tail(engine, sample: Path) -> Non
     plain = ["codex", "exec", "-m", "{model}", "-s", "workspace-write", "--skip-git-repo-check",
              "-"]  # fmt: skip
     c, m = engine(agents={"codex": {"command": plain, "idle_minutes": 2}})
-    rec = await spawn(c, sample, "codex", "no-network", max_retries=1)
+    rec = await spawn(c, sample, "codex", "no-network", max_retries=1, timeout_minutes=30)
     failed = await until_failed(c, m, rec.id)
     ctx = failed.failure_context or {}
     assert ctx["reason"] == "agent_network"
