@@ -11,9 +11,9 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -44,6 +44,19 @@ def _default_operator() -> str:
     except (KeyError, OSError):
         name = f"uid{os.getuid()}"
     return name if OPERATOR_ID_RE.match(name) else "operator"
+
+
+V = TypeVar("V")
+
+
+def _checked(parse: Callable[[V], object], value: V) -> V:
+    """`value` as a settings validator answers: unchanged when `parse` accepts it; its
+    BadInputError (which names the bad field) as the ValueError pydantic reports."""
+    try:
+        parse(value)
+    except BadInputError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 def _default_data_dir() -> Path:
@@ -167,44 +180,28 @@ class Settings(BaseModel):
     def _routing(cls, value: dict[str, Any]) -> dict[str, Any]:
         from fleet_core.router import ModelRouter  # only when a routing table is configured
 
-        try:
-            ModelRouter.from_config(value)
-        except BadInputError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return _checked(ModelRouter.from_config, value)
 
     @field_validator("agents")
     @classmethod
     def _agents(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from fleet_core.runtime.adapters import build_adapters
 
-        try:
-            build_adapters(value)
-        except BadInputError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return _checked(build_adapters, value)
 
     @field_validator("reviews")
     @classmethod
     def _reviews(cls, value: dict[str, Any]) -> dict[str, Any]:
         from fleet_core.review.settings import ReviewSettings
 
-        try:
-            ReviewSettings.parse(value)
-        except BadInputError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return _checked(ReviewSettings.parse, value)
 
     @field_validator("dod")
     @classmethod
     def _dod(cls, value: dict[str, Any]) -> dict[str, Any]:
         from fleet_core.review.dod import parse_dod
 
-        try:
-            parse_dod(value)
-        except BadInputError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return _checked(parse_dod, value)
 
     @field_validator("data_dir", "pg_bin", "pg_dir", "worktree_dir")
     @classmethod
