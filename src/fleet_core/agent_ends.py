@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -78,20 +77,8 @@ class AgentEnds:
 
     async def wake_pass(self, ids: set[UUID]) -> CycleReport:
         """The cycle's steps for these tasks alone, once their agents have ended."""
-        from fleet_core.monitor import CycleReport
-
-        m = self.m
-        report = CycleReport()
-        begin = time.perf_counter()
-        async with m.acting:
-            try:
-                await asyncio.wait_for(self._pass(ids, report), m.config.deadline_s)
-            except TimeoutError:
-                m.error(report, f"wake pass exceeded its {m.config.deadline_s:.0f} s deadline")
-            except Exception as exc:
-                m.error(report, f"wake pass failed: {type(exc).__name__}: {exc}")
-                log.exception("monitor wake pass failed")
-        report.ms = (time.perf_counter() - begin) * 1000
+        async with self.m.acting:  # after any cycle in progress, outside the deadline
+            report = await self.m.timed("wake pass", lambda r: self._pass(ids, r))
         self.passes += 1
         return report
 

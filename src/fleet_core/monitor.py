@@ -41,7 +41,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,21 +200,27 @@ class Monitor:
             self.skipped += 1
             return None
         async with self._busy:
-            report = CycleReport()
-            begin = time.perf_counter()
-            try:
-                await asyncio.wait_for(self._cycle_acting(report), self.config.deadline_s)
-            except TimeoutError:
-                self._error(report, f"cycle exceeded its {self.config.deadline_s:.0f} s deadline")
-            except Exception as exc:
-                self._error(report, f"cycle failed: {type(exc).__name__}: {exc}")
-                log.exception("monitor cycle failed")
-            report.ms = (time.perf_counter() - begin) * 1000
+            report = await self.timed("cycle", self._cycle_acting)
             self.cycles += 1
             self.last_cycle_ms = report.ms
             for listener in self.on_cycle:
                 listener(report)
             return report
+
+    async def timed(self, what: str, step: Callable[[CycleReport], Awaitable[None]]) -> CycleReport:
+        """`step(report)` within the cycle's deadline, timed; a timeout or an error is counted
+        and kept in the report, never raised (a cycle, or a wake pass of agent_ends)."""
+        report = CycleReport()
+        begin = time.perf_counter()
+        try:
+            await asyncio.wait_for(step(report), self.config.deadline_s)
+        except TimeoutError:
+            self._error(report, f"{what} exceeded its {self.config.deadline_s:.0f} s deadline")
+        except Exception as exc:
+            self._error(report, f"{what} failed: {type(exc).__name__}: {exc}")
+            log.exception("monitor %s failed", what)
+        report.ms = (time.perf_counter() - begin) * 1000
+        return report
 
     def error(self, report: CycleReport, message: str) -> None:
         self._error(report, message)
