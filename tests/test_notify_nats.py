@@ -125,6 +125,32 @@ async def test_every_transition_once_in_order_per_task(
         assert seq == ["spawning", "running", "pr_created", "reviewing", "ready", "merged"]
 
 
+async def test_stopping_publishes_what_is_waiting_first(
+    pg: Pg, db: Database, natsd: NatsServer, alice: TaskRegistry, su: asyncpg.Connection
+) -> None:
+    """An engine that stops while its worker is publishing lets that round finish and
+    publishes the rest before it goes (a second drain beside the loop's used to find the
+    pump's lock held, publish nothing, and the loop was cancelled mid-batch)."""
+    settings = notify_settings(pg.settings.data_dir, nats_url=natsd.url, nats_stream="FLEETT",
+                               notify_poll_seconds=0.3)  # fmt: skip
+    svc = NotifyService(settings, db, secret_store(db))
+    await svc.start()
+    try:
+        for n in range(60):  # 360 events: more than one pump batch
+            await run_task(alice, n)
+
+        async def some_published() -> bool:
+            return bool(await su.fetchval(
+                "SELECT count(*) FROM fleet_outbox WHERE published_at IS NOT NULL"))  # fmt: skip
+
+        await wait_for(some_published, what="the pump to start")
+    finally:
+        await svc.stop(drain_s=60)
+    assert await _published(su)
+    msgs = await stream_messages(natsd.url)
+    assert len(msgs) == 360
+
+
 async def test_nats_stopped_mid_run_loses_nothing(
     service: NotifyService, natsd: NatsServer, alice: TaskRegistry, su: asyncpg.Connection
 ) -> None:

@@ -66,6 +66,7 @@ class OutboxWorker:
         self.after = after
         self.stats = WorkerStats()
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection[Any] | None = None
 
@@ -82,12 +83,23 @@ class OutboxWorker:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop the loop. With `drain_s`, the loop first finishes the round it is in and
+        runs one more (it delivers and publishes what is due), for at most `drain_s`; what
+        is left waits in the database for the next engine. The loop drains alone: a second
+        drain beside it would find the NATS pump's lock held and publish nothing."""
+        task, self._task = self._task, None
+        if task is not None:
+            if drain_s > 0 and not task.done():
+                self._stopping = True
+                self._wake.set()
+                done, _ = await asyncio.wait({task}, timeout=drain_s)
+                if not done:
+                    log.info("outbox: stopped before draining (%.1fs)", drain_s)
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._stopping = False
         await self._unlisten()
 
     async def release_own(self) -> int:
@@ -179,8 +191,11 @@ class OutboxWorker:
 
     async def _loop(self) -> None:
         while True:
+            stopping = self._stopping
             try:
                 await self.drain()
+                if stopping:
+                    return
                 due = await self.next_due_in()
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
@@ -190,6 +205,8 @@ class OutboxWorker:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("outbox worker: %s", self.stats.last_error)
+                if stopping:
+                    return
                 due = None
             timeout = self.poll_s if due is None else min(self.poll_s, due + 0.01)
             with contextlib.suppress(TimeoutError):

@@ -3,8 +3,6 @@ outbox worker (and NATS when configured), started and stopped together."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import IO, Any
 
 from fleet_core.auth.secret_store import SecretStore
@@ -16,8 +14,6 @@ from fleet_core.notify.channels import DesktopChannel
 from fleet_core.notify.delivery import Dispatcher, LocalOperator, Policy
 from fleet_core.notify.outbox import OutboxWorker
 from fleet_core.notify.settings import ChannelStore
-
-log = logging.getLogger(__name__)
 
 
 class NotifyService:
@@ -101,12 +97,7 @@ class NotifyService:
         `drain_s` (what is left waits in the database for the next engine)."""
         try:
             await self.queuer.detach()
-            if self.worker.running and drain_s > 0:
-                try:
-                    await asyncio.wait_for(self.worker.drain(), drain_s)
-                except Exception as exc:  # TimeoutError included: the rest waits
-                    log.info("outbox: stopped before draining: %s", exc)
-            await self.worker.stop()
+            await self.worker.stop(drain_s)
         finally:
             if self.nats is not None:
                 await self.nats.close()
