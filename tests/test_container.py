@@ -19,16 +19,17 @@ from uuid import UUID
 
 import pytest
 
-from conftest import Pg, fleet, git
+from conftest import Pg, eventually, fleet, git
 from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
 from fleet_core.errors import BadInputError, ConfigError, SpawnError
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import AgentType, SpawnRequest
+from fleet_core.monitor import MonitorConfig
 from fleet_core.overview import fleet_overview
 from fleet_core.runtime import docker_client, docker_images
-from lifecycle_support import ACTOR, conductors, spawn, until_status
+from lifecycle_support import ACTOR, FAST, conductors, spawn, until_status
 
 SECRET = "demo-secret-value-7f3a9c"
 HERE = Path(__file__).parent
@@ -79,7 +80,7 @@ async def engine(
 ) -> AsyncIterator[Callable[..., Any]]:
     try:
         async with conductors(db) as make:
-            yield lambda **kw: make(settings_for(tmp_path, **kw))
+            yield lambda config=FAST, **kw: make(settings_for(tmp_path, **kw), config)
     finally:
         # Every container of this test's host, also one an engine process left (no conductor
         # of this process may have been made when a test failed early).
@@ -149,6 +150,31 @@ async def test_stop_leaves_no_container(engine, sample: Path) -> None:
     assert stopped.status is TaskStatus.CANCELLED
     assert containers_of(c.runtime.host_id) == []
     assert not await c.runtime.is_alive(rec.id)
+
+
+async def test_a_container_agents_end_is_judged_before_the_next_cycle(engine, sample: Path) -> None:
+    """The launcher in the container cannot reach the wake socket; the engine's follower of
+    the container's output, whose stream ends when the container stops, sends the wake."""
+    c, m = engine(config=MonitorConfig(interval_s=300.0, deadline_s=60.0))
+    await m.start()
+    try:
+        await eventually(lambda: _true(m.cycles == 1))
+        rec = await spawn(c, sample, "Break it [demo:fail]", max_retries=0)
+
+        async def failed() -> bool:
+            status = (await c.registry(ACTOR).get(rec.id)).status
+            return status in (TaskStatus.FAILED, TaskStatus.ABANDONED)
+
+        await eventually(failed, timeout=60)
+        assert m.cycles == 1 and m.ends.passes >= 1  # a wake pass, not a cycle
+        ctx = (await c.registry(ACTOR).get(rec.id)).failure_context or {}
+        assert ctx["exit_code"] == 1
+    finally:
+        await m.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_a_daemon_that_does_not_answer_is_a_clear_spawn_error(

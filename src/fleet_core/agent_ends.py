@@ -2,7 +2,8 @@
 
 The launcher (outside any sandbox) records the exit, prints its last line and sends
 `ended <task id>` to the run area's wake socket (runtime/wake.py); agents never reach the
-database or the engine. The engine's monitor then runs a wake pass for that task: the cycle's
+database or the engine. A container's launcher cannot reach the socket: there the engine's
+follower of the container's output sends the wake when its stream ends (container_logs.py). The engine's monitor then runs a wake pass for that task: the cycle's
 steps (publish its last commits, ask its forge, judge: pr_created, or failed with its reason)
 for it alone, after a cycle under way and never beside one, then retries and the queue. A
 wake is a hint: a task that is not running here, or whose agent still runs, is left to the

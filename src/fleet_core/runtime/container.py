@@ -18,6 +18,7 @@ themselves are container_api.py's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -31,7 +32,7 @@ from fleet_core.db.sysuser import RunAs
 from fleet_core.errors import BadInputError, SpawnError
 from fleet_core.models import AgentType
 from fleet_core.runtime import container_api as api
-from fleet_core.runtime import launch
+from fleet_core.runtime import launch, wake
 from fleet_core.runtime.adapters import Adapter
 from fleet_core.runtime.container_body import container_argv, create_body, exit_from_state
 from fleet_core.runtime.container_config import ContainerSettings
@@ -67,7 +68,7 @@ class ContainerRuntime(LocalRuntime):
         super().__init__(*args, **kwargs)
         self.config = container or ContainerSettings()
         self.daemon = Daemon(self.config.docker_host)
-        self._followers = Followers()
+        self._followers = Followers(on_end=functools.partial(wake.send, self.paths.runs))
 
     # -- the daemon --------------------------------------------------------------------------
 

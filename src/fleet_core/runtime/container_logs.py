@@ -7,6 +7,11 @@ running container (the engine restarted) asks only for what came after it: nothi
 twice or lost. The follow stream drops a last line that has no newline (the daemon's
 behaviour), so once it ends the log after that timestamp is read once more. The file is appended
 to, never truncated: a retry's container adds its output after the earlier attempts'.
+
+A follow stream that ends by itself means the container stopped: the follower then calls its
+`on_end` (the runtime sends the task's wake, as local mode's launcher does: the launcher in a
+container cannot reach the engine's wake socket, by design). A stream cut by an error calls
+nothing, so a daemon that drops streams of running containers cannot make wakes loop.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
@@ -31,9 +38,11 @@ log = logging.getLogger(__name__)
 
 class LogFollower:
     def __init__(
-        self, docker: aiodocker.Docker, name: str, path: Path, mark: Path, *, resume: bool
-    ) -> None:
+        self, docker: aiodocker.Docker, name: str, path: Path, mark: Path, *, resume: bool,
+        on_end: Callable[[], object] | None = None,
+    ) -> None:  # fmt: skip
         self.docker = docker
+        self.on_end = on_end
         self.name = name
         self.path = path
         self.mark = mark  # the next `since`: just after the last entry written
@@ -65,15 +74,19 @@ class LogFollower:
             )
             async for chunk in stream:
                 await self._take(chunk)
+            stopped = True
         except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
             log.info("following %s ended: %s", self.name, exc)
+            stopped = False
         try:  # what the follow stream missed: a last line without a newline
             rest = await container.log(stdout=True, stderr=True, timestamps=True,
                                        since=self.since)  # fmt: skip
         except (aiodocker.DockerError, aiohttp.ClientError, OSError):
-            return
+            rest = []
         for chunk in rest:
             await self._take(chunk)
+        if stopped and self.on_end is not None:
+            self.on_end()
 
     async def _take(self, chunk: str) -> None:
         stamp, sep, text = chunk.partition(" ")
@@ -86,10 +99,12 @@ class LogFollower:
 
 
 class Followers:
-    """One follower per task, started again when the last one has ended."""
+    """One follower per task, started again when the last one has ended; `on_end(task id)`
+    when a task's container stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_end: Callable[[UUID], object] | None = None) -> None:
         self.by_task: dict[UUID, LogFollower] = {}
+        self.on_end = on_end
 
     def start(
         self, task_id: UUID, docker: aiodocker.Docker, name: str, path: Path, mark: Path,
@@ -97,7 +112,9 @@ class Followers:
     ) -> None:  # fmt: skip
         follower = self.by_task.get(task_id)
         if follower is None or follower.done:
-            self.by_task[task_id] = LogFollower(docker, name, path, mark, resume=resume)
+            ended = None if self.on_end is None else functools.partial(self.on_end, task_id)
+            self.by_task[task_id] = LogFollower(docker, name, path, mark, resume=resume,
+                                                on_end=ended)  # fmt: skip
 
     async def settle(self, task_id: UUID) -> None:
         """The file holds everything of an ended container's log."""
