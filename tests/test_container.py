@@ -318,3 +318,25 @@ def test_fleet_image_list_and_build(demo_image: str, tmp_path: Path) -> None:
     )
     gone = fleet("image", "list", DOCKER_HOST=f"unix://{tmp_path}/none.sock")
     assert gone.returncode == 1 and "no Docker daemon reachable" in gone.stderr
+
+
+def test_a_ca_bundle_goes_into_the_build_context_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    import tarfile
+
+    pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    with tarfile.open(fileobj=docker_images.build_context(AgentType.CLAUDE_CODE, pem)) as tar:
+        assert tar.getnames() == ["Dockerfile", "ca", "ca/fleet-extra.crt"]
+        extracted = tar.extractfile("ca/fleet-extra.crt")
+        assert extracted is not None and extracted.read() == pem
+    with tarfile.open(fileobj=docker_images.build_context(AgentType.CLAUDE_CODE)) as tar:
+        assert tar.getnames() == ["Dockerfile", "ca"]  # COPY ca needs the directory
+    for agent in (a for a in AgentType if a not in (AgentType.DEMO, AgentType.CUSTOM)):
+        text = docker_images.dockerfile(agent).read_text()
+        assert "COPY ca /usr/lib/fleet-ca" in text and "update-ca-certificates" in text
+        assert text.index("update-ca-certificates") < text.index("apt-get update")
+    (tmp_path / "not.pem").write_text("hello")
+    for path, said in ((tmp_path / "not.pem", "holds no PEM certificate"),
+                       (tmp_path / "missing.pem", "cannot read")):  # fmt: skip
+        out = fleet("image", "build", "--agent", "demo", "--ca-bundle", str(path))
+        assert out.returncode == 2 and "fleet image build: --ca-bundle: " in out.stderr
+        assert said in out.stderr and str(path) in out.stderr

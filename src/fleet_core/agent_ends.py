@@ -1,15 +1,16 @@
 """An agent's end, at once: the monitor's wake passes and the removal of finished sessions.
 
-The launcher (outside any sandbox) records the exit, prints its last line and sends
-`ended <task id>` to the run area's wake socket (runtime/wake.py); agents never reach the
-database or the engine. A container's launcher cannot reach the socket: there the engine's
-follower of the container's output sends the wake when its stream ends (container_logs.py). The engine's monitor then runs a wake pass for that task: the cycle's
-steps (publish its last commits, ask its forge, judge: pr_created, or failed with its reason)
-for it alone, after a cycle under way and never beside one, then retries and the queue. A
-wake is a hint: a task that is not running here, or whose agent still runs, is left to the
-cycle; one still spawning (its agent ended before the spawn was recorded) is tried again
-every 0.1 s for up to 10 s. The periodic cycle stays the safety net for a wake that never
-came (no listener, a launcher killed with its agent).
+The launcher (outside any sandbox) records the exit, prints its last line and sends `ended
+<task id>` to the run area's wake socket (runtime/wake.py); agents never reach the database
+or the engine. A container's launcher cannot reach the socket: there the engine's follower
+of the container's output sends the wake when its stream ends (container_logs.py). The
+engine's monitor then runs a wake pass for that task: the cycle's steps (publish its last
+commits, ask its forge, judge: pr_created, or failed with its reason) for it alone, after a
+cycle under way and never beside one, then retries and the queue. A wake is a hint: a task
+that is not running here, or whose agent still runs, is left to the cycle; one still
+spawning (its agent ended before the spawn was recorded) is tried again every 0.1 s for up
+to 10 s. The periodic cycle stays the safety net for a wake that never came (no listener, a
+launcher killed with its agent).
 
 Finished tasks' tmux sessions (dead panes, kept by remain-on-exit) go once their output is in
 the task's log file (agent_log: the launcher's last line is there), so they do not pile up.

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from fleet_core.cli.runner import run_async
 from fleet_core.cli.verbs import Command
 from fleet_core.config import Settings
+from fleet_core.errors import BadInputError
 from fleet_core.models import AgentType
 
 SHIPPED = [a.value for a in AgentType if a is not AgentType.CUSTOM]
@@ -26,6 +28,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     build.add_argument("--base", metavar="IMAGE",
                        help="the image to build FROM (default: fleet-base:bookworm, made here "
                        "by debootstrap when missing)")  # fmt: skip
+    build.add_argument("--ca-bundle", metavar="PEM",
+                       help="certificates the build and the agents trust besides Debian's "
+                       "(a TLS-inspecting proxy's authority), e.g. "
+                       "/etc/ssl/certs/ca-certificates.crt")  # fmt: skip
     listing = sub.add_parser("list", help="fleet's images on the daemon")
     listing.add_argument("--json", action="store_true")
 
@@ -46,7 +52,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             for agent in agents:
                 tag = settings.container.images.get(agent.value) or docker_images.image_tag(agent)
                 say(f"building {tag} from {base}")
-                await docker_images.build(docker, agent, base=base, tag=tag, progress=say)
+                await docker_images.build(docker, agent, base=base, tag=tag, progress=say,
+                                          ca_bundle=ca)  # fmt: skip
                 say(f"built {tag}")
         return 0
 
@@ -61,6 +68,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{i.tag:<36} {i.image_id}  {i.size_mb:>8.1f} MB")
         return 0
 
+    ca = None
+    if args.action == "build" and args.ca_bundle is not None:
+        try:
+            ca = docker_images.read_ca_bundle(Path(args.ca_bundle))
+        except BadInputError as exc:
+            print(f"fleet image build: --ca-bundle: {exc.message}", file=sys.stderr)
+            return exc.exit_code
     try:
         return run_async(build if args.action == "build" else show)
     except (docker_client.DockerUnavailableError, docker_images.ImageError) as exc:

@@ -5,6 +5,12 @@ Engine API (`POST /images/create?fromSrc=-`: aiodocker's `import_image` posts to
 `/images/load`, the `docker save` format, which a rootfs tar is not). Each agent type's image
 is then built (`POST /build`) from a Dockerfile shipped in `runtime/images/` with `FROM` the
 base. `ensure_base` does nothing when the tag exists already: the import is done once.
+
+Behind a proxy that inspects TLS (its own certificate authority), npm and pip in a build fail
+with "self-signed certificate in certificate chain". `build(..., ca_bundle=PEM)` puts those
+certificates in the build context (`ca/`); the real agents' Dockerfiles add them to the
+image's trust store and point Node.js, pip and Python's ssl at it, at build and at run time.
+Without one, `ca/` is empty and the images trust Debian's authorities only.
 """
 
 from __future__ import annotations
@@ -124,12 +130,30 @@ async def import_rootfs(docker: aiodocker.Docker, rootfs: Path, tag: str) -> Non
         raise ImageError(f"import of {tag} failed: {text.strip()[-500:]}")
 
 
-def build_context(agent: AgentType) -> io.BytesIO:
-    """The build context in memory: the agent's Dockerfile and, for the demo agent, the
-    package's standard-library-only demo program."""
+def read_ca_bundle(path: Path) -> bytes:
+    """A PEM file of certificates to trust in builds; BadInputError naming `--ca-bundle`
+    when it cannot be read or holds no certificate."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError("ca_bundle", f"cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise BadInputError("ca_bundle", f"{path} holds no PEM certificate")
+    return data
+
+
+def build_context(agent: AgentType, ca_bundle: bytes | None = None) -> io.BytesIO:
+    """The build context in memory: the agent's Dockerfile, the `ca/` directory (the extra
+    certificates, or empty) and, for the demo agent, the package's standard-library-only demo
+    program."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(dockerfile(agent), arcname="Dockerfile")
+        ca = tarfile.TarInfo("ca")
+        ca.type, ca.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(ca)
+        if ca_bundle is not None:
+            _add_bytes(tar, "ca/fleet-extra.crt", ca_bundle)
         if agent is AgentType.DEMO:
             _add_bytes(tar, "fleet_core/__init__.py", b"")
             tar.add(PACKAGE_DIR / "demo_agent.py", arcname="fleet_core/demo_agent.py")
@@ -151,15 +175,17 @@ async def build(
     base: str = BASE_TAG,
     tag: str | None = None,
     progress: Progress | None = None,
+    ca_bundle: bytes | None = None,
 ) -> str:
-    """Build the agent type's image FROM `base` (which must exist); returns its tag."""
+    """Build the agent type's image FROM `base` (which must exist), trusting `ca_bundle`'s
+    certificates too (PEM); returns its tag."""
     tag = tag or image_tag(agent)
     if not await exists(docker, base):
         raise ImageError(f"base image {base} does not exist here (no registry is used): "
                          "build it first (`fleet image build` makes the default one)")  # fmt: skip
     say = progress or (lambda _line: None)
     stream = docker.images.build(
-        fileobj=build_context(agent), encoding="identity", tag=tag, forcerm=True,
+        fileobj=build_context(agent, ca_bundle), encoding="identity", tag=tag, forcerm=True,
         buildargs={"BASE": base}, stream=True,
     )  # fmt: skip
     try:

@@ -2,6 +2,13 @@
 ARG BASE=fleet-base:bookworm
 FROM ${BASE}
 USER root
+# Certificates to trust besides Debian's (`fleet image build --ca-bundle`; `ca/` may be empty).
+COPY ca /usr/lib/fleet-ca
+ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+RUN mkdir -p /usr/local/share/ca-certificates/fleet \
+ && find /usr/lib/fleet-ca -name '*.crt' -exec cp {} /usr/local/share/ca-certificates/fleet/ \; \
+ && update-ca-certificates >/dev/null
 RUN apt-get update && apt-get install -y --no-install-recommends python3-venv && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/aider && /opt/aider/bin/pip install --no-cache-dir aider-chat \
  && ln -s /opt/aider/bin/aider /usr/local/bin/aider
