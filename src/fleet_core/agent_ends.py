@@ -3,7 +3,8 @@
 The launcher (outside any sandbox) records the exit, prints its last line and sends
 `ended <task id>` to the run area's wake socket (runtime/wake.py); agents never reach the
 database or the engine. A container's launcher cannot reach the socket: there the engine's
-follower of the container's output sends the wake when its stream ends (container_logs.py). The engine's monitor then runs a wake pass for that task: the cycle's
+follower of the container's output sends the wake when its stream ends (container_logs.py).
+The engine's monitor then runs a wake pass for that task: the cycle's
 steps (publish its last commits, ask its forge, judge: pr_created, or failed with its reason)
 for it alone, after a cycle under way and never beside one, then retries and the queue. A
 wake is a hint: a task that is not running here, or whose agent still runs, is left to the
@@ -94,7 +95,7 @@ class AgentEnds:
             self._early.pop(task_id, None)
             if rec is None or rec.status is not S.RUNNING or rec.host_id != rt.host_id:
                 continue  # not ours, or already moved (by a cycle, the operator)
-            if m.being_killed(task_id) or await rt.is_alive(task_id):
+            if m.kills.being_killed(task_id) or await rt.is_alive(task_id):
                 continue  # a wake that does not hold: the cycle judges it
             tasks.append(rec)
         report.checked = len(tasks)
