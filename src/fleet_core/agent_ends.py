@@ -95,7 +95,7 @@ class AgentEnds:
             self._early.pop(task_id, None)
             if rec is None or rec.status is not S.RUNNING or rec.host_id != rt.host_id:
                 continue  # not ours, or already moved (by a cycle, the operator)
-            if m.being_killed(task_id) or await rt.is_alive(task_id):
+            if m.kills.being_killed(task_id) or await rt.is_alive(task_id):
                 continue  # a wake that does not hold: the cycle judges it
             tasks.append(rec)
         report.checked = len(tasks)

@@ -23,7 +23,7 @@ are reported, never killed. Each cycle then, in this order:
    type's idle_minutes, see progress.py) → log tail read, then killed (beside the cycle,
    outside its deadline) and failed (`timeout`, `agent_idle` or `agent_network`); stalls (no
    new commit for `stall_s` since the agent's start or its last commit) → a warning event,
-   stored on the task; interrupted spawns → failed or cancelled;
+   stored on the task (agent_kills.py); interrupted spawns → failed or cancelled;
 6. retries that are due (RetryEngine), then queued spawns; dead sessions of finished tasks
    are removed once their output is in the log file (agent_ends.py).
 
@@ -49,16 +49,16 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from fleet_core.agent_ends import AgentEnds
+from fleet_core.agent_kills import AgentKills
 from fleet_core.ci_start import NO_CHECKS, no_checks_for
 from fleet_core.db.database import Tenant
 from fleet_core.errors import InvalidTransitionError, StaleVersionError
 from fleet_core.events import EventType
-from fleet_core.failures import NO_PR, TIMEOUT, Verdict, idle_reason
+from fleet_core.failures import NO_PR, Verdict
 from fleet_core.forge.base import CiReport, ForgeError, PrState, PullRequest
 from fleet_core.judging import Judge
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import CiStatus, TaskRecord, TaskType
-from fleet_core.progress import ProgressWatch
 from fleet_core.publishing import Publisher
 from fleet_core.registry import TaskRegistry
 from fleet_core.retry import failure_context
@@ -124,14 +124,11 @@ class Monitor:
         self._busy = asyncio.Lock()  # one cycle at a time (an overlapping one is skipped)
         self.acting = asyncio.Lock()  # a cycle or a wake pass: never two judging at once
         self._loop: asyncio.Task[None] | None = None
-        self._panes: dict[UUID, PaneState] = {}  # this cycle's agent panes, by task
+        self.panes: dict[UUID, PaneState] = {}  # this cycle's agent panes, by task
         self.publisher = Publisher(conductor)
         self.judge = Judge(conductor, self.publisher)
         self.stalls = StallWatch(conductor, self.admin, self.config.stall_s)
-        self._kills: dict[UUID, asyncio.Task[None]] = {}  # timed-out or idle agents being killed
-        self.progress = ProgressWatch(
-            conductor.runtime.paths.data_dir, fingerprint_every_s=self.config.minute_s / 2
-        )
+        self.kills = AgentKills(self)  # timeouts, idle agents (killed beside the cycle), stalls
         self.on_cycle: list[Callable[[CycleReport], None]] = []  # metrics, tests
         self.ends = AgentEnds(self)  # an agent's end, at once (its launcher wakes us)
 
@@ -164,9 +161,7 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
             self._loop = None
-        # Kills under way finish (each is bounded by the kill grace): an agent half-killed
-        # would stay running with its task still `running`.
-        await asyncio.gather(*self._kills.values(), return_exceptions=True)
+        await self.kills.wait()
 
     async def _run(self) -> None:
         while True:
@@ -184,7 +179,7 @@ class Monitor:
             if rec.status in (S.SPAWNING, S.RUNNING) and rec.id not in sessions:
                 ctx = failure_context("conductor_restart", previous=rec,
                                       log_tail=await self._tail(rec))  # fmt: skip
-                if await self._move(rec, S.FAILED, "conductor_restart", failure_context=ctx):
+                if await self.move(rec, S.FAILED, "conductor_restart", failure_context=ctx):
                     orphaned.append(rec.id)
         known = {r.id for r in rows}
         untracked = sorted([t for t in sessions - known if await self.admin.find(t) is None])
@@ -225,9 +220,6 @@ class Monitor:
     def error(self, report: CycleReport, message: str) -> None:
         self._error(report, message)
 
-    def being_killed(self, task_id: UUID) -> bool:
-        return task_id in self._kills
-
     def _error(self, report: CycleReport, message: str) -> None:
         self.errors += 1
         self.last_error = message
@@ -242,14 +234,14 @@ class Monitor:
         tasks = await self.admin.list_live()
         report.checked = len(tasks)
         self._forget_ended({t.id for t in tasks})
-        self._panes = await self.c.runtime.task_panes()
-        alive = await self.c.runtime.alive_tasks(self._panes)
+        self.panes = await self.c.runtime.task_panes()
+        alive = await self.c.runtime.alive_tasks(self.panes)
         ended = {t.id for t in tasks if t.status is S.RUNNING and t.host_id == host} - alive
-        self.progress.keep_only(alive)
+        self.kills.progress.keep_only(alive)
         await self.publisher.push([t for t in tasks if t.status is S.RUNNING and t.host_id == host],
                                   functools.partial(self._error, report))  # fmt: skip
         await self.check_all(tasks, ended, report)
-        await self.ends.sweep(tasks, self._panes)
+        await self.ends.sweep(tasks, self.panes)
         await self.after(report)
 
     async def check_all(
@@ -343,7 +335,7 @@ class Monitor:
         now: datetime,
         report: CycleReport,
     ) -> None:
-        if rec.id in self._kills:
+        if self.kills.being_killed(rec.id):
             return  # being killed for its timeout: that kill moves it
         pr = prs.get(rec.id)
         mine = rec.host_id == self.c.runtime.host_id
@@ -354,11 +346,11 @@ class Monitor:
         well = not ended or (status is not None and status.code == 0)
         if rec.status is S.RUNNING and ended and well and rec.task_type is TaskType.REVIEW and mine:
             to, reason, update = await outcome(self.c, rec)  # no PR: its report is its DoD
-            if await self._move(rec, to, reason, **update):
+            if await self.move(rec, to, reason, **update):
                 report.ended += 1
             return
         if rec.status is S.RUNNING and pr is not None and (ended or not mine) and well:
-            rec = await self._move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
+            rec = await self.move(rec, S.PR_CREATED, "pr_found", pr_number=pr.number) or rec
             report.prs += 1
         elif rec.status is S.RUNNING and ended:
             pushed = rec.id not in self.publisher.errors
@@ -371,7 +363,7 @@ class Monitor:
             if status is not None and status.code == 0 and pushed:
                 opened = await self.publisher.open_pr(rec)
                 if opened is not None:  # the engine opens the PR (GitHub); agents never do
-                    await self._move(rec, S.PR_CREATED, "pr_opened", pr_number=opened.number)
+                    await self.move(rec, S.PR_CREATED, "pr_opened", pr_number=opened.number)
                     report.prs += 1
                     return
             report.ended += 1
@@ -381,12 +373,12 @@ class Monitor:
             await self._ci(rec, ci[rec.id], report, now)
             return
         if mine and rec.status is S.RUNNING:
-            await self._timeout_or_stall(rec, now, report)
+            await self.kills.timeout_or_stall(rec, now, report)
         elif mine and rec.status is S.SPAWNING:
             if _age(rec.updated_at, now) > self.config.stuck_spawning_s:
                 await self._stuck_spawning(rec)
         elif rec.status is S.PROPOSED and _age(rec.updated_at, now) > self.config.stuck_proposed_s:
-            await self._move(rec, S.CANCELLED, "spawn_interrupted")
+            await self.move(rec, S.CANCELLED, "spawn_interrupted")
 
     async def _stuck_spawning(self, rec: TaskRecord) -> None:
         """A spawn whose saga was interrupted (its engine died): adopt the agent if it runs,
@@ -398,17 +390,17 @@ class Monitor:
                 "host_id": self.c.runtime.host_id,
                 "spawned_at": datetime.now(UTC),
             }
-            await self._move(rec, S.RUNNING, "adopted", **handle)
+            await self.move(rec, S.RUNNING, "adopted", **handle)
             return
         ctx = failure_context("spawn_interrupted", previous=rec)
-        await self._move(rec, S.FAILED, "spawn_interrupted", failure_context=ctx)
+        await self.move(rec, S.FAILED, "spawn_interrupted", failure_context=ctx)
 
     async def _agent_ended(
         self, rec: TaskRecord, status: ExitStatus | None, report: CycleReport
     ) -> None:
         verdict, ctx = await self.judge.ended(rec, status)
         reason, resume = verdict.reason, verdict.resume_at
-        if await self._move(rec, S.FAILED, reason, failure_context=ctx):
+        if await self.move(rec, S.FAILED, reason, failure_context=ctx):
             report.failed += 1
             if resume is not None:
                 await self.c.bus.emit(
@@ -439,7 +431,7 @@ class Monitor:
                 ci_log=ci.log_excerpt,
                 ci_url=ci.url,
             )
-            await self._move(rec, S.FAILED, "ci_failed", failure_context=ctx)
+            await self.move(rec, S.FAILED, "ci_failed", failure_context=ctx)
             report.failed += 1
         elif no_checks_for(rec, ci, now, self.config.ci_start_s):  # fleet_core.ci_start
             if not required(self.c.dod, rec.task_type)["ci"]:
@@ -447,69 +439,12 @@ class Monitor:
                 return
             minutes = round(self.config.ci_start_s / self.config.minute_s, 2)
             ctx = failure_context(NO_CHECKS, previous=rec, ci_url=ci.url, ci_start_minutes=minutes)
-            await self._move(rec, S.FAILED, NO_CHECKS, failure_context=ctx)
+            await self.move(rec, S.FAILED, NO_CHECKS, failure_context=ctx)
             report.failed += 1
         elif ci.state is CiStatus.PASSING and rec.status is S.PR_CREATED:
             await self.c.reviews.begin(rec, ci.head_sha)  # reviewing; the review runs beside
         elif rec.status is S.REVIEWING:
             self.c.reviews.ensure(rec)  # an engine that restarted takes its reviews up again
-
-    def _kill_beside(self, rec: TaskRecord, verdict: Verdict, **fields: Any) -> None:
-        """The kill (its grace, then SIGKILL) runs beside the cycle, never inside its
-        deadline: a cancelled kill would leave the agent running and the task unfailed."""
-        if rec.id in self._kills:
-            return
-        task = asyncio.create_task(self._stop_agent(rec, verdict, fields),
-                                   name=f"fleet-{verdict.reason}-{rec.id}")  # fmt: skip
-        self._kills[rec.id] = task
-        task.add_done_callback(functools.partial(self._killed, rec.id))
-
-    async def _timeout_or_stall(self, rec: TaskRecord, now: datetime, report: CycleReport) -> None:
-        started = rec.spawned_at or rec.created_at
-        limit = rec.timeout_minutes * self.config.minute_s
-        if _age(started, now) > limit:
-            report.timeouts += 1
-            self._kill_beside(rec, Verdict(TIMEOUT), timeout_minutes=rec.timeout_minutes)
-            return
-        adapter = self.c.runtime.adapters.get(rec.agent_type)
-        if adapter is not None:
-            pane = self._panes.get(rec.id)
-            idle = await self.progress.idle_for(
-                rec.id,
-                log_path=self.c.runtime.log_path(rec.id),
-                pane_pid=pane.pid if pane else None,
-                checkout=Path(rec.worktree_path) if rec.worktree_path else None,
-                profile=adapter.profile,
-            )
-            if idle > adapter.idle_minutes * self.config.minute_s:
-                tail = await self._tail(rec) or ""
-                report.timeouts += 1
-                self._kill_beside(rec, idle_reason(adapter.profile, tail),
-                                  idle_minutes=adapter.idle_minutes)  # fmt: skip
-                return
-        if await self.stalls.check(rec, started, now):
-            report.stalls += 1
-
-    async def _stop_agent(self, rec: TaskRecord, verdict: Verdict, fields: dict[str, Any]) -> None:
-        """The log tail and diff first, then the kill, then running → failed with the
-        verdict's reason (`timeout`, `agent_idle`, `agent_network`)."""
-        tail = await self._tail(rec)
-        diff = await self._diff(rec)
-        await self.c.runtime.kill(rec.id)
-        self.progress.forget(rec.id)
-        ctx = failure_context(verdict.reason, previous=rec, diff=diff, log_tail=tail,
-                              message=verdict.message, **fields)  # fmt: skip
-        await self._move(rec, S.FAILED, verdict.reason, failure_context=ctx)
-
-    def _killed(self, task_id: UUID, task: asyncio.Task[None]) -> None:
-        self._kills.pop(task_id, None)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.errors += 1
-            self.last_error = f"timeout of task {str(task_id)[:8]}: {type(exc).__name__}: {exc}"
-            log.error("timing out a task failed", exc_info=exc, extra={"task": str(task_id)})
 
     # What failure judging (judging.py) gives, under the names the cycle's steps use.
     async def _verdict(
@@ -523,7 +458,7 @@ class Monitor:
     async def _tail(self, rec: TaskRecord) -> str | None:
         return await self.judge.tail(rec)
 
-    async def _move(
+    async def move(
         self, rec: TaskRecord, to: TaskStatus, reason: str, **update: Any
     ) -> TaskRecord | None:
         """The transition, or None when another engine or the operator moved it first."""
