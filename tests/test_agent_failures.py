@@ -122,6 +122,17 @@ async def test_claude_not_logged_in_fails_at_once_as_auth(engine, sample: Path) 
     assert retried.retry_count == 1
 
 
+async def test_claude_without_dns_is_a_network_failure(engine, sample: Path) -> None:
+    """Claude Code 2.1.332 in a container that could not resolve the API's name: its stream
+    of api_retry lines, then the error result, exit 1 (recorded by fleet on the test VM)."""
+    c, m = engine()
+    rec = await spawn(c, sample, "claude_code", "no-dns", max_retries=2)
+    failed = (await cycles(c, m, rec.id, 1))[0]
+    ctx = failed.failure_context or {}
+    assert (failed.status, ctx["reason"]) == (TaskStatus.FAILED, "agent_network"), ctx
+    assert "Can't reach the API server" in ctx["message"] and ctx["exit_code"] == 1
+
+
 async def test_claude_without_network_is_retried(engine, sample: Path) -> None:
     c, m = engine()
     rec = await spawn(c, sample, "claude_code", "no-network", max_retries=2)

@@ -6,6 +6,8 @@ The task's model names the situation:
 
   no-login       claude, not logged in: the stream-json answer, exit 1
   no-network     claude: silent, then "API Error: Unable to connect to API", exit 1
+  no-dns         claude 2.1.332 in a container without DNS: ten api_retry lines, then "API
+                 Error: Can't reach the API server ... (ENOTFOUND)" as its result, exit 1
                  codex: reconnect lines, then "Reconnecting... waiting for network" every
                  second, forever
   no-key         gemini: "Please set an Auth method ...", exit 41; aider: the
@@ -140,6 +142,11 @@ def main() -> int:
     if cli == "claude" and model == "no-network":
         time.sleep(0.5)
         out(b"API Error: Unable to connect to API (ConnectionRefused)\n")
+        return 1
+    if cli == "claude" and model == "no-dns":
+        for line in run("claude-no-dns.out").splitlines(keepends=True):
+            out(line)
+            time.sleep(0.05)  # the real one waited 3 minutes between its retries
         return 1
     if cli == "claude" and model == "silent":
         out(b'{"type":"system","subtype":"init","model":"silent"}\n')

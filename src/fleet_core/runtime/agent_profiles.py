@@ -64,7 +64,8 @@ PROFILES: dict[AgentType, Profile] = {
                r"error: unknown option", r"error: option .* argument missing",
                r"model: .* (?:not found|not_found_error)", r"Invalid model"),
             _p(NETWORK, r"Unable to connect to API", r"ConnectionRefused", r"Connection error",
-               r"fetch failed", r"overloaded_error"),
+               r"fetch failed", r"overloaded_error",
+               r"Can't reach the API server"),  # 2.1.332, after 10 api_retry lines
             _p(USAGE, r"usage limit reached", r"Claude AI usage limit"),
         ),
         stream="claude",
