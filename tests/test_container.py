@@ -340,3 +340,22 @@ def test_a_ca_bundle_goes_into_the_build_context_and_bad_ones_are_refused(tmp_pa
         out = fleet("image", "build", "--agent", "demo", "--ca-bundle", str(path))
         assert out.returncode == 2 and "fleet image build: --ca-bundle: " in out.stderr
         assert said in out.stderr and str(path) in out.stderr
+
+
+def test_cli_verbs_close_their_docker_client(demo_image: str, sample: Path) -> None:
+    """`fleet spawn` and `fleet stop` of a container task close the daemon's client (aiohttp
+    logged "Unclosed connector" to the log file at every verb's exit before)."""
+    log = Path(os.environ["FLEET_DATA_DIR"]) / "logs" / "fleet.log"
+    before = log.read_text().count("Unclosed") if log.exists() else 0
+    out = fleet("spawn", "--repo", str(sample), "--type", "docs", "--agent", "demo",
+                "--runtime", "container", "--json", "Wait here [demo:hang]",
+                FLEET_SECRETS='{"FLEET_DEMO_DELAY": "0"}')  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    task = json.loads(out.stdout)
+    try:
+        assert task["runtime"] == "container" and inspect(task["tmux_session"]) is not None
+    finally:
+        stopped = fleet("stop", task["id"], "--json")
+    assert stopped.returncode == 0 and json.loads(stopped.stdout)["status"] == "cancelled"
+    assert inspect(task["tmux_session"]) is None
+    assert log.read_text().count("Unclosed") == before

@@ -27,7 +27,11 @@ async def conductor(settings: Settings, *, read_only: bool = False) -> AsyncIter
     from fleet_core.conductor import Conductor
 
     async with opened(settings, read_only=read_only) as db:
-        yield Conductor.from_settings(settings, db)
+        c = Conductor.from_settings(settings, db)
+        try:
+            yield c
+        finally:  # its clients (the Docker daemon's among them) are closed, not dropped
+            await c.stop_engine()
 
 
 def with_conductor(
