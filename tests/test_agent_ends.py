@@ -221,8 +221,16 @@ async def test_the_cli_alone_sees_an_agent_fail_before_the_engine_cycles_again(
            "FLEET_SECRETS": '{"FLEET_DEMO_DELAY": "0"}', "FLEET_GH": "/nonexistent/gh",
            "FLEET_HOST_ID": "wake-host"}  # fmt: skip
     try:
+        log = data / "logs" / "fleet.log"
+        first = "monitor: first cycle done"
+        before = log.read_text().count(first) if log.exists() else 0
         started = fleet("engine", "start", "--json", **env)
         assert started.returncode == 0, started.stderr
+
+        async def cycled() -> bool:  # the spawn comes after the engine's one cycle in the test
+            return log.read_text().count(first) > before
+
+        await eventually(cycled, timeout=60)
         sample = make_sample(tmp_path / "demo")
         args = ["spawn", "--repo", str(sample), "--type", "feature", "--agent", "demo", "-q"]
         out = fleet(*args, "Break it [demo:fail]", **env)
@@ -235,8 +243,12 @@ async def test_the_cli_alone_sees_an_agent_fail_before_the_engine_cycles_again(
 
         await eventually(failed, timeout=60)  # 60 s < the 300 s to the engine's next cycle
         line = f"agent ended: task {task_id}"
-        log_text = (data / "logs" / "fleet.log").read_text()
-        assert any(line in ln and "is failed at once" in ln for ln in log_text.splitlines())
+
+        async def said() -> bool:  # written just after the move the query above saw
+            lines = log.read_text().splitlines()
+            return any(line in ln and "is failed at once" in ln for ln in lines)
+
+        await eventually(said, timeout=30)
         shown = fleet("show", task_id, "--json", **env)
         assert json.loads(shown.stdout)["failure_context"]["exit_code"] == 1
         sessions = subprocess.run(

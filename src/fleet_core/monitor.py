@@ -164,9 +164,12 @@ class Monitor:
         await self.kills.wait()
 
     async def _run(self) -> None:
+        report = await self.cycle()
+        log.info("monitor: first cycle done (%s tasks checked); the next in %.0f s",
+                 report.checked if report else "no", self.config.interval_s)  # fmt: skip
         while True:
-            await self.cycle()
             await asyncio.sleep(self.config.interval_s)
+            await self.cycle()
 
     # -- reconcile -----------------------------------------------------------------------------
 
