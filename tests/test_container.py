@@ -177,6 +177,31 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def test_a_silent_container_agent_that_computes_is_not_idle(engine, sample: Path) -> None:
+    """CPU time is progress in a container as in tmux: the container's first process is found
+    in this host's /proc (and checked to be in the container's cgroup). A silent agent that
+    computes runs on past its idle limit; one that only waits is stopped as idle."""
+    spin = "import time\nwhile True: sum(range(10000))"
+    c, m = engine(agents={"demo": {"command": ["python3", "-c", spin], "idle_minutes": 1}})
+    busy = await spawn(c, sample, "Think hard", max_retries=0, timeout_minutes=60)
+    pid = await c.runtime.agent_pid(busy.id)
+    assert pid is not None and Path(f"/proc/{pid}/cgroup").read_text().count("docker") >= 1
+    c2, m2 = engine(agents={"demo": {"command": ["sleep", "3600"], "idle_minutes": 1}})
+    quiet = await spawn(c2, sample, "Wait quietly", max_retries=0, timeout_minutes=60)
+    gone = await until(c2, m2, quiet.id, TaskStatus.ABANDONED, TaskStatus.FAILED)
+    assert (gone.failure_context or {})["reason"] == "agent_idle"
+    # The busy one: as many cycles as its idle limit (0.3 s here) several times over.
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 3.0
+    while loop.time() < end:
+        report = await m.cycle()
+        assert report is not None and report.errors == [], report
+        await asyncio.sleep(0.1)
+    now = await c.registry(ACTOR).get(busy.id)
+    assert now.status is TaskStatus.RUNNING, now.failure_context
+    await c.stop(ACTOR, str(busy.id))
+
+
 async def test_a_daemon_that_does_not_answer_is_a_clear_spawn_error(
     tmp_path: Path, db: Database, sample: Path
 ) -> None:

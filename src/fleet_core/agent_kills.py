@@ -64,10 +64,11 @@ class AgentKills:
         adapter = m.c.runtime.adapters.get(rec.agent_type)
         if adapter is not None:
             pane = m.panes.get(rec.id)
+            pid = pane.pid if pane else await m.c.runtime.agent_pid(rec.id)
             idle = await self.progress.idle_for(
                 rec.id,
                 log_path=m.c.runtime.log_path(rec.id),
-                pane_pid=pane.pid if pane else None,
+                pane_pid=pid,
                 checkout=Path(rec.worktree_path) if rec.worktree_path else None,
                 profile=adapter.profile,
             )

@@ -32,6 +32,12 @@ class Runtime(Protocol):
         """The tasks whose agent runs here, in one call (the monitor's cycle)."""
         ...
 
+    async def agent_pid(self, task_id: UUID) -> int | None:
+        """The host's pid of the agent's process tree (its CPU time counts as progress) when
+        the monitor's cycle has no tmux pane for it: a container's first process. None when
+        it has none here (local agents' come from the cycle's panes)."""
+        ...
+
     async def exit_status(self, task_id: UUID) -> ExitStatus | None:
         """The agent's end (code, signal, OOM) once it has ended; None while it runs."""
         ...

@@ -246,6 +246,18 @@ class ContainerRuntime(LocalRuntime):
             self._follow(task_id, session_name(task_id))
         return alive
 
+    async def agent_pid(self, task_id: UUID) -> int | None:
+        """The running container's first process as this host sees it: only when the daemon
+        runs here (its /proc entry is in the container's cgroup), never a remote daemon's."""
+        if not self.docker_host.startswith("unix://"):
+            return None
+        doc = await api.inspect(self.daemon, session_name(task_id))
+        st = (doc or {}).get("State") or {}
+        pid, ident = int(st.get("Pid") or 0), str((doc or {}).get("Id") or "")
+        if not st.get("Running") or pid <= 0 or not ident:
+            return None
+        return pid if await asyncio.to_thread(_in_cgroup_of, pid, ident) else None
+
     async def alive_tasks(self, panes: dict[UUID, PaneState] | None = None) -> set[UUID]:
         """The containers' tasks whose agent runs (`panes`, local mode's, do not apply)."""
         alive = set()
@@ -319,3 +331,13 @@ class ContainerRuntime(LocalRuntime):
 def _chown(path: Path, owner: RunAs) -> None:
     if owner.uid is not None and os.getuid() == 0:
         os.chown(path, owner.uid, owner.gid if owner.gid is not None else owner.uid)
+
+
+def _in_cgroup_of(pid: int, container_id: str) -> bool:
+    """Whether this host's process `pid` is in the container's cgroup (a daemon in a VM or
+    another PID namespace reports pids that mean something else here)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            return container_id in fh.read()
+    except OSError:
+        return False

@@ -55,14 +55,24 @@ async def create_and_start(
         raise SpawnError("process", f"the container did not start: {msg}") from None
 
 
-async def state(daemon: Daemon, name: str) -> dict[str, Any] | None:
-    """The container's State (inspect); None when there is no such container."""
+async def inspect(daemon: Daemon, name: str) -> dict[str, Any] | None:
+    """The container's inspect document; None when there is no such container."""
     try:
-        doc = await daemon.call("inspect", lambda d: d._query_json(f"containers/{name}/json"))
+        doc: dict[str, Any] = await daemon.call(
+            "inspect", lambda d: d._query_json(f"containers/{name}/json")
+        )
     except aiodocker.DockerError as exc:
         if exc.status == 404:
             return None
         raise
+    return doc
+
+
+async def state(daemon: Daemon, name: str) -> dict[str, Any] | None:
+    """The container's State (inspect); None when there is no such container."""
+    doc = await inspect(daemon, name)
+    if doc is None:
+        return None
     found: dict[str, Any] = doc.get("State") or {}
     return found
 

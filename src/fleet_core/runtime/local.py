@@ -251,6 +251,11 @@ class LocalRuntime(CheckoutRuntime):
         panes = await self.tmux.panes()
         return {tid: pane for name, pane in panes.items() if (tid := task_of(name)) is not None}
 
+    async def agent_pid(self, task_id: UUID) -> int | None:
+        """None: a local agent's pid is its pane's, which the monitor reads once per cycle
+        for all of them (task_panes)."""
+        return None
+
     async def alive_tasks(self, panes: dict[UUID, PaneState] | None = None) -> set[UUID]:
         """The tasks whose agent runs, in one tmux call (or from `panes`, read already)."""
         if panes is None:

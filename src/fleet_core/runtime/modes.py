@@ -109,6 +109,11 @@ class Runtimes(LocalRuntime):
             return await self.container.is_alive(task_id)
         return await super().is_alive(task_id)
 
+    async def agent_pid(self, task_id: UUID) -> int | None:
+        if self.mode_of(task_id) == "container":
+            return await self.container.agent_pid(task_id)
+        return await super().agent_pid(task_id)
+
     async def alive_tasks(self, panes: dict[UUID, PaneState] | None = None) -> set[UUID]:
         alive = await super().alive_tasks(panes)
         if self.container.daemon.current is not None or self._container_tasks():
