@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,53 @@ async def test_gc_removes_only_what_ended_long_ago(
     assert new_snap.exists() and (ci / f"{'b' * 40}.log").exists() and orphan.exists()
     assert (orphan, "no task has this checkout (left alone)") in done.kept
     assert recent.status is TaskStatus.ABANDONED and live.status is TaskStatus.PROPOSED
+    await conductor.stop_engine()
+
+
+async def test_gc_prunes_only_the_events_that_are_done_with(
+    db: Database, su: asyncpg.Connection, tmp_path: Path
+) -> None:
+    conductor = Conductor.from_settings(Settings(data_dir=tmp_path / "data"), db)
+
+    async def event(key: str, days: float, **done: bool) -> None:
+        await su.execute(
+            "INSERT INTO fleet_outbox (operator_id, event_type, payload, dedup_key, created_at,"
+            " processed_at, published_at, dead_at) VALUES ('alice', 'task.merged', '{}', $1,"
+            " now() - make_interval(days => $2),"
+            " CASE WHEN $3 THEN now() END, CASE WHEN $4 THEN now() END,"
+            " CASE WHEN $5 THEN now() END)",
+            key, days, done.get("processed", False), done.get("published", False),
+            done.get("dead", False),
+        )  # fmt: skip
+
+    await event("delivered-published", 30, processed=True, published=True)
+    await event("delivered-too-old-for-nats", 30, processed=True)  # past the 168 h NATS takes
+    await event("delivered-recent", 2, processed=True, published=True)
+    await event("pending", 30)
+    await event("dead-letter", 30, processed=True, dead=True)
+    await event("a-channel-gave-up", 30, processed=True, published=True)
+    await su.execute(
+        "INSERT INTO fleet_notifications (operator_id, channel, payload, outbox_id, dead_at) "
+        "SELECT 'alice', 'discord', '{}', id, now() FROM fleet_outbox "
+        "WHERE dedup_key = 'a-channel-gave-up'"
+    )
+    await su.execute(
+        "INSERT INTO fleet_notifications (operator_id, channel, payload, outbox_id, delivered) "
+        "SELECT 'alice', 'discord', '{}', id, true FROM fleet_outbox "
+        "WHERE dedup_key = 'delivered-published'"
+    )
+    # NATS keeping events for 60 days would still take the unpublished one: it stays.
+    nats_60 = Collector(conductor, parse_age("14d"), dry_run=True, nats_max_age=timedelta(days=60))
+    assert (await nats_60.run()).events == 1
+    dry = await Collector(conductor, parse_age("14d"), dry_run=True).run()
+    assert dry.events == 2 and "2 delivered events" in dry.summary()
+    assert await su.fetchval("SELECT count(*) FROM fleet_outbox") == 6
+    done = await Collector(conductor, parse_age("14d"), dry_run=False).run()
+    assert done.events == 2 and done.to_dict()["events"] == 2
+    left = {r["dedup_key"] for r in await su.fetch("SELECT dedup_key FROM fleet_outbox")}
+    assert left == {"delivered-recent", "pending", "dead-letter", "a-channel-gave-up"}
+    kinds = await su.fetch("SELECT dead_at IS NOT NULL AS dead FROM fleet_notifications")
+    assert [r["dead"] for r in kinds] == [True]  # the delivered record went with its event
     await conductor.stop_engine()
 
 

@@ -3,6 +3,11 @@
 snapshotted first, as `fleet delete` does), their run directories (the launcher's files and
 kept output), snapshots, and the local forge's CI logs and results. A checkout or run
 directory is only touched when its task has ended (or no longer exists); a live task's never.
+
+It also prunes the events of the outbox that are done with, fleet-wide: delivered (not
+dead-lettered, no channel's record dead), published to NATS or older than NATS would take, and
+older than the retention; their delivery records go with them. Dead letters stay for
+`fleet notify status` and `redrive`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
 
 KINDS = ("checkout", "run directory", "snapshot", "CI log")
+EVENT_BATCH = 5000  # outbox rows deleted per transaction
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([dhm])$")
 _UNIT = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
 
@@ -52,6 +58,7 @@ class Item:
 class GcReport:
     older_than: timedelta
     dry_run: bool
+    events: int = 0  # outbox events pruned (with their delivery records)
     removed: list[Item] = field(default_factory=list)
     kept: list[tuple[Path, str]] = field(default_factory=list)  # (path, why it stayed)
 
@@ -64,6 +71,8 @@ class GcReport:
 
     def summary(self) -> str:
         parts = [f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in self.counts().items() if n]
+        if self.events:
+            parts.append(f"{self.events} delivered event{'s' if self.events != 1 else ''}")
         verb = "would free" if self.dry_run else "freed"
         days = self.older_than / timedelta(days=1)
         what = ", ".join(parts) if parts else "nothing"
@@ -75,6 +84,7 @@ class GcReport:
             "older_than_days": self.older_than / timedelta(days=1),
             "freed_bytes": self.freed,
             "counts": self.counts(),
+            "events": self.events,
             "removed": [{"kind": i.kind, "path": str(i.path), "bytes": i.size,
                          "task": str(i.task.id) if i.task else None} for i in self.removed],
             "kept": [{"path": str(p), "why": why} for p, why in self.kept],
@@ -115,10 +125,18 @@ def _uuid(name: str) -> UUID | None:
 class Collector:
     """What is old enough to go, and (unless a dry run) removing it."""
 
-    def __init__(self, conductor: Conductor, older_than: timedelta, *, dry_run: bool) -> None:
+    def __init__(
+        self,
+        conductor: Conductor,
+        older_than: timedelta,
+        *,
+        dry_run: bool,
+        nats_max_age: timedelta = timedelta(hours=168),
+    ) -> None:
         if older_than <= timedelta(0):
             raise BadInputError("--older-than", "must be more than 0")
         self.c = conductor
+        self.nats_max_age = nats_max_age
         self.cutoff = datetime.now(UTC) - older_than
         self.report = GcReport(older_than, dry_run)
         self.registry = TaskRegistry(conductor.db, Tenant.admin())
@@ -131,6 +149,7 @@ class Collector:
         await self._run_dirs()
         await self._snapshots()
         await self._ci_logs()
+        await self._events()
         return self.report
 
     def _ended_before_cutoff(self, rec: TaskRecord) -> bool:
@@ -199,6 +218,31 @@ class Collector:
             await self._remove(Item("CI log", log, size))
             if not self.report.dry_run:
                 result.unlink(missing_ok=True)
+
+    async def _events(self) -> None:
+        """Done-with outbox events, in batches (their delivery records cascade)."""
+        done = """processed_at IS NOT NULL AND dead_at IS NULL AND created_at < $1
+                  AND (published_at IS NOT NULL
+                       OR created_at < now() - make_interval(secs => $2))
+                  AND NOT EXISTS (SELECT 1 FROM fleet_notifications n
+                                   WHERE n.outbox_id = o.id AND n.dead_at IS NOT NULL)"""
+        args = (self.cutoff, self.nats_max_age.total_seconds())
+        if self.report.dry_run:
+            async with self.c.db.tx(Tenant.admin()) as conn:
+                found = await conn.fetchval(f"SELECT count(*) FROM fleet_outbox o WHERE {done}",
+                                            *args)  # fmt: skip
+            self.report.events = int(found)
+            return
+        while True:
+            async with self.c.db.tx(Tenant.admin()) as conn:
+                status = await conn.execute(
+                    f"DELETE FROM fleet_outbox WHERE id IN (SELECT id FROM fleet_outbox o "
+                    f"WHERE {done} LIMIT {EVENT_BATCH})", *args,
+                )  # fmt: skip
+            gone = int(status.split()[-1])
+            self.report.events += gone
+            if gone < EVENT_BATCH:
+                return
 
     async def _remove(self, item: Item) -> None:
         if not self.report.dry_run:

@@ -32,7 +32,9 @@ def gc(args: argparse.Namespace, settings: Settings) -> int:
         older = timedelta(days=settings.gc_retention_days)
     else:
         older = parse_age(args.older_than)
-    report = with_conductor(settings, lambda c: Collector(c, older, dry_run=args.dry_run).run())
+    nats_age = timedelta(hours=settings.nats_max_age_hours)
+    report = with_conductor(settings, lambda c: Collector(c, older, dry_run=args.dry_run,
+                                                          nats_max_age=nats_age).run())  # fmt: skip
     if args.json:
         print(dumps(report.to_dict()))
         return 0
