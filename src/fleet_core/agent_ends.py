@@ -19,7 +19,6 @@ the task's log file (agent_log: the launcher's last line is there), so they do n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
 from fleet_core.runtime.tmux import PaneState
 from fleet_core.runtime.wake import WakeListener
+from fleet_core.tasks import stop_task
 
 if TYPE_CHECKING:
     from fleet_core.monitor import CycleReport, Monitor
@@ -59,11 +59,8 @@ class AgentEnds:
 
     async def stop(self) -> None:
         self.listener.close()
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
+        loop, self._loop = self._loop, None
+        await stop_task(loop)
 
     def wake_for(self, task_id: UUID) -> None:
         """A launcher said this task's agent ended: judge it now, not at the next cycle."""

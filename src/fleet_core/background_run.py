@@ -143,5 +143,6 @@ async def _until_idle(db: Database, settings: Settings, stop: asyncio.Event) -> 
         elif now - quiet_since >= idle_s:
             return f"nothing live or pending for {settings.engine_idle_minutes:g} min"
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), check_s)
+            async with asyncio.timeout(check_s):
+                await stop.wait()
     return "asked to stop"

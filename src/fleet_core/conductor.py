@@ -12,7 +12,6 @@ reaches).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from fleet_core.session_verbs import SessionVerbs
 from fleet_core.spawn_queue import Queued, QueueEntry
 from fleet_core.spawn_saga import SpawnSaga
 from fleet_core.task_verbs import TaskVerbs
+from fleet_core.tasks import stop_task
 from fleet_core.transitions import Transitions
 
 log = logging.getLogger(__name__)
@@ -196,11 +196,8 @@ class Conductor(TaskVerbs, SessionVerbs, MergeVerbs):
 
     async def stop_engine(self) -> None:
         """Stop the background work; agents keep running in tmux."""
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
+        loop, self._loop = self._loop, None
+        await stop_task(loop)
         await self.reviews.stop()
         await self.forges.close()
         await self.runtime.close()

@@ -24,6 +24,7 @@ from fleet_core.errors import ConflictError
 from fleet_core.events import EventBus
 from fleet_core.follower import TaskFollower
 from fleet_core.monitor import MonitorConfig
+from fleet_core.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,7 @@ async def served_engine(
                     watch = asyncio.create_task(take_over(), name="fleet-take-over")
                 yield engine
             finally:
-                if watch is not None:
-                    watch.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watch
+                await stop_task(watch)
                 if follower is not None:
                     await follower.stop()
     finally:

@@ -18,6 +18,7 @@ import asyncpg
 
 from fleet_core.db.database import Database, QueryClass, Tenant
 from fleet_core.events import EventBus, EventType, FleetEvent
+from fleet_core.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,8 @@ class TaskFollower:
         if self._off is not None:
             self._off()
             self._off = None
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
+        loop, self._loop = self._loop, None
+        await stop_task(loop)
         conn, self._listener = self._listener, None
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(Exception):
@@ -85,7 +83,8 @@ class TaskFollower:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.check()

@@ -36,7 +36,6 @@ counted: one bad task never stops the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -67,6 +66,7 @@ from fleet_core.review.report import outcome
 from fleet_core.runtime.handles import ExitStatus, session_name
 from fleet_core.runtime.tmux import PaneState
 from fleet_core.stalls import StallWatch
+from fleet_core.tasks import stop_task
 
 if TYPE_CHECKING:
     from fleet_core.conductor import Conductor
@@ -156,11 +156,8 @@ class Monitor:
 
     async def stop(self) -> None:
         await self.ends.stop()
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
+        loop, self._loop = self._loop, None
+        await stop_task(loop)
         await self.kills.wait()
 
     async def _run(self) -> None:
@@ -211,7 +208,8 @@ class Monitor:
         report = CycleReport()
         begin = time.perf_counter()
         try:
-            await asyncio.wait_for(step(report), self.config.deadline_s)
+            async with asyncio.timeout(self.config.deadline_s):  # never swallows a stop
+                await step(report)
         except TimeoutError:
             self._error(report, f"{what} exceeded its {self.config.deadline_s:.0f} s deadline")
         except Exception as exc:

@@ -89,7 +89,8 @@ async def run_to_log(argv: list[str], cwd: Path, log_path: Path, timeout: float)
             out.write(f"[fleet] cannot run {argv[0]}: {exc}\n".encode())
             return 127
         try:
-            return await asyncio.wait_for(proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                return await proc.wait()
         except TimeoutError:
             return None
         finally:

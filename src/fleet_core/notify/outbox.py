@@ -25,6 +25,7 @@ import asyncpg
 
 from fleet_core.db.database import Database, QueryClass, Tenant
 from fleet_core.notify.delivery import Dispatcher
+from fleet_core.tasks import stop_task
 
 log = logging.getLogger(__name__)
 ADMIN = Tenant.admin()
@@ -96,9 +97,7 @@ class OutboxWorker:
                 done, _ = await asyncio.wait({task}, timeout=drain_s)
                 if not done:
                     log.info("outbox: stopped before draining (%.1fs)", drain_s)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         self._stopping = False
         await self._unlisten()
 
@@ -210,7 +209,8 @@ class OutboxWorker:
                 due = None
             timeout = self.poll_s if due is None else min(self.poll_s, due + 0.01)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _on_notify(self, *_: Any) -> None:

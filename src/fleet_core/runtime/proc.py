@@ -52,7 +52,8 @@ async def run(
         start_new_session=True,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        async with asyncio.timeout(timeout):  # wait_for could swallow a cancellation
+            out, err = await proc.communicate(stdin)
     except TimeoutError:
         await _kill(proc)
         raise CommandError(argv, None, f"no result within {timeout:.0f} s") from None
