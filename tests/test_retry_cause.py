@@ -117,6 +117,29 @@ async def test_show_says_why_first_and_keeps_big_texts_apart(
     assert next(iter(doc)) == "why" and doc["why"] == lines[0]
 
 
+def test_why_names_what_a_rejection_and_a_manual_only_failure_wait_for() -> None:
+    from fleet_core.models import TaskRecord
+
+    def rec(status: TaskStatus, ctx: dict[str, Any], retries: int = 0) -> TaskRecord:
+        return TaskRecord.model_construct(status=status, failure_context=ctx, max_retries=3,
+                                          retry_count=retries, timeout_minutes=120,
+                                          pr_number=None, ci_status=None)  # fmt: skip
+
+    unmet = {"reason": "dod_unmet", "dod_unmet": ["✗ synced: behind main by 80 commits"]}
+    assert why(rec(TaskStatus.REJECTED, unmet)) == (
+        "Definition of Done not met (synced: behind main by 80 commits); rejected; "
+        "will retry (3 left)"
+    )
+    asked = {"reason": "review_rejected"}
+    assert why(rec(TaskStatus.REJECTED, asked, 3)) == (
+        "review rejected; retried 3 times; rejected; no retries left"
+    )
+    auth = {"reason": "agent_auth"}  # never retried by itself, whatever its budget says
+    assert why(rec(TaskStatus.FAILED, auth)) == (
+        "agent auth; not retried by itself: `fleet retry` once it is fixed"
+    )
+
+
 async def test_the_api_detail_says_why_and_the_forge_error(
     pg: Any, db: Database, su: asyncpg.Connection, tmp_path: Path
 ) -> None:

@@ -22,6 +22,7 @@ from fleet_core.monitor import Monitor
 from fleet_core.review.reviewers import DEMO_COMMENT
 from fleet_core.review.store import ReviewStore
 from fleet_core.review.view import verdict_lines
+from fleet_core.why import why
 from lifecycle_support import ACTOR, QUICK_RETRIES, base_fields, conductors, spawn
 
 S = TaskStatus
@@ -141,18 +142,31 @@ async def test_a_repository_without_ci_fails_the_definition_of_done(engine, samp
     (sample / ".fleet.toml").write_text('forge = "local"\n')  # no `ci`
     git_commit(sample, "no CI")
     c, m = engine()
-    rec = await spawn(c, sample, "Add a halve function", max_retries=0)
-    ended = await until(c, m, rec.id, status_is(S.ABANDONED, S.READY))
-    assert ended.status is S.ABANDONED
+    rec = await spawn(c, sample, "Add a halve function", max_retries=2)
+    ended = await until(c, m, rec.id, status_is(S.REJECTED, S.ABANDONED, S.READY))
+    assert ended.status is S.REJECTED
     ctx = ended.failure_context or {}
-    assert ctx["reason"] == "dod_unmet"
+    # Only the repository's setup keeps it from ready: another agent attempt cannot fix that,
+    # so none is spent on it (it waits for the operator's fix and `fleet retry`).
+    assert ctx["reason"] == "dod_setup"
     assert ctx["dod_unmet"] == [
         "✗ ci: not configured (.fleet.toml has no `ci`; `ci = false` if on purpose)"
     ]
     dod = (ended.review_status or {})["dod"]
-    assert [(i["name"], i["ok"]) for i in dod["items"]] == [
-        ("pr", True), ("synced", True), ("ci", False), ("reviews", True)
+    assert [(i["name"], i["ok"], i["setup"]) for i in dod["items"]] == [
+        ("pr", True, False), ("synced", True, False), ("ci", False, True),
+        ("reviews", True, False),
     ]  # fmt: skip
+    for _ in range(5):
+        report = await m.cycle()
+        assert report is not None and report.errors == []
+    still = await c.registry(ACTOR).get(rec.id)
+    assert (still.status, still.retry_count) == (S.REJECTED, 0)
+    assert why(still) == (
+        "reviewed and approved, but the repository has no CI: set `ci` in its .fleet.toml "
+        "(or `ci = false` on purpose); rejected; not retried by itself: `fleet retry` once it "
+        "is fixed"
+    )
 
 
 async def test_ci_false_on_purpose_holds_and_merge_checks_the_dod_again(
@@ -165,7 +179,8 @@ async def test_ci_false_on_purpose_holds_and_merge_checks_the_dod_again(
     ready = await until(c, m, rec.id, status_is(S.READY, S.REJECTED, S.ABANDONED))
     assert ready.status is S.READY, ready.failure_context
     items = {i["name"]: i for i in (ready.review_status or {})["dod"]["items"]}
-    assert items["ci"] == {"name": "ci", "ok": True, "detail": "none, on purpose (ci = false)"}
+    assert items["ci"] == {"name": "ci", "ok": True, "detail": "none, on purpose (ci = false)",
+                           "setup": False}  # fmt: skip
     # The operator's config changes before the merge: CI is now asked for and absent.
     c2, _ = engine(repos={str(sample): {"ci": None}})
     with pytest.raises(MergeRefusedError, match=r"✗ ci: not configured.*--force merges anyway"):

@@ -46,8 +46,9 @@ _AT = re.compile(r"resets?\s+(?:at\s+)?(\d{1,2}):(\d{2})", re.IGNORECASE)
 DEFAULT_PAUSE = timedelta(minutes=15)
 # Failures a retry with the same setup cannot fix: `fleet retry` only, after the fix.
 MANUAL_ONLY = frozenset({"agent_not_installed", "agent_auth", "agent_config"})
-# Also the repository's own: a GitHub PR whose checks never start (fleet_core.ci_start).
-NOT_RETRIED = MANUAL_ONLY | {"ci_no_checks"}
+# Also the repository's own: a GitHub PR whose checks never start (fleet_core.ci_start), a
+# Definition of Done that only the repository's setup keeps unmet (review/dod.py: no CI).
+NOT_RETRIED = MANUAL_ONLY | {"ci_no_checks", "dod_setup"}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
+from fleet_core.retry import NOT_RETRIED
 
 MAX_DETAIL = 300
 # The big texts of a failure context: shown in their own sections, never inline.
@@ -31,6 +32,14 @@ def cause(ctx: Mapping[str, Any], timeout_minutes: int | None = None) -> str:
         from fleet_core.ci_start import cause as no_checks
 
         return no_checks(dict(ctx))
+    if reason == "dod_unmet":
+        unmet = [str(u).lstrip("✗ ") for u in ctx.get("dod_unmet") or []]
+        return "Definition of Done not met" + (f" ({_short('; '.join(unmet))})" if unmet else "")
+    if reason == "dod_setup":
+        return (
+            "reviewed and approved, but the repository has no CI: set `ci` in its "
+            ".fleet.toml (or `ci = false` on purpose)"
+        )
     if reason == "spawn_failed":
         message = str(ctx.get("error") or ctx.get("message") or "").strip()
         return f"could not start: {_short(message)}" if message else "could not start"
@@ -87,7 +96,7 @@ def why(rec: TaskRecord) -> str:
     ctx = rec.failure_context or {}
     status = rec.status
     parts: list[str] = []
-    failed_now = status in (TaskStatus.FAILED, TaskStatus.ABANDONED)
+    failed_now = status in (TaskStatus.FAILED, TaskStatus.ABANDONED, TaskStatus.REJECTED)
     if ctx.get("reason") and (failed_now or rec.retry_count or status is TaskStatus.CANCELLED):
         parts.append(cause(ctx, rec.timeout_minutes))
     if rec.retry_count:
@@ -99,9 +108,12 @@ def why(rec: TaskRecord) -> str:
 def _where(rec: TaskRecord) -> str:
     s, pr = rec.status, f"PR #{rec.pr_number}" if rec.pr_number else "no PR"
     ci = rec.ci_status.value if rec.ci_status else "unknown"
-    if s is TaskStatus.FAILED:
+    if s in (TaskStatus.FAILED, TaskStatus.REJECTED):
         left = rec.max_retries - rec.retry_count
-        return f"will retry ({left} left)" if left > 0 else "no retries left"
+        was = "rejected; " if s is TaskStatus.REJECTED else ""
+        if left > 0 and (rec.failure_context or {}).get("reason") in NOT_RETRIED:
+            return f"{was}not retried by itself: `fleet retry` once it is fixed"
+        return was + (f"will retry ({left} left)" if left > 0 else "no retries left")
     if s is TaskStatus.ABANDONED:
         return "abandoned"
     if s is TaskStatus.READY:

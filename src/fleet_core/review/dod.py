@@ -30,6 +30,8 @@ ITEMS = ("pr", "synced", "ci", "reviews")
 MAX_BEHIND = "max_behind"  # a number, not an item: how far behind its base `synced` allows
 DEFAULT_MAX_BEHIND = 50
 PASSED_REVIEWS = ("approved", "timed_out", "skipped", "no_answer")
+NOT_CONFIGURED = "not configured (.fleet.toml has no `ci`; `ci = false` if on purpose)"
+DOD_SETUP = "dod_setup"  # the reason when only the repository's setup keeps the DoD unmet
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class DodItem:
     name: str
     ok: bool
     detail: str
+    setup: bool = False  # unmet for the repository's setup: another attempt cannot meet it
 
     def line(self) -> str:
         return f"{'✓' if self.ok else '✗'} {self.name}: {self.detail}"
@@ -101,9 +104,9 @@ async def check_dod(c: Conductor, rec: TaskRecord) -> Dod:
     wanted = required(c.dod, rec.task_type)
     items: list[DodItem] = []
 
-    def add(name: str, ok: bool, detail: str) -> None:
+    def add(name: str, ok: bool, detail: str, setup: bool = False) -> None:
         items.append(DodItem(name, ok or not wanted[name], detail if wanted[name] or ok
-                             else f"{detail} (not required)"))  # fmt: skip
+                             else f"{detail} (not required)", setup and wanted[name]))  # fmt: skip
 
     repo = Path(rec.repository)
     add("pr", rec.pr_number is not None, f"#{rec.pr_number}" if rec.pr_number else "no PR")
@@ -143,15 +146,16 @@ async def _synced(c: Conductor, rec: TaskRecord, repo: Path) -> tuple[bool, str]
     return True, f"merges cleanly into {pr.base}{lag}"
 
 
-async def _ci(c: Conductor, rec: TaskRecord, repo: Path) -> tuple[bool, str]:
+async def _ci(c: Conductor, rec: TaskRecord, repo: Path) -> tuple[bool, str, bool]:
+    """(met, what it says, unmet for the repository's setup)."""
     try:
         config = c.repo_config(repo)
         forge = await c.forges.for_repo(repo)
     except (FleetError, OSError) as exc:
-        return False, f"cannot tell: {exc}"
+        return False, f"cannot tell: {exc}", False
     if forge.name == "local" and config.ci is False:
-        return True, "none, on purpose (ci = false)"
+        return True, "none, on purpose (ci = false)", False
     if forge.name == "local" and config.ci is None:
-        return False, "not configured (.fleet.toml has no `ci`; `ci = false` if on purpose)"
+        return False, NOT_CONFIGURED, True
     state = rec.ci_status.value if rec.ci_status else "unknown"
-    return rec.ci_status is CiStatus.PASSING, state
+    return rec.ci_status is CiStatus.PASSING, state, False

@@ -30,7 +30,7 @@ from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
 from fleet_core.retry import failure_context
 from fleet_core.review.aggregate import READY, Decision, comments_text, decide
-from fleet_core.review.dod import check_dod
+from fleet_core.review.dod import DOD_SETUP, check_dod
 from fleet_core.review.factory import build_reviewer
 from fleet_core.review.prompt import review_prompt
 from fleet_core.review.reviewers import Reviewer, ReviewRequest
@@ -304,13 +304,16 @@ class ReviewPipeline:
             reason, to = decision.reason, S.READY
             update: dict[str, Any] = {"review_status": info}
             unmet: list[str] = []
+            setup_only = False
             if decision.outcome == READY:  # ready means the Definition of Done held
                 dod = await check_dod(self.c, current.model_copy(update={"review_status": info}))
                 info["dod"] = dod.to_json()
                 unmet = [i.line() for i in dod.unmet]
+                setup_only = bool(unmet) and all(i.setup for i in dod.unmet)
             if decision.outcome != READY or unmet:
                 to = S.REJECTED
-                reason = reason if decision.outcome != READY else "dod_unmet"
+                if decision.outcome == READY:  # another attempt cannot fix the setup
+                    reason = DOD_SETUP if setup_only else "dod_unmet"
                 update["failure_context"] = failure_context(
                     reason,
                     previous=current,
