@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 
@@ -52,3 +53,22 @@ def test_status_says_when_agents_would_run_unsandboxed() -> None:
     assert off.stdout.rstrip().endswith(
         "WARNING: agents run UNSANDBOXED here: sandbox = off in the configuration"
     )
+
+
+def test_doctor_says_which_docker_and_which_agent_images() -> None:
+    out = fleet("doctor", "--json")
+    container = {c["name"]: c for c in json.loads(out.stdout)["checks"]}["container"]
+    if container["state"] != "ok":  # no daemon here: only CI must have one
+        assert not os.environ.get("CI"), container
+        return
+    assert container["detail"].startswith("Docker ") and "agent images: " in container["detail"]
+    gone = fleet("doctor", "--json", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    doc = json.loads(gone.stdout)
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["container"]["state"] == "warn" and not checks["container"]["needed"]
+    assert "no Docker daemon reachable at unix:///nonexistent" in checks["container"]["detail"]
+    needed = fleet("doctor", "--json", DOCKER_HOST="unix:///nonexistent/docker.sock",
+                   FLEET_RUNTIME="container")  # fmt: skip
+    assert needed.returncode == 1
+    check = {c["name"]: c for c in json.loads(needed.stdout)["checks"]}["container"]
+    assert check["state"] == "missing" and check["needed"]

@@ -13,11 +13,13 @@ from typing import Any
 
 from fleet_core.config import Settings
 from fleet_core.errors import FleetError
+from fleet_core.models import AgentType
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.proc import CommandError, run
 from fleet_core.runtime.sandbox import NetworkMode, SandboxMode
 
 PROBE_TIMEOUT_S = 10.0
+_SHIPPED = [a.value for a in AgentType if a is not AgentType.CUSTOM]
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,30 @@ async def _postgres(settings: Settings) -> Check:
     return Check("postgresql", "ok", f"PostgreSQL {found.major} server binaries ({where})", True)
 
 
+async def _container(settings: Settings) -> Check:
+    """The Docker daemon container mode would use, and which agents' images it has. Needed
+    when the configuration's runtime is `container`."""
+    from fleet_core.runtime import docker_client, docker_images
+
+    needed = settings.runtime == "container"
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            async with docker_client.client(settings.container.docker_host) as docker:
+                version = await docker.version()
+                images = await docker_images.listing(docker)
+    except (FleetError, TimeoutError, OSError) as exc:
+        hint = "" if needed else "; needed only for container mode"
+        return Check("container", "missing" if needed else "warn", f"{exc}{hint}", needed)
+    tags = {i.tag for i in images}
+    have = sorted(a for a in _SHIPPED if settings.container.images.get(a,
+                  docker_images.image_tag(AgentType(a))) in tags)  # fmt: skip
+    where = docker_client.where(settings.container.docker_host)
+    built = ", ".join(have) if have else "none (`fleet image build`)"
+    return Check("container", "ok",
+                 f"Docker {version.get('Version', '?')} at {where}; agent images: {built}",
+                 needed)  # fmt: skip
+
+
 async def diagnose(settings: Settings, mode: SandboxMode = SandboxMode.AUTO) -> list[Check]:
     mode = settings.sandbox or mode
     probes = [
@@ -110,6 +136,7 @@ async def diagnose(settings: Settings, mode: SandboxMode = SandboxMode.AUTO) -> 
         _one(_tool("tmux", "tmux", ("-V",), True, "install tmux")),
         _one(_tool("git", "git", ("--version",), True, "install git")),
         _one(_postgres(settings)),
+        _one(_container(settings)),
         _one(
             _tool(
                 "gh", settings.gh, ("--version",), False, "needed only for repositories on GitHub"
