@@ -243,7 +243,8 @@ async def events(request: Request, actor: Observer) -> StreamingResponse:
             yield ": connected\n\n"
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+                    async with asyncio.timeout(SSE_KEEPALIVE_S):
+                        event = await queue.get()
                 except TimeoutError:
                     event = None
                 try:

@@ -226,7 +226,8 @@ class DesktopChannel:
         except OSError as exc:
             return Outcome(False, None, None, True, f"notify-send: {exc.strerror}")
         try:
-            _, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                _, err = await proc.communicate()
         except TimeoutError:
             proc.kill()
             await proc.wait()

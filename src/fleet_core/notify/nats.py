@@ -77,17 +77,15 @@ async def _quiet(exc: Exception) -> None:
 async def connect(settings: Settings) -> Client:
     """One connection attempt, bounded (nats-py alone keeps retrying a refused connect)."""
     assert settings.nats_url
-    return await asyncio.wait_for(
-        nats.connect(
+    async with asyncio.timeout(CONNECT_TIMEOUT_S * 2):
+        return await nats.connect(
             settings.nats_url,
             connect_timeout=CONNECT_TIMEOUT_S,
             allow_reconnect=False,
             max_reconnect_attempts=0,
             name=f"fleet-{settings.host_id}",
             error_cb=_quiet,
-        ),
-        CONNECT_TIMEOUT_S * 2,
-    )
+        )
 
 
 class NatsPublisher:
