@@ -69,13 +69,20 @@ async def until_status(
     c: Conductor, m: Monitor, tid: Any, *statuses: TaskStatus, limit: float = 90
 ) -> TaskRecord:
     """Monitor cycles (none may report an error) until the task is in one of `statuses`."""
+    return await until(c, m, tid, lambda rec: rec.status in statuses, limit)
+
+
+async def until(
+    c: Conductor, m: Monitor, tid: Any, done: Callable[[TaskRecord], bool], limit: float = 90
+) -> TaskRecord:
+    """Monitor cycles (none may report an error) until the task satisfies `done`."""
     loop = asyncio.get_running_loop()
     end = loop.time() + limit
     while loop.time() < end:
         report = await m.cycle()
         assert report is not None and report.errors == [], report
         rec = await c.registry(ACTOR).get(tid)
-        if rec.status in statuses:
+        if done(rec):
             return rec
         await c.forges.local.wait_idle()
         await asyncio.sleep(0.05)

@@ -33,7 +33,7 @@ from fleet_core.forge.select import ForgeSet
 from fleet_core.lifecycle import TaskStatus
 from fleet_core.models import TaskRecord
 from fleet_core.monitor import FORGE_LOCK, CycleReport, Monitor, MonitorConfig
-from lifecycle_support import ACTOR, FAST, conductors, spawn
+from lifecycle_support import ACTOR, FAST, conductors, spawn, until
 
 HERE = Path(__file__).parent
 THIS_HOST = 3  # agents of this host beside the other host's tasks in the flat-calls test
@@ -67,23 +67,6 @@ async def engine(tmp_path: Path, db: Database) -> AsyncIterator[Callable[..., An
             return make(settings_for(tmp_path, **kw), config)
 
         yield build
-
-
-async def until(
-    c: Conductor, m: Monitor, tid: Any, done: Callable[[TaskRecord], bool], limit: float = 60
-) -> TaskRecord:
-    """Run monitor cycles until the task satisfies `done`."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while loop.time() < end:
-        report = await m.cycle()
-        assert report is not None and report.errors == [], report
-        rec = await c.registry(ACTOR).get(tid)
-        if done(rec):
-            return rec
-        await c.forges.local.wait_idle()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task stayed {rec.status.value}: {rec.failure_context}")
 
 
 def status_is(*statuses: TaskStatus) -> Callable[[TaskRecord], bool]:

@@ -20,6 +20,7 @@ from uuid import UUID
 
 from fleet_core.runtime import agent_log
 from fleet_core.runtime.agent_profiles import Profile
+from fleet_core.runtime.procfs import stat_fields
 
 CPU_SHARE = 0.05  # of one core, over the time since the last look: below that, it waits
 NEW_OUTPUT_CAP = 256_000
@@ -165,23 +166,12 @@ class ProcTable:
         parents: dict[int, int] = {}
         cpu: dict[int, float] = {}
         try:
-            entries = os.listdir("/proc")
+            for pid, fields in stat_fields():
+                if len(fields) >= 13:
+                    parents[pid] = int(fields[1])
+                    cpu[pid] = (int(fields[11]) + int(fields[12])) / TICKS
         except OSError:
-            return cls(parents, cpu)
-        for name in entries:
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(b")") + 2 :].split()
-            if len(fields) < 13:
-                continue
-            pid = int(name)
-            parents[pid] = int(fields[1])
-            cpu[pid] = (int(fields[11]) + int(fields[12])) / TICKS
+            pass  # no /proc: no CPU seen
         return cls(parents, cpu)
 
     def tree_cpu(self, root: int) -> float:

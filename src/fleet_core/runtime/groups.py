@@ -9,6 +9,8 @@ import os
 import signal
 import time
 
+from fleet_core.runtime.procfs import stat_fields
+
 
 async def terminate_group(pid: int, grace_s: float) -> bool:
     """SIGTERM the process group, SIGKILL it after the grace period; True if it had to.
@@ -49,22 +51,12 @@ async def group_running(pgid: int) -> bool:
 
 def live_members(pgid: int) -> bool:
     """Any member of the group not a zombie, from /proc (where there is none: assume so)."""
+    found = False
     try:
-        entries = os.listdir("/proc")
+        for _pid, fields in stat_fields():
+            found = True
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                return True
     except OSError:
         return True
-    found = False
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue  # gone meanwhile
-        found = True
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
     return not found  # an unreadable /proc says nothing: assume the group still runs
