@@ -309,6 +309,11 @@ async def api_server(
 # -- waiting for asynchronous effects ----------------------------------------------------------
 
 
+async def holds(value: bool) -> bool:
+    """`value` as an awaitable, for `eventually(lambda: holds(...))` on plain conditions."""
+    return value
+
+
 async def eventually(predicate: Callable[[], Awaitable[object]], timeout: float = 20.0) -> None:
     """Poll an async `predicate` until it is truthy; fail after `timeout` seconds."""
     for _ in range(int(timeout / 0.05)):

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import eventually, fleet
+from conftest import eventually, fleet, holds
 from fleet_core.conductor import Actor, Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -84,9 +84,9 @@ async def test_an_agent_that_exits_is_failed_before_the_next_cycle(engine, sampl
     c.bus.subscribe(EventType.STATUS_CHANGED, moved)
     await m.start()
     assert m.ends.listener.listening
-    await eventually(lambda: _true(m.cycles == 1))
+    await eventually(lambda: holds(m.cycles == 1))
     rec = await spawn(c, sample, "Break it [demo:fail]")
-    await eventually(lambda: _true("running->failed" in order and m.ends.passes >= 1))
+    await eventually(lambda: holds("running->failed" in order and m.ends.passes >= 1))
     assert order == ["cycle", "proposed->spawning", "spawning->running", "running->failed"]
     assert m.cycles == 1  # failed by the wake pass, not by a cycle
     failed = await c.registry(ACTOR).get(rec.id)
@@ -103,7 +103,7 @@ async def test_an_agent_that_exits_is_failed_before_the_next_cycle(engine, sampl
 async def test_an_agent_that_ends_well_moves_on_before_the_next_cycle(engine, sample: Path) -> None:
     c, m = engine()
     await m.start()
-    await eventually(lambda: _true(m.cycles == 1))
+    await eventually(lambda: holds(m.cycles == 1))
     rec = await spawn(c, sample, "Add a multiply function")
 
     async def moved_on() -> bool:
@@ -187,7 +187,7 @@ async def test_a_wake_before_the_spawn_is_recorded_is_tried_again(
     again until it is, and the task is judged then, still before the next cycle."""
     c, m = engine()
     await m.start()
-    await eventually(lambda: _true(m.cycles == 1))
+    await eventually(lambda: holds(m.cycles == 1))
     tid = await su.fetchval(
         "INSERT INTO fleet_tasks (operator_id, agent_type, model, task_type, description,"
         " branch, repository, status) VALUES ('alice','demo','demo','docs','d','fleet/early',"
@@ -195,7 +195,7 @@ async def test_a_wake_before_the_spawn_is_recorded_is_tried_again(
         str(sample),
     )  # fmt: skip
     assert wake.send(c.runtime.paths.runs, tid)
-    await eventually(lambda: _true(m.ends.passes >= 2))  # seen spawning, and again
+    await eventually(lambda: holds(m.ends.passes >= 2))  # seen spawning, and again
     assert (await c.registry(ACTOR).get(tid)).status is TaskStatus.SPAWNING
     await su.execute(
         "UPDATE fleet_tasks SET status = 'running', host_id = 'test-host', spawned_at = now(),"
@@ -277,7 +277,7 @@ async def test_the_listener_takes_wakes_and_ignores_anything_else(tmp_path: Path
         for junk in (b"", b"ended not-a-uuid", b"\xff\xfe", b"started " + str(tid).encode()):
             assert _send_raw(runs, junk)
         assert wake.send(runs, tid)
-        await eventually(lambda: _true(got == [tid]))
+        await eventually(lambda: holds(got == [tid]))
         assert listener.received == 1
     finally:
         listener.close()
@@ -305,7 +305,7 @@ async def test_one_listener_per_run_area_and_a_stale_socket_is_replaced(tmp_path
     try:
         tid = uuid.uuid4()
         assert wake.send(runs, tid)
-        await eventually(lambda: _true(got == [tid]))
+        await eventually(lambda: holds(got == [tid]))
     finally:
         third.close()
     second.close()  # never bound: removes nothing
@@ -318,7 +318,3 @@ def _send_raw(runs: Path, data: bytes) -> bool:
     ):
         sock.sendto(data, name)
     return True
-
-
-async def _true(value: bool) -> bool:
-    return value

@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from conftest import Pg, eventually, fleet, free_port, new_task, pilot_until
+from conftest import Pg, eventually, fleet, free_port, holds, new_task, pilot_until
 from fleet_console.app import FleetApp
 from fleet_console.screens.fleet import FleetScreen
 from fleet_core.background_run import pending_work
@@ -139,12 +139,8 @@ async def test_the_cli_alone_takes_a_task_to_ready(
     assert (
         stopped.stdout.strip() == f"stopped the background engine (pid {pid}); agents keep running"
     )
-    await eventually(lambda: _true(not alive(pid)), timeout=30)
+    await eventually(lambda: holds(not alive(pid)), timeout=30)
     assert engine_status(**background)["running"] is False
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_an_idle_engine_stops_by_itself(
@@ -157,7 +153,7 @@ async def test_an_idle_engine_stops_by_itself(
     assert (doc["running"], doc["started"], doc["idle_minutes"]) == (True, True, 0.01)
     pid = int(doc["pid"])
     # No task at all: it stops after 0.6 s, and the log file says why.
-    await eventually(lambda: _true(not alive(pid)), timeout=60)
+    await eventually(lambda: holds(not alive(pid)), timeout=60)
     assert engine_status(**env)["running"] is False
     log = (DATA / "logs" / "fleet.log").read_text()
     assert "background engine: stopping (nothing live or pending for 0.01 min)" in log
@@ -211,18 +207,18 @@ async def test_a_console_is_the_client_then_takes_the_role_over(
         out = await asyncio.to_thread(fleet, *args, "Fail at once [demo:fail]", **background)
         assert out.returncode == 0, out.stderr
         task_id = out.stdout.strip()
-        await eventually(lambda: _true(any(str(e.task_id) == task_id for e in seen)), 30)
+        await eventually(lambda: holds(any(str(e.task_id) == task_id for e in seen)), 30)
         assert seen[0].data["elsewhere"] is True
         # The background engine goes: this process takes the engine's part.
         stopped = await asyncio.to_thread(fleet, "engine", "stop", **background)
         assert stopped.returncode == 0, stopped.stderr
-        await eventually(lambda: _true(engine.active), timeout=30)
+        await eventually(lambda: holds(engine.active), timeout=30)
         assert engine.serving == "engine (took the role over)"
         assert engine.monitor.health()["running"]
         holder = current_holder(lock_path(DATA, background["FLEET_HOST_ID"]))
         assert holder is not None and (holder.pid, holder.role) == (os.getpid(), "console")
         # Its own monitor moves the task on: the agent failed.
-        await eventually(lambda: _true(any(e.data.get("to") == "failed" for e in seen)), 60)
+        await eventually(lambda: holds(any(e.data.get("to") == "failed" for e in seen)), 60)
     assert current_holder(lock_path(DATA, background["FLEET_HOST_ID"])) is None
 
 
@@ -322,7 +318,7 @@ async def test_a_console_beside_the_engine_says_so_and_takes_the_role_over(
         doc = await asyncio.to_thread(engine_status, **background)
         assert (doc["role"], doc["pid"]) == ("console", os.getpid())
         await pilot_until(pilot, lambda: "running, " in str(screen.panel.content), "the monitor")
-    await eventually(lambda: _true(holder_pid() is None), timeout=30)  # quitting releases it
+    await eventually(lambda: holds(holder_pid() is None), timeout=30)  # quitting releases it
 
 
 async def test_what_keeps_an_engine_from_idling(db: Database, su: asyncpg.Connection) -> None:
@@ -392,7 +388,7 @@ async def test_the_demo_stops_a_background_engine_but_never_a_console(
     tenant = Tenant.operator("alice")
     async with served_engine(settings, "demo", tenant=tenant, evict=True) as engine:
         assert engine.active and engine.serving == "engine"
-        await eventually(lambda: _true(not alive(pid)), timeout=30)  # it let go, then exits
+        await eventually(lambda: holds(not alive(pid)), timeout=30)  # it let go, then exits
         holder = current_holder(lock_path(DATA, background["FLEET_HOST_ID"]))
         assert holder is not None and (holder.pid, holder.role) == (os.getpid(), "demo")
     assert holder_pid() is None
@@ -424,7 +420,7 @@ async def test_the_follower_hears_changes_made_elsewhere_at_once(
             moved = await TaskRegistry(other, Tenant.operator("alice")).transition(
                 rec.id, TaskStatus.SPAWNING, expected_version=rec.version
             )
-            await eventually(lambda: _true(len(seen) == 1), timeout=20)
+            await eventually(lambda: holds(len(seen) == 1), timeout=20)
             event = seen[0]
             assert (event.task_id, event.operator_id) == (rec.id, "alice")
             assert (event.data["from"], event.data["to"], event.data["elsewhere"]) == (
@@ -435,7 +431,7 @@ async def test_the_follower_hears_changes_made_elsewhere_at_once(
             await bus.emit(EventType.STATUS_CHANGED, operator_id="alice", task_id=rec.id,
                            to="running")  # fmt: skip
             await alice.transition(rec.id, TaskStatus.RUNNING, expected_version=moved.version)
-            await eventually(lambda: _true(follower.known[rec.id][0] == "running"), timeout=20)
+            await eventually(lambda: holds(follower.known[rec.id][0] == "running"), timeout=20)
             assert [e.data.get("elsewhere") for e in seen] == [True, None]
         finally:
             await other.close()

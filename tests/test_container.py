@@ -19,7 +19,7 @@ from uuid import UUID
 
 import pytest
 
-from conftest import Pg, eventually, fleet, git
+from conftest import Pg, eventually, fleet, git, holds
 from fleet_core.conductor import Conductor
 from fleet_core.config import Settings
 from fleet_core.db.database import Database
@@ -158,7 +158,7 @@ async def test_a_container_agents_end_is_judged_before_the_next_cycle(engine, sa
     c, m = engine(config=MonitorConfig(interval_s=300.0, deadline_s=60.0))
     await m.start()
     try:
-        await eventually(lambda: _true(m.cycles == 1))
+        await eventually(lambda: holds(m.cycles == 1))
         rec = await spawn(c, sample, "Break it [demo:fail]", max_retries=0)
 
         async def failed() -> bool:
@@ -167,16 +167,12 @@ async def test_a_container_agents_end_is_judged_before_the_next_cycle(engine, sa
 
         await eventually(failed, timeout=60)
         # The pass counts itself once it is done (after the move the test just saw).
-        await eventually(lambda: _true(m.ends.passes >= 1), timeout=30)
+        await eventually(lambda: holds(m.ends.passes >= 1), timeout=30)
         assert m.cycles == 1  # moved by a wake pass, not by a cycle
         ctx = (await c.registry(ACTOR).get(rec.id)).failure_context or {}
         assert ctx["exit_code"] == 1
     finally:
         await m.stop()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_silent_container_agent_that_computes_is_not_idle(engine, sample: Path) -> None:

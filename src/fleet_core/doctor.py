@@ -13,13 +13,12 @@ from typing import Any
 
 from fleet_core.config import Settings
 from fleet_core.errors import FleetError
-from fleet_core.models import AgentType
+from fleet_core.models import IMAGE_AGENTS, AgentType
 from fleet_core.runtime.adapters import build_adapters
 from fleet_core.runtime.proc import CommandError, run
 from fleet_core.runtime.sandbox import NetworkMode, SandboxMode
 
 PROBE_TIMEOUT_S = 10.0
-_SHIPPED = [a.value for a in AgentType if a is not AgentType.CUSTOM]
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ async def _container(settings: Settings) -> Check:
         hint = "" if needed else "; needed only for container mode"
         return Check("container", "missing" if needed else "warn", f"{exc}{hint}", needed)
     tags = {i.tag for i in images}
-    have = sorted(a for a in _SHIPPED if settings.container.images.get(a,
+    have = sorted(a for a in IMAGE_AGENTS if settings.container.images.get(a,
                   docker_images.image_tag(AgentType(a))) in tags)  # fmt: skip
     where = docker_client.where(settings.container.docker_host)
     built = ", ".join(have) if have else "none (`fleet image build`)"

@@ -48,6 +48,10 @@ class AgentType(StrEnum):
     CUSTOM = "custom"
 
 
+# The agent types fleet ships an image for (runtime/images/<type>.Dockerfile): all but custom.
+IMAGE_AGENTS = [a.value for a in AgentType if a is not AgentType.CUSTOM]
+
+
 class TaskType(StrEnum):
     BUG_FIX = "bug_fix"
     FEATURE = "feature"

@@ -16,15 +16,13 @@ from fleet_core.cli.runner import run_async
 from fleet_core.cli.verbs import Command
 from fleet_core.config import Settings
 from fleet_core.errors import BadInputError
-from fleet_core.models import AgentType
-
-SHIPPED = [a.value for a in AgentType if a is not AgentType.CUSTOM]
+from fleet_core.models import IMAGE_AGENTS, AgentType
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="{build,list}")
     build = sub.add_parser("build", help="build agent images (and the base image if missing)")
-    build.add_argument("--agent", choices=SHIPPED, help="only this agent type's image")
+    build.add_argument("--agent", choices=IMAGE_AGENTS, help="only this agent type's image")
     build.add_argument("--base", metavar="IMAGE",
                        help="the image to build FROM (default: fleet-base:bookworm, made here "
                        "by debootstrap when missing)")  # fmt: skip
@@ -43,7 +41,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(line, flush=True)
 
     async def build() -> int:
-        agents = [AgentType(args.agent)] if args.agent else [AgentType(a) for a in SHIPPED]
+        agents = [AgentType(args.agent)] if args.agent else [AgentType(a) for a in IMAGE_AGENTS]
         async with docker_client.client(settings.container.docker_host) as docker:
             base = args.base or docker_images.BASE_TAG
             if args.base is None:
